@@ -1,0 +1,428 @@
+//! The `ferry serve` configuration: a TOML file (or the embedded default),
+//! validated at start-up with errors that name the offending key.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use rand::distr::{Alphanumeric, SampleString};
+use serde::Deserialize;
+
+/// Name of the file in the data directory holding the development write key.
+pub const DEV_WRITE_KEY_FILE: &str = "dev-write-key";
+/// Name of the source used when the configuration lists none.
+pub const DEV_SOURCE_NAME: &str = "dev";
+
+/// Everything `ferry serve` can be configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server listens on. Default: `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Directory holding the log (`<data_dir>/log`) and the development
+    /// write key. Default: `./ferry-data`.
+    pub data_dir: PathBuf,
+    /// Sources allowed to send events, each with its own write key. When
+    /// empty, one source named `dev` is used whose key is generated once and
+    /// stored in `<data_dir>/dev-write-key`. Default: empty.
+    pub sources: Vec<SourceConfig>,
+    /// Request limits and back-pressure. Default: see [`Limits`].
+    pub limits: Limits,
+    /// Cross-origin settings for browser SDKs. Default: see [`Cors`].
+    pub cors: Cors,
+    /// Disk budget of the write-ahead log. Default: see [`LogConfig`].
+    pub log: LogConfig,
+}
+
+/// One sender of events, identified by its write key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Name recorded with every stored event of this source. No default.
+    pub name: String,
+    /// Secret the SDKs send (Basic auth user name, `writeKey` in the body
+    /// or `?writeKey=`). No default.
+    pub write_key: String,
+}
+
+/// Size caps and concurrency limits of the ingest endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest single event, in bytes of compact JSON. Default: 32768 (32 KiB).
+    pub max_event_bytes: usize,
+    /// Largest request body, both on the wire and after gzip decoding.
+    /// Default: 4194304 (4 MiB).
+    pub max_request_bytes: usize,
+    /// Requests processed at once; further ones get 429 with `Retry-After`,
+    /// which bounds memory to about this many request bodies. Default: 256.
+    pub max_in_flight: usize,
+    /// Seconds a client may take to send its body before getting 408.
+    /// Default: 30.
+    pub body_timeout_secs: u64,
+    /// Value of `Retry-After` (seconds) on 429 and 503 answers. Default: 1.
+    pub retry_after_secs: u64,
+}
+
+/// Cross-origin resource sharing for browser SDKs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cors {
+    /// Origins allowed to send events (`"https://shop.example"`), or `"*"`
+    /// for any origin, as rudder-server does. Default: `["*"]`.
+    pub allowed_origins: Vec<String>,
+    /// `Access-Control-Max-Age` in seconds, so browsers cache a preflight
+    /// instead of sending one per event. Default: 86400.
+    pub max_age_secs: u64,
+}
+
+/// Limits of the write-ahead log; past them ingestion answers 503 with
+/// `Retry-After` until space is freed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Size at which a segment file is closed and a new one started.
+    /// Default: the log's built-in value (128 MiB).
+    pub segment_bytes: Option<u64>,
+    /// Disk budget for all segments together. Default: none (unbounded).
+    pub max_bytes: Option<u64>,
+    /// Free space the file system must keep; appends that would go below it
+    /// are refused. Default: the log's built-in reserve.
+    pub min_free_bytes: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./ferry-data"),
+            sources: Vec::new(),
+            limits: Limits::default(),
+            cors: Cors::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_event_bytes: 32 * 1024,
+            max_request_bytes: 4 * 1024 * 1024,
+            max_in_flight: 256,
+            body_timeout_secs: 30,
+            retry_after_secs: 1,
+        }
+    }
+}
+
+impl Default for Cors {
+    fn default() -> Self {
+        Cors {
+            allowed_origins: vec!["*".to_owned()],
+            max_age_secs: 86_400,
+        }
+    }
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key or a value of the wrong type.
+    #[error("invalid config file {path}: key `{key}`: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Dotted path of the offending key (`limits.max_event_bytes`).
+        key: String,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("invalid config: key `{key}`: {message}")]
+    Invalid {
+        /// Dotted path of the offending key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The development write key could not be created or read.
+    #[error("cannot set up the development write key in {path}: {source}")]
+    DevKey {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file, or returns the embedded default.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { key, message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                key,
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            // toml's own message carries line, column and a snippet.
+            let message = e.into_inner().to_string().trim_end().to_owned();
+            ConfigError::Parse {
+                path: PathBuf::from("<text>"),
+                key: if key == "." { "(top level)".to_owned() } else { key },
+                message,
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        let (mut names, mut keys) = (HashSet::new(), HashSet::new());
+        for (i, s) in self.sources.iter().enumerate() {
+            if s.name.trim().is_empty() {
+                return invalid(format!("sources[{i}].name"), "must not be empty");
+            }
+            if s.write_key.trim().is_empty() {
+                return invalid(format!("sources[{i}].write_key"), "must not be empty");
+            }
+            if s.write_key.contains(':') {
+                return invalid(
+                    format!("sources[{i}].write_key"),
+                    "must not contain ':' (it is sent as a Basic auth user name)",
+                );
+            }
+            if !names.insert(s.name.as_str()) {
+                return invalid(format!("sources[{i}].name"), "duplicate source name");
+            }
+            if !keys.insert(s.write_key.as_str()) {
+                return invalid(format!("sources[{i}].write_key"), "duplicate write key");
+            }
+        }
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.max_event_bytes", l.max_event_bytes as u64),
+            ("limits.max_request_bytes", l.max_request_bytes as u64),
+            ("limits.max_in_flight", l.max_in_flight as u64),
+            ("limits.body_timeout_secs", l.body_timeout_secs),
+        ] {
+            if value == 0 {
+                return invalid(key.to_owned(), "must be greater than 0");
+            }
+        }
+        if l.max_event_bytes > l.max_request_bytes {
+            return invalid(
+                "limits.max_event_bytes".to_owned(),
+                "must not exceed limits.max_request_bytes",
+            );
+        }
+        if l.max_in_flight > tokio::sync::Semaphore::MAX_PERMITS {
+            return invalid("limits.max_in_flight".to_owned(), "is too large");
+        }
+        for (i, origin) in self.cors.allowed_origins.iter().enumerate() {
+            if origin != "*" && axum::http::HeaderValue::from_str(origin).is_err() {
+                return invalid(
+                    format!("cors.allowed_origins[{i}]"),
+                    "is not a valid origin",
+                );
+            }
+        }
+        if self.log.segment_bytes == Some(0) {
+            return invalid("log.segment_bytes".to_owned(), "must be greater than 0");
+        }
+        Ok(())
+    }
+
+    /// When no source is configured, adds the development source, creating
+    /// its write key in the data directory on first use. Returns the key and
+    /// its file when the development source is in use.
+    pub fn ensure_dev_source(&mut self) -> Result<Option<DevSource>, ConfigError> {
+        if !self.sources.is_empty() {
+            return Ok(None);
+        }
+        let path = self.data_dir.join(DEV_WRITE_KEY_FILE);
+        let write_key = load_or_create_dev_key(&path)
+            .map_err(|source| ConfigError::DevKey {
+                path: path.clone(),
+                source,
+            })?;
+        self.sources.push(SourceConfig {
+            name: DEV_SOURCE_NAME.to_owned(),
+            write_key: write_key.clone(),
+        });
+        Ok(Some(DevSource { write_key, path }))
+    }
+}
+
+/// The development source's key and where it is stored.
+#[derive(Debug, Clone)]
+pub struct DevSource {
+    /// The write key.
+    pub write_key: String,
+    /// The file it is kept in.
+    pub path: PathBuf,
+}
+
+impl fmt::Display for DevSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "development source \"{DEV_SOURCE_NAME}\": write key {} (stored in {})",
+            self.write_key,
+            self.path.display()
+        )
+    }
+}
+
+/// Reads the key file, or creates it durably (temp file, fsync, rename,
+/// directory fsync) so a crash never leaves an empty key behind.
+fn load_or_create_dev_key(path: &Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let key = format!("dev_{}", Alphanumeric.sample_string(&mut rand::rng(), 32));
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    writeln!(file, "{key}")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./ferry-data"));
+        assert_eq!(c.limits.max_event_bytes, 32 * 1024);
+        assert_eq!(c.limits.max_request_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.cors.allowed_origins, vec!["*"]);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = Config::parse(
+            r#"
+            listen = "0.0.0.0:9000"
+            data_dir = "/var/lib/ferry"
+            [[sources]]
+            name = "web"
+            write_key = "wk1"
+            [[sources]]
+            name = "backend"
+            write_key = "wk2"
+            [limits]
+            max_event_bytes = 1000
+            max_request_bytes = 2000
+            max_in_flight = 8
+            [cors]
+            allowed_origins = ["https://shop.example"]
+            [log]
+            max_bytes = 1000000
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.sources.len(), 2);
+        assert_eq!(c.sources[1].name, "backend");
+        assert_eq!(c.limits.max_in_flight, 8);
+        assert_eq!(c.log.max_bytes, Some(1_000_000));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        assert!(err("lisen = \"x\"").contains("lisen"), "{}", err("lisen = \"x\""));
+        let e = err("[limits]\nmax_events = 3");
+        assert!(e.contains("max_events"), "{e}");
+        let e = err("[[sources]]\nname = \"a\"\nwrite_key = \"b\"\ncolour = 1");
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let e = err("listen = \"not an address\"");
+        assert!(e.contains("`listen`"), "{e}");
+        let e = err("[limits]\nmax_event_bytes = \"big\"");
+        assert!(e.contains("limits.max_event_bytes"), "{e}");
+        let e = err("[limits]\nmax_in_flight = 0");
+        assert!(e.contains("limits.max_in_flight"), "{e}");
+        let e = err("[limits]\nmax_event_bytes = 10\nmax_request_bytes = 5");
+        assert!(e.contains("limits.max_event_bytes"), "{e}");
+        let e = err("[[sources]]\nname = \"a\"\nwrite_key = \"k\"\n[[sources]]\nname = \"b\"\nwrite_key = \"k\"");
+        assert!(e.contains("sources[1].write_key"), "{e}");
+        let e = err("[[sources]]\nname = \"a\"\nwrite_key = \"\"");
+        assert!(e.contains("sources[0].write_key"), "{e}");
+    }
+
+    #[test]
+    fn dev_key_is_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        let mut b = a.clone();
+        let first = a.ensure_dev_source().unwrap().unwrap();
+        let second = b.ensure_dev_source().unwrap().unwrap();
+        assert_eq!(first.write_key, second.write_key);
+        assert!(first.write_key.len() > 16);
+        assert_eq!(a.sources[0].name, DEV_SOURCE_NAME);
+        let on_disk = std::fs::read_to_string(dir.path().join("data").join(DEV_WRITE_KEY_FILE)).unwrap();
+        assert_eq!(on_disk.trim(), first.write_key);
+    }
+
+    #[test]
+    fn configured_sources_need_no_dev_key() {
+        let mut c = Config::parse("[[sources]]\nname = \"a\"\nwrite_key = \"k\"").unwrap();
+        assert!(c.ensure_dev_source().unwrap().is_none());
+        assert_eq!(c.sources.len(), 1);
+    }
+}

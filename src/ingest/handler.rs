@@ -1,0 +1,243 @@
+//! The event endpoints: read and authenticate the request, validate every
+//! event, append them all in one atomic group, answer 200 once durable.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use base64::Engine;
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+
+use super::error::IngestError;
+use super::event::{self, Envelope, EventType};
+use super::{body, timestamp, AppState};
+
+/// How the events of a request are laid out in its body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Shape {
+    /// The body is one event whose type is given by the path.
+    Single(EventType),
+    /// `{"batch": [...]}`, each item with its own `type`.
+    Batch,
+}
+
+/// The handler of every event endpoint; `shape` comes from the route.
+pub(crate) async fn handle(
+    shape: Shape,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> Result<Json<Value>, IngestError> {
+    let received_at = OffsetDateTime::now_utc();
+    refuse_if_failed(&state)?;
+    let query_key = query_write_key(query.as_deref());
+    // Authenticate before reading the body when the key is outside it.
+    let early = match state.inner.sources.authenticate(&headers, query_key.as_deref(), None) {
+        Ok(source) => Some(source),
+        Err(IngestError::MissingWriteKey) => None,
+        Err(e) => return Err(e),
+    };
+    let limits = state.limits();
+    let bytes = body::read(body, &headers, limits.max_request_bytes, state.body_timeout()).await?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| IngestError::BadRequest(format!("not valid JSON: {e}")))?;
+    let Value::Object(mut object) = value else {
+        return Err(IngestError::BadRequest("the body must be a JSON object".into()));
+    };
+    let source = match early {
+        Some(source) => source,
+        None => {
+            let body_key = object.get("writeKey").and_then(Value::as_str);
+            state.inner.sources.authenticate(&headers, None, body_key)?
+        }
+    };
+    let mut envelope = Envelope {
+        received_at: Some(received_at),
+        sent_at: header_time(&headers, "sentat")?,
+        anonymous_id: anonymous_id_header(&headers),
+        ..Envelope::default()
+    };
+    let (items, forced) = match shape {
+        Shape::Single(kind) => (vec![Value::Object(object)], Some(kind)),
+        Shape::Batch => {
+            let items = match object.remove("batch") {
+                Some(Value::Array(items)) if !items.is_empty() => items,
+                Some(Value::Array(_)) => return Err(IngestError::BadRequest("batch is empty".into())),
+                _ => return Err(IngestError::BadRequest("expected {\"batch\": [...]}".into())),
+            };
+            if let Some(sent) = body_time(&object, "sentAt")? {
+                envelope.sent_at = Some(sent);
+            }
+            envelope.context = object.remove("context").filter(|v| !v.is_null());
+            envelope.integrations = object.remove("integrations").filter(|v| !v.is_null());
+            (items, None)
+        }
+    };
+    let count = store(&state, items, forced, &envelope, &source).await?;
+    Ok(Json(json!({ "success": true, "count": count })))
+}
+
+/// Validates, normalises and appends `items` as one atomic group. Nothing
+/// is stored unless every item is valid.
+pub(crate) async fn store(
+    state: &AppState,
+    items: Vec<Value>,
+    forced: Option<EventType>,
+    envelope: &Envelope,
+    source: &Arc<str>,
+) -> Result<usize, IngestError> {
+    let max_event = state.limits().max_event_bytes;
+    let mut records = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let size = compact_size(&item);
+        if size > max_event {
+            return Err(IngestError::EventTooLarge {
+                index,
+                size,
+                limit: max_event,
+            });
+        }
+        let normalised = event::normalise(item, forced, envelope, source)
+            .map_err(|reason| IngestError::InvalidEvent { index, reason })?;
+        records.push(
+            serde_json::to_vec(&normalised)
+                .map_err(|e| IngestError::InvalidEvent { index, reason: e.to_string() })?,
+        );
+    }
+    let count = records.len();
+    let retry_after = state.limits().retry_after_secs;
+    match state.log().append(records).await {
+        Ok(_) => {
+            state.set_full(false);
+            Ok(count)
+        }
+        Err(e) => {
+            let err = IngestError::from_log(e, retry_after);
+            if matches!(err, IngestError::StorageFull { .. }) {
+                state.set_full(true);
+            }
+            Err(err)
+        }
+    }
+}
+
+/// `/v1/m`: analytics.js's own telemetry. Answered 200, stored nowhere.
+pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>, IngestError> {
+    body::read(body, &headers, state.limits().max_request_bytes, state.body_timeout()).await?;
+    Ok(Json(json!({ "success": true })))
+}
+
+/// 503 before reading anything once the log has stopped after a failure.
+pub(crate) fn refuse_if_failed(state: &AppState) -> Result<(), IngestError> {
+    match state.log().failure() {
+        Some(reason) => Err(IngestError::StorageUnavailable {
+            reason,
+            retry_after: state.limits().retry_after_secs,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `writeKey` from the query string, if any.
+pub(crate) fn query_write_key(query: Option<&str>) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
+    pairs.into_iter().find(|(k, _)| k == "writeKey").map(|(_, v)| v)
+}
+
+/// The size of a value as compact JSON, without allocating it.
+fn compact_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// A timestamp header (`SentAt` of RudderStack's JS SDK).
+fn header_time(headers: &HeaderMap, name: &str) -> Result<Option<OffsetDateTime>, IngestError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(timestamp::parse)
+        .map(Some)
+        .ok_or_else(|| IngestError::BadRequest(format!("the {name} header is not an RFC 3339 timestamp")))
+}
+
+/// A top-level timestamp field of a batch body.
+fn body_time(object: &Map<String, Value>, field: &str) -> Result<Option<OffsetDateTime>, IngestError> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => timestamp::parse(s)
+            .map(Some)
+            .ok_or_else(|| IngestError::BadRequest(format!("{field} is not an RFC 3339 timestamp"))),
+        Some(_) => Err(IngestError::BadRequest(format!("{field} must be an RFC 3339 string"))),
+    }
+}
+
+/// RudderStack's JS SDK sends the anonymous id base64-encoded in an
+/// `AnonymousId` header; a value that is not base64 is taken as is.
+fn anonymous_id_header(headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get("anonymousid")?.to_str().ok()?.trim();
+    if raw.is_empty() {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(raw)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|s| !s.is_empty());
+    Some(decoded.unwrap_or_else(|| raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_size_ignores_whitespace() {
+        let v: Value = serde_json::from_str("{ \"a\" : [1, 2] }").unwrap();
+        assert_eq!(compact_size(&v), "{\"a\":[1,2]}".len());
+    }
+
+    #[test]
+    fn query_key() {
+        assert_eq!(query_write_key(Some("a=1&writeKey=k%3D")).as_deref(), Some("k="));
+        assert_eq!(query_write_key(Some("a=1")), None);
+        assert_eq!(query_write_key(None), None);
+    }
+
+    #[test]
+    fn anonymous_id_header_is_base64() {
+        let mut h = HeaderMap::new();
+        h.insert("anonymousid", "YW5vbi0x".parse().unwrap());
+        assert_eq!(anonymous_id_header(&h).as_deref(), Some("anon-1"));
+        h.insert("anonymousid", "plain id!".parse().unwrap());
+        assert_eq!(anonymous_id_header(&h).as_deref(), Some("plain id!"));
+    }
+
+    #[test]
+    fn sent_at_header() {
+        let mut h = HeaderMap::new();
+        assert!(header_time(&h, "sentat").unwrap().is_none());
+        h.insert("sentat", "2024-05-01T12:00:00.000Z".parse().unwrap());
+        assert!(header_time(&h, "sentat").unwrap().is_some());
+        h.insert("sentat", "nope".parse().unwrap());
+        assert!(header_time(&h, "sentat").is_err());
+    }
+}

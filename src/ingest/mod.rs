@@ -1,0 +1,166 @@
+//! HTTP ingestion: the Segment/RudderStack-compatible tracking API. Each
+//! request's events go into the write-ahead log in one atomic append, and
+//! the 200 is sent only after that append is durable (see docs/api.md).
+
+mod auth;
+mod body;
+mod cors;
+mod error;
+mod event;
+mod handler;
+mod health;
+mod pixel;
+mod timestamp;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use error::IngestError;
+pub use event::{EventType, FERRY_FIELD, MAX_MESSAGE_ID_CHARS};
+
+use crate::config::{Config, Limits};
+use crate::log::Log;
+use handler::Shape;
+
+/// Shared state of all handlers; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    /// Where accepted events go.
+    log: Log,
+    /// Write key → source name.
+    sources: auth::Sources,
+    /// Size caps, timeouts and the `Retry-After` value.
+    limits: Limits,
+    /// One permit per request being processed; bounds memory held by bodies.
+    in_flight: Arc<Semaphore>,
+    /// The last append was refused for lack of space; cleared by the next
+    /// success. Only for `/health`: appends are still attempted, so ingestion
+    /// resumes by itself once space is freed.
+    full: AtomicBool,
+    /// CORS settings, kept for building the router.
+    cors: crate::config::Cors,
+}
+
+impl AppState {
+    /// Builds the state from a validated configuration whose sources are
+    /// final (see [`Config::ensure_dev_source`]) and an open log.
+    pub fn new(config: &Config, log: Log) -> AppState {
+        AppState {
+            inner: Arc::new(Shared {
+                log,
+                sources: auth::Sources::new(&config.sources),
+                limits: config.limits.clone(),
+                in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
+                full: AtomicBool::new(false),
+                cors: config.cors.clone(),
+            }),
+        }
+    }
+
+    fn log(&self) -> &Log {
+        &self.inner.log
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.inner.limits.body_timeout_secs)
+    }
+
+    fn set_full(&self, full: bool) {
+        self.inner.full.store(full, Ordering::Relaxed);
+    }
+
+    fn is_full(&self) -> bool {
+        self.inner.full.load(Ordering::Relaxed)
+    }
+
+    fn requests_in_flight(&self) -> usize {
+        self.inner.limits.max_in_flight - self.inner.in_flight.available_permits()
+    }
+}
+
+/// All routes of the ingestion API.
+pub fn router(state: AppState) -> Router {
+    let mut ingest = Router::new();
+    for (kind, long, short) in [
+        (EventType::Track, "/v1/track", "/v1/t"),
+        (EventType::Identify, "/v1/identify", "/v1/i"),
+        (EventType::Page, "/v1/page", "/v1/p"),
+        (EventType::Screen, "/v1/screen", "/v1/s"),
+        (EventType::Group, "/v1/group", "/v1/g"),
+        (EventType::Alias, "/v1/alias", "/v1/a"),
+    ] {
+        ingest = ingest
+            .route(long, events(Shape::Single(kind)))
+            .route(short, events(Shape::Single(kind)));
+    }
+    for path in ["/v1/batch", "/v1/import", "/v1/b", "/beacon/v1/batch"] {
+        ingest = ingest.route(path, events(Shape::Batch));
+    }
+    let ingest = ingest
+        .route("/v1/m", post(handler::metrics))
+        .route("/pixel/v1/track", get(pixel::track))
+        .route("/pixel/v1/page", get(pixel::page))
+        .route_layer(middleware::from_fn_with_state(state.clone(), limit_in_flight));
+    Router::new()
+        .merge(ingest)
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .fallback(|| async { IngestError::NotFound })
+        .method_not_allowed_fallback(|| async { IngestError::MethodNotAllowed })
+        .layer(cors::layer(&state.inner.cors))
+        .with_state(state)
+}
+
+/// The route of an event endpoint whose body has the given shape.
+fn events(shape: Shape) -> MethodRouter<AppState> {
+    post(
+        move |state: State<AppState>, headers: HeaderMap, query: RawQuery, body: Body| {
+            handler::handle(shape, state, headers, query, body)
+        },
+    )
+}
+
+/// Refuses a request with 429 + `Retry-After` when `max_in_flight` requests
+/// are already being processed, instead of queueing without bound.
+async fn limit_in_flight(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = state.inner.in_flight.clone().try_acquire_owned() else {
+        return IngestError::Overloaded {
+            retry_after: state.limits().retry_after_secs,
+        }
+        .into_response();
+    };
+    next.run(request).await
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then stops
+/// accepting connections and waits for the requests in progress, so no
+/// append that was started is left without its answer.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

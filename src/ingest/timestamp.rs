@@ -1,0 +1,160 @@
+//! Event timestamps: RFC 3339 parsing, millisecond output, and Segment's
+//! clock-skew correction `timestamp = receivedAt − (sentAt − originalTimestamp)`.
+
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{OffsetDateTime, UtcOffset};
+
+/// Parses an RFC 3339 timestamp (any offset, any number of fraction digits).
+pub(crate) fn parse(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &Rfc3339).ok()
+}
+
+/// Formats as UTC RFC 3339 with exactly three fraction digits
+/// (`2024-05-01T12:00:00.123Z`); `None` outside the years 0000–9999.
+pub(crate) fn format(t: OffsetDateTime) -> Option<String> {
+    let utc = t.to_offset(UtcOffset::UTC);
+    if !(0..=9999).contains(&utc.year()) {
+        return None;
+    }
+    utc.format(format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    ))
+    .ok()
+}
+
+/// The client's clock readings of one event, as parsed from the request.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ClientTimes {
+    /// `sentAt`: client clock when the batch was sent.
+    pub sent_at: Option<OffsetDateTime>,
+    /// `originalTimestamp`: client clock when the event happened.
+    pub original: Option<OffsetDateTime>,
+    /// `timestamp` set explicitly by the client (kept, never corrected).
+    pub timestamp: Option<OffsetDateTime>,
+}
+
+/// The timestamps stored with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    /// Client clock when the event happened (`receivedAt` when unknown).
+    pub original: OffsetDateTime,
+    /// Best estimate of when the event happened, on the server's clock.
+    pub timestamp: OffsetDateTime,
+}
+
+/// Applies Segment's rules. An explicit client `timestamp` is kept as is (and
+/// is the `originalTimestamp` when none was sent). Otherwise the skew between
+/// the two client readings `sentAt` and `originalTimestamp` is removed from
+/// `receivedAt`; a missing `sentAt` means no measurable skew
+/// (`timestamp = originalTimestamp`), and a missing `originalTimestamp` means
+/// the event happened on receipt (`timestamp = receivedAt`). `None` when the
+/// correction leaves the representable range.
+pub(crate) fn resolve(received_at: OffsetDateTime, client: ClientTimes) -> Option<Resolved> {
+    if let Some(timestamp) = client.timestamp {
+        return Some(Resolved {
+            original: client.original.unwrap_or(timestamp),
+            timestamp,
+        });
+    }
+    let Some(original) = client.original else {
+        return Some(Resolved {
+            original: received_at,
+            timestamp: received_at,
+        });
+    };
+    let sent_at = client.sent_at.unwrap_or(received_at);
+    let skew = sent_at - original;
+    let timestamp = received_at.checked_sub(skew)?;
+    Some(Resolved {
+        original,
+        timestamp,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const RECEIVED: OffsetDateTime = datetime!(2024-05-01 12:00:10 UTC);
+
+    #[test]
+    fn formats_with_milliseconds_in_utc() {
+        assert_eq!(
+            format(datetime!(2024-05-01 14:00:00.123456 +02:00)).unwrap(),
+            "2024-05-01T12:00:00.123Z"
+        );
+        assert_eq!(format(datetime!(2024-05-01 12:00 UTC)).unwrap(), "2024-05-01T12:00:00.000Z");
+    }
+
+    #[test]
+    fn parses_what_sdks_send() {
+        // analytics.js / rudder: toISOString(); Python: isoformat() with offset and micros.
+        assert!(parse("2024-05-01T12:00:00.123Z").is_some());
+        assert!(parse("2024-05-01T12:00:00.123456+00:00").is_some());
+        assert!(parse("2024-05-01T12:00:00+02:00").is_some());
+        assert!(parse("2024-05-01").is_none());
+        assert!(parse("yesterday").is_none());
+    }
+
+    #[test]
+    fn corrects_client_clock_skew() {
+        // Client clock 1 h fast: event at 13:00:00, sent at 13:00:05 (client time).
+        let r = resolve(
+            RECEIVED,
+            ClientTimes {
+                sent_at: Some(datetime!(2024-05-01 13:00:05 UTC)),
+                original: Some(datetime!(2024-05-01 13:00:00 UTC)),
+                timestamp: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(r.timestamp, datetime!(2024-05-01 12:00:05 UTC));
+        assert_eq!(r.original, datetime!(2024-05-01 13:00:00 UTC));
+    }
+
+    #[test]
+    fn explicit_timestamp_is_kept() {
+        let ts = datetime!(2020-01-01 00:00 UTC);
+        let r = resolve(
+            RECEIVED,
+            ClientTimes {
+                sent_at: Some(datetime!(2024-05-01 13:00:05 UTC)),
+                original: None,
+                timestamp: Some(ts),
+            },
+        )
+        .unwrap();
+        assert_eq!((r.original, r.timestamp), (ts, ts));
+    }
+
+    #[test]
+    fn missing_readings_default_to_received_at() {
+        let r = resolve(RECEIVED, ClientTimes::default()).unwrap();
+        assert_eq!((r.original, r.timestamp), (RECEIVED, RECEIVED));
+        let orig = datetime!(2024-05-01 11:59:00 UTC);
+        let r = resolve(
+            RECEIVED,
+            ClientTimes {
+                original: Some(orig),
+                ..ClientTimes::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(r.timestamp, orig);
+    }
+
+    #[test]
+    fn out_of_range_correction_is_refused() {
+        let r = resolve(
+            RECEIVED,
+            ClientTimes {
+                sent_at: Some(datetime!(9999-12-31 23:59 UTC)),
+                original: Some(datetime!(-9999-01-01 0:00 UTC)),
+                timestamp: None,
+            },
+        );
+        assert!(r.is_none_or(|r| format(r.timestamp).is_none()));
+    }
+}

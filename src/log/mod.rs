@@ -1,0 +1,318 @@
+//! The segmented write-ahead log: ferry's single source of truth.
+//!
+//! [`Log`] is the writing handle (recovery on open, group-committed appends,
+//! retention); [`LogReader`] iterates durable records; [`LogView`] is the
+//! read-only view `ferry log` uses, safe beside a running server. The log
+//! knows nothing of HTTP, events or destinations: records are bytes.
+
+mod chunk;
+mod error;
+pub mod format;
+mod inspect;
+mod reader;
+mod recovery;
+mod scan;
+pub mod sim;
+mod storage;
+mod writer;
+
+pub use error::{LogError, Result};
+pub use inspect::{LogView, SegmentReport, VerifyProblem};
+pub use reader::{LogReader, Record};
+pub use recovery::{RecoveryMode, QUARANTINE_DIR};
+pub use scan::{Problem, ProblemKind, SegmentScan};
+pub use storage::{FsStorage, Storage, StorageFile};
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use tokio::sync::{mpsc, oneshot, watch};
+use writer::{AppendRequest, Writer, WriterLimits};
+
+/// Settings of a log.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Roll to a new segment once the active one would exceed this many
+    /// bytes. Default: 128 MiB.
+    pub segment_bytes: u64,
+    /// Disk budget: appends that would grow the log past this many bytes are
+    /// refused with [`LogError::Full`]. Default: none.
+    pub max_log_bytes: Option<u64>,
+    /// Appends that would leave less free space on the disk than this are
+    /// refused with [`LogError::Full`]. Default: 64 MiB.
+    pub min_free_bytes: u64,
+    /// What opening does on corruption. Default: [`RecoveryMode::Strict`].
+    pub recovery: RecoveryMode,
+    /// Appends that may wait for the writer before appenders wait to queue.
+    /// Default: 4096.
+    pub queue_depth: usize,
+    /// A commit group stops taking queued appends past this many bytes.
+    /// Default: 16 MiB.
+    pub max_group_bytes: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            segment_bytes: 128 << 20,
+            max_log_bytes: None,
+            min_free_bytes: 64 << 20,
+            recovery: RecoveryMode::Strict,
+            queue_depth: 4096,
+            max_group_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Figures about a log at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LogStats {
+    /// First offset still held.
+    pub start_offset: u64,
+    /// Durable end: the next offset to be written.
+    pub durable_end: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Bytes of all segment files.
+    pub bytes: u64,
+    /// Commit groups written (one fdatasync each) since open.
+    pub fsyncs: u64,
+    /// Records written by those groups.
+    pub records_synced: u64,
+    /// Appends (atomic record groups) written by those groups.
+    pub appends_synced: u64,
+}
+
+/// State shared by the writer thread, readers and handles.
+pub(crate) struct Shared {
+    /// The log directory.
+    pub dir: PathBuf,
+    /// Where the bytes go.
+    pub storage: Arc<dyn Storage>,
+    /// Every segment by base offset; the last is the active one.
+    segments: Mutex<BTreeMap<u64, PathBuf>>,
+    /// The durable end, published after each fdatasync.
+    pub durable: watch::Sender<u64>,
+    /// Set once, by the first storage failure.
+    pub failure: OnceLock<String>,
+    /// Bytes of all segment files.
+    pub total_bytes: AtomicU64,
+    fsyncs: AtomicU64,
+    records_synced: AtomicU64,
+    appends_synced: AtomicU64,
+}
+
+impl Shared {
+    fn new(storage: Arc<dyn Storage>, dir: PathBuf, segments: BTreeMap<u64, PathBuf>, end: u64, bytes: u64) -> Self {
+        Shared {
+            dir,
+            storage,
+            segments: Mutex::new(segments),
+            durable: watch::Sender::new(end),
+            failure: OnceLock::new(),
+            total_bytes: AtomicU64::new(bytes),
+            fsyncs: AtomicU64::new(0),
+            records_synced: AtomicU64::new(0),
+            appends_synced: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn segments_lock(&self) -> MutexGuard<'_, BTreeMap<u64, PathBuf>> {
+        self.segments.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn durable_end(&self) -> u64 {
+        *self.durable.borrow()
+    }
+
+    pub(crate) fn start_offset(&self) -> u64 {
+        self.segments_lock().keys().next().copied().unwrap_or_else(|| self.durable_end())
+    }
+
+    pub(crate) fn active_path(&self) -> PathBuf {
+        self.segments_lock().values().next_back().cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn note_group(&self, appends: u64, records: u64) {
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.appends_synced.fetch_add(appends, Ordering::Relaxed);
+        self.records_synced.fetch_add(records, Ordering::Relaxed);
+    }
+
+    fn stats(&self) -> LogStats {
+        let segments = self.segments_lock();
+        LogStats {
+            start_offset: segments.keys().next().copied().unwrap_or(0),
+            durable_end: self.durable_end(),
+            segments: segments.len() as u64,
+            bytes: self.total_bytes.load(Ordering::Relaxed),
+            fsyncs: self.fsyncs.load(Ordering::Relaxed),
+            records_synced: self.records_synced.load(Ordering::Relaxed),
+            appends_synced: self.appends_synced.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The writing handle of a log. Cheap to clone; the writer thread stops when
+/// the last clone is dropped.
+#[derive(Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// Queue to the writer thread; `None` once shutting down.
+    tx: Option<mpsc::Sender<AppendRequest>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir` on the real file system.
+    pub fn open(dir: &Path, options: LogOptions) -> Result<Log> {
+        Self::open_with(Arc::new(FsStorage), dir, options)
+    }
+
+    /// Opens the log in `dir` on the given storage, recovering its tail.
+    pub fn open_with(storage: Arc<dyn Storage>, dir: &Path, options: LogOptions) -> Result<Log> {
+        let rec = recovery::recover(&*storage, dir, options.recovery)?;
+        let shared = Arc::new(Shared::new(
+            storage,
+            dir.to_path_buf(),
+            rec.segments,
+            rec.next_offset,
+            rec.total_bytes,
+        ));
+        let limits = WriterLimits {
+            segment_bytes: options.segment_bytes.max(format::SEGMENT_HEADER_LEN + 1),
+            max_log_bytes: options.max_log_bytes,
+            min_free_bytes: options.min_free_bytes,
+            max_group_bytes: options.max_group_bytes.max(1),
+        };
+        let writer = Writer::new(shared.clone(), limits, rec.active, rec.write_pos, rec.next_offset);
+        let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
+        let thread = std::thread::Builder::new()
+            .name("ferry-log-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| LogError::io(dir, e))?;
+        tracing::info!(dir = %dir.display(), next_offset = rec.next_offset, "log opened");
+        Ok(Log {
+            inner: Arc::new(Inner {
+                shared,
+                tx: Some(tx),
+                thread: Some(thread),
+            }),
+        })
+    }
+
+    /// Appends `records` atomically and in order; completes once they are
+    /// covered by a completed fdatasync. Returns their offsets.
+    pub async fn append(&self, records: Vec<Vec<u8>>) -> Result<Range<u64>> {
+        let reply = self.submit(records).await?;
+        reply.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Queues an append without waiting for it (the receiver yields the
+    /// outcome). Lets one task pipeline many appends.
+    pub async fn submit(&self, records: Vec<Vec<u8>>) -> Result<oneshot::Receiver<Result<Range<u64>>>> {
+        let (reply, rx) = oneshot::channel();
+        if records.is_empty() {
+            let end = self.durable_end();
+            let _ = reply.send(Ok(end..end));
+            return Ok(rx);
+        }
+        if records.len() > u32::MAX as usize / 2 {
+            return Err(LogError::RecordTooLarge { size: records.len(), max: u32::MAX as usize / 2 });
+        }
+        let mut encoded_len = 0u64;
+        for r in &records {
+            if r.len() > format::MAX_RECORD_LEN {
+                return Err(LogError::RecordTooLarge { size: r.len(), max: format::MAX_RECORD_LEN });
+            }
+            encoded_len += (format::RECORD_HEADER_LEN + r.len()) as u64;
+        }
+        if let Some(reason) = self.failure() {
+            return Err(LogError::Failed(reason));
+        }
+        let tx = self.inner.tx.as_ref().ok_or(LogError::Closed)?;
+        let req = AppendRequest { records, encoded_len, reply };
+        tx.send(req).await.map_err(|_| LogError::Closed)?;
+        Ok(rx)
+    }
+
+    /// The next offset to be written; everything below it is durable.
+    pub fn durable_end(&self) -> u64 {
+        self.inner.shared.durable_end()
+    }
+
+    /// The first offset still held (older segments were deleted).
+    pub fn start_offset(&self) -> u64 {
+        self.inner.shared.start_offset()
+    }
+
+    /// Watches the durable end (for readers that wait for new records).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.shared.durable.subscribe()
+    }
+
+    /// `Some(reason)` once a storage failure made the log refuse appends.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.shared.failure.get().cloned()
+    }
+
+    /// A reader positioned at `from` that sees only durable records.
+    pub fn reader(&self, from: u64) -> Result<LogReader> {
+        LogReader::new(self.inner.shared.clone(), from)
+    }
+
+    /// Figures about the log now.
+    pub fn stats(&self) -> LogStats {
+        self.inner.shared.stats()
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.shared.dir
+    }
+
+    /// Deletes every whole segment whose records all lie below `offset`,
+    /// never the active segment. Returns how many segments were deleted.
+    /// Blocking (file removal and a directory fsync).
+    pub fn delete_segments_below(&self, offset: u64) -> Result<usize> {
+        let shared = &self.inner.shared;
+        let offset = offset.min(shared.durable_end());
+        let victims: Vec<(u64, PathBuf)> = {
+            let mut segments = shared.segments_lock();
+            let bases: Vec<u64> = segments.keys().copied().collect();
+            let doomed: Vec<u64> = bases.windows(2).take_while(|w| w[1] <= offset).map(|w| w[0]).collect();
+            doomed.iter().map(|b| (*b, segments.remove(b).expect("listed"))).collect()
+        };
+        if victims.is_empty() {
+            return Ok(0);
+        }
+        for (_, path) in &victims {
+            let len = shared.storage.open_read(path).and_then(|f| f.size()).unwrap_or(0);
+            shared.storage.remove(path).map_err(|e| LogError::io(path, e))?;
+            shared.total_bytes.fetch_sub(len, Ordering::Relaxed);
+            tracing::info!(segment = %path.display(), "retention deleted segment");
+        }
+        if let Err(e) = shared.storage.sync_dir(&shared.dir) {
+            let reason = format!("fsync of directory {} failed: {e}", shared.dir.display());
+            tracing::error!("{reason}; the log refuses appends until ferry restarts");
+            let _ = shared.failure.set(reason.clone());
+            return Err(LogError::Failed(reason));
+        }
+        Ok(victims.len())
+    }
+}
