@@ -24,7 +24,9 @@ pub enum LogCommand {
         json: bool,
     },
     /// Records as JSON Lines: {"offset": N, "payload": …} (JSON payloads inline, others as text or base64).
-    #[command(after_help = "Example:\n  ferry log dump --data-dir ./ferry-data --from 100 --limit 10")]
+    #[command(
+        after_help = "Example:\n  ferry log dump --data-dir ./ferry-data --from 100 --limit 10"
+    )]
     Dump {
         /// The data directory (holds log/).
         #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data")]
@@ -49,7 +51,11 @@ pub enum LogCommand {
 pub fn run(cmd: LogCommand) -> Result<ExitCode> {
     match cmd {
         LogCommand::Inspect { data_dir, json } => inspect(&open(&data_dir)?, json),
-        LogCommand::Dump { data_dir, from, limit } => dump(&open(&data_dir)?, from, limit),
+        LogCommand::Dump {
+            data_dir,
+            from,
+            limit,
+        } => dump(&open(&data_dir)?, from, limit),
         LogCommand::Verify { data_dir } => verify(&open(&data_dir)?),
     }
 }
@@ -87,10 +93,18 @@ fn inspect(view: &LogView, json: bool) -> Result<ExitCode> {
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
-        writeln!(out, "{:<26} {:>12} {:>12} {:>10} {:>12}  health", "segment", "first", "last", "records", "bytes")?;
+        writeln!(
+            out,
+            "{:<26} {:>12} {:>12} {:>10} {:>12}  health",
+            "segment", "first", "last", "records", "bytes"
+        )?;
         let dash = |o: Option<u64>| o.map_or_else(|| "-".to_string(), |v| v.to_string());
         for r in &rows {
-            let name = r.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = r
+                .file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             writeln!(
                 out,
                 "{:<26} {:>12} {:>12} {:>10} {:>12}  {}",
@@ -112,7 +126,11 @@ fn inspect(view: &LogView, json: bool) -> Result<ExitCode> {
             view.end_offset()
         )?;
     }
-    Ok(if corrupt { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if corrupt {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn dump(view: &LogView, from: Option<u64>, limit: Option<u64>) -> Result<ExitCode> {
@@ -146,7 +164,12 @@ fn verify(view: &LogView) -> Result<ExitCode> {
     let mut fatal = 0;
     for p in &problems {
         let level = if p.fatal { "error" } else { "warning" };
-        println!("{level}: {} at byte {}: {}", p.segment.display(), p.position, p.reason);
+        println!(
+            "{level}: {} at byte {}: {}",
+            p.segment.display(),
+            p.position,
+            p.reason
+        );
         fatal += usize::from(p.fatal);
     }
     let records = view.end_offset() - view.start_offset();
@@ -154,7 +177,11 @@ fn verify(view: &LogView) -> Result<ExitCode> {
         println!("verify: {fatal} problem(s) found");
         Ok(ExitCode::FAILURE)
     } else {
-        println!("verify: ok, {records} records in offsets [{}, {})", view.start_offset(), view.end_offset());
+        println!(
+            "verify: ok, {records} records in offsets [{}, {})",
+            view.start_offset(),
+            view.end_offset()
+        );
         Ok(ExitCode::SUCCESS)
     }
 }

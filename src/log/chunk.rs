@@ -49,7 +49,9 @@ impl ChunkReader {
             self.buf.resize(len, 0);
             let mut filled = 0;
             while filled < len {
-                let n = self.file.read_at(&mut self.buf[filled..], pos + filled as u64)?;
+                let n = self
+                    .file
+                    .read_at(&mut self.buf[filled..], pos + filled as u64)?;
                 if n == 0 {
                     break;
                 }
@@ -59,7 +61,9 @@ impl ChunkReader {
             self.start = pos;
         }
         let from = (pos - self.start) as usize;
-        let to = ((want_end - self.start) as usize).min(self.buf.len()).max(from);
+        let to = ((want_end - self.start) as usize)
+            .min(self.buf.len())
+            .max(from);
         Ok(&self.buf[from..to])
     }
 

@@ -75,7 +75,11 @@ impl LogError {
     }
 
     /// Builds a corruption error.
-    pub(crate) fn corruption(segment: impl Into<PathBuf>, position: u64, reason: impl Into<String>) -> Self {
+    pub(crate) fn corruption(
+        segment: impl Into<PathBuf>,
+        position: u64,
+        reason: impl Into<String>,
+    ) -> Self {
         LogError::Corruption {
             segment: segment.into(),
             position,

@@ -61,11 +61,19 @@ impl std::fmt::Display for HeaderError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             HeaderError::Short => write!(f, "segment header is truncated"),
-            HeaderError::BadMagic => write!(f, "segment header has a wrong magic (not a ferry segment)"),
-            HeaderError::UnsupportedVersion(v) => write!(f, "segment format version {v} is not supported (this build reads {FORMAT_VERSION})"),
+            HeaderError::BadMagic => {
+                write!(f, "segment header has a wrong magic (not a ferry segment)")
+            }
+            HeaderError::UnsupportedVersion(v) => write!(
+                f,
+                "segment format version {v} is not supported (this build reads {FORMAT_VERSION})"
+            ),
             HeaderError::BadChecksum => write!(f, "segment header checksum mismatch"),
             HeaderError::BaseMismatch { in_header, in_name } => {
-                write!(f, "segment header says base offset {in_header} but the file name says {in_name}")
+                write!(
+                    f,
+                    "segment header says base offset {in_header} but the file name says {in_name}"
+                )
             }
         }
     }
@@ -158,7 +166,9 @@ impl std::fmt::Display for RecordError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RecordError::Truncated => write!(f, "record is truncated"),
-            RecordError::TooLong(n) => write!(f, "record length {n} exceeds the maximum {MAX_RECORD_LEN}"),
+            RecordError::TooLong(n) => {
+                write!(f, "record length {n} exceeds the maximum {MAX_RECORD_LEN}")
+            }
             RecordError::BadChecksum => write!(f, "record checksum mismatch"),
         }
     }
@@ -227,7 +237,10 @@ mod tests {
     #[test]
     fn all_zero_header_never_validates() {
         assert_eq!(decode_record(&[0u8; 64]), Err(RecordError::BadChecksum));
-        assert_eq!(decode_record(&[0u8; RECORD_HEADER_LEN]), Err(RecordError::BadChecksum));
+        assert_eq!(
+            decode_record(&[0u8; RECORD_HEADER_LEN]),
+            Err(RecordError::BadChecksum)
+        );
     }
 
     #[test]
@@ -261,13 +274,22 @@ mod tests {
         assert_eq!(decode_segment_header(&h, 99), Ok(()));
         assert_eq!(
             decode_segment_header(&h, 98),
-            Err(HeaderError::BaseMismatch { in_header: 99, in_name: 98 })
+            Err(HeaderError::BaseMismatch {
+                in_header: 99,
+                in_name: 98
+            })
         );
         assert_eq!(decode_segment_header(&h[..10], 99), Err(HeaderError::Short));
-        assert_eq!(decode_segment_header(&[0u8; 32], 0), Err(HeaderError::BadMagic));
+        assert_eq!(
+            decode_segment_header(&[0u8; 32], 0),
+            Err(HeaderError::BadMagic)
+        );
         let mut bad = h;
         bad[20] ^= 1;
-        assert_eq!(decode_segment_header(&bad, 99), Err(HeaderError::BadChecksum));
+        assert_eq!(
+            decode_segment_header(&bad, 99),
+            Err(HeaderError::BadChecksum)
+        );
     }
 
     #[test]

@@ -71,10 +71,14 @@ impl LogView {
                 reason: "it holds no segment files (named like 00000000000000000000.log)".into(),
             });
         };
-        let file = storage.open_read(last_path).map_err(|e| LogError::io(last_path, e))?;
+        let file = storage
+            .open_read(last_path)
+            .map_err(|e| LogError::io(last_path, e))?;
         let last = scan_segment(file, last_base).map_err(|e| LogError::io(last_path, e))?;
         let shared = Shared::new(storage, dir.to_path_buf(), segments, last.next_offset, 0);
-        Ok(LogView { shared: Arc::new(shared) })
+        Ok(LogView {
+            shared: Arc::new(shared),
+        })
     }
 
     /// Offset after the last valid record.
@@ -94,10 +98,19 @@ impl LogView {
 
     /// Walks every segment fully (CRC of every record).
     pub fn scan_all(&self) -> Result<Vec<(PathBuf, SegmentScan)>> {
-        let segments: Vec<(u64, PathBuf)> = self.shared.segments_lock().iter().map(|(b, p)| (*b, p.clone())).collect();
+        let segments: Vec<(u64, PathBuf)> = self
+            .shared
+            .segments_lock()
+            .iter()
+            .map(|(b, p)| (*b, p.clone()))
+            .collect();
         let mut out = Vec::with_capacity(segments.len());
         for (base, path) in segments {
-            let file = self.shared.storage.open_read(&path).map_err(|e| LogError::io(&path, e))?;
+            let file = self
+                .shared
+                .storage
+                .open_read(&path)
+                .map_err(|e| LogError::io(&path, e))?;
             let scan = scan_segment(file, base).map_err(|e| LogError::io(&path, e))?;
             out.push((path, scan));
         }
@@ -116,10 +129,16 @@ impl LogView {
                 let (health, corrupt) = match &s.problem {
                     None => ("ok".to_string(), false),
                     Some(p) if is_last && p.kind != ProblemKind::Corruption => (
-                        format!("torn tail at byte {} ({}); cut on next open", s.valid_end, p.reason),
+                        format!(
+                            "torn tail at byte {} ({}); cut on next open",
+                            s.valid_end, p.reason
+                        ),
                         false,
                     ),
-                    Some(p) => (format!("CORRUPT at byte {}: {}", p.position, p.reason), true),
+                    Some(p) => (
+                        format!("CORRUPT at byte {}: {}", p.position, p.reason),
+                        true,
+                    ),
                 };
                 SegmentReport {
                     file,

@@ -105,7 +105,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn new(storage: Arc<dyn Storage>, dir: PathBuf, segments: BTreeMap<u64, PathBuf>, end: u64, bytes: u64) -> Self {
+    fn new(
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        segments: BTreeMap<u64, PathBuf>,
+        end: u64,
+        bytes: u64,
+    ) -> Self {
         Shared {
             dir,
             storage,
@@ -128,11 +134,19 @@ impl Shared {
     }
 
     pub(crate) fn start_offset(&self) -> u64 {
-        self.segments_lock().keys().next().copied().unwrap_or_else(|| self.durable_end())
+        self.segments_lock()
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or_else(|| self.durable_end())
     }
 
     pub(crate) fn active_path(&self) -> PathBuf {
-        self.segments_lock().values().next_back().cloned().unwrap_or_default()
+        self.segments_lock()
+            .values()
+            .next_back()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub(crate) fn note_group(&self, appends: u64, records: u64) {
@@ -200,7 +214,13 @@ impl Log {
             min_free_bytes: options.min_free_bytes,
             max_group_bytes: options.max_group_bytes.max(1),
         };
-        let writer = Writer::new(shared.clone(), limits, rec.active, rec.write_pos, rec.next_offset);
+        let writer = Writer::new(
+            shared.clone(),
+            limits,
+            rec.active,
+            rec.write_pos,
+            rec.next_offset,
+        );
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
         let thread = std::thread::Builder::new()
             .name("ferry-log-writer".into())
@@ -225,7 +245,10 @@ impl Log {
 
     /// Queues an append without waiting for it (the receiver yields the
     /// outcome). Lets one task pipeline many appends.
-    pub async fn submit(&self, records: Vec<Vec<u8>>) -> Result<oneshot::Receiver<Result<Range<u64>>>> {
+    pub async fn submit(
+        &self,
+        records: Vec<Vec<u8>>,
+    ) -> Result<oneshot::Receiver<Result<Range<u64>>>> {
         let (reply, rx) = oneshot::channel();
         if records.is_empty() {
             let end = self.durable_end();
@@ -233,12 +256,18 @@ impl Log {
             return Ok(rx);
         }
         if records.len() > u32::MAX as usize / 2 {
-            return Err(LogError::RecordTooLarge { size: records.len(), max: u32::MAX as usize / 2 });
+            return Err(LogError::RecordTooLarge {
+                size: records.len(),
+                max: u32::MAX as usize / 2,
+            });
         }
         let mut encoded_len = 0u64;
         for r in &records {
             if r.len() > format::MAX_RECORD_LEN {
-                return Err(LogError::RecordTooLarge { size: r.len(), max: format::MAX_RECORD_LEN });
+                return Err(LogError::RecordTooLarge {
+                    size: r.len(),
+                    max: format::MAX_RECORD_LEN,
+                });
             }
             encoded_len += (format::RECORD_HEADER_LEN + r.len()) as u64;
         }
@@ -246,7 +275,11 @@ impl Log {
             return Err(LogError::Failed(reason));
         }
         let tx = self.inner.tx.as_ref().ok_or(LogError::Closed)?;
-        let req = AppendRequest { records, encoded_len, reply };
+        let req = AppendRequest {
+            records,
+            encoded_len,
+            reply,
+        };
         tx.send(req).await.map_err(|_| LogError::Closed)?;
         Ok(rx)
     }
@@ -295,15 +328,29 @@ impl Log {
         let victims: Vec<(u64, PathBuf)> = {
             let mut segments = shared.segments_lock();
             let bases: Vec<u64> = segments.keys().copied().collect();
-            let doomed: Vec<u64> = bases.windows(2).take_while(|w| w[1] <= offset).map(|w| w[0]).collect();
-            doomed.iter().map(|b| (*b, segments.remove(b).expect("listed"))).collect()
+            let doomed: Vec<u64> = bases
+                .windows(2)
+                .take_while(|w| w[1] <= offset)
+                .map(|w| w[0])
+                .collect();
+            doomed
+                .iter()
+                .map(|b| (*b, segments.remove(b).expect("listed")))
+                .collect()
         };
         if victims.is_empty() {
             return Ok(0);
         }
         for (_, path) in &victims {
-            let len = shared.storage.open_read(path).and_then(|f| f.size()).unwrap_or(0);
-            shared.storage.remove(path).map_err(|e| LogError::io(path, e))?;
+            let len = shared
+                .storage
+                .open_read(path)
+                .and_then(|f| f.size())
+                .unwrap_or(0);
+            shared
+                .storage
+                .remove(path)
+                .map_err(|e| LogError::io(path, e))?;
             shared.total_bytes.fetch_sub(len, Ordering::Relaxed);
             tracing::info!(segment = %path.display(), "retention deleted segment");
         }

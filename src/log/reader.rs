@@ -38,7 +38,11 @@ pub struct LogReader {
 
 impl LogReader {
     pub(crate) fn new(shared: Arc<Shared>, from: u64) -> Result<Self> {
-        let mut reader = LogReader { shared, next: from, at: None };
+        let mut reader = LogReader {
+            shared,
+            next: from,
+            at: None,
+        };
         let end = reader.shared.durable_end();
         if from > end {
             return Err(reader.out_of_range(from));
@@ -69,7 +73,11 @@ impl LogReader {
         }
         loop {
             let at = self.at.as_mut().expect("positioned above");
-            match at.chunk.record_at(at.pos, u64::MAX).map_err(|e| LogError::io(&at.path, e))? {
+            match at
+                .chunk
+                .record_at(at.pos, u64::MAX)
+                .map_err(|e| LogError::io(&at.path, e))?
+            {
                 Decoded::Record(h, payload) if h.offset == self.next => {
                     let record = Record {
                         offset: h.offset,
@@ -107,7 +115,10 @@ impl LogReader {
         let target = self.next;
         let found = {
             let segments = self.shared.segments_lock();
-            segments.range(..=target).next_back().map(|(b, p)| (*b, p.clone()))
+            segments
+                .range(..=target)
+                .next_back()
+                .map(|(b, p)| (*b, p.clone()))
         };
         let Some((base, path)) = found else {
             return Err(self.out_of_range(target));
@@ -115,14 +126,18 @@ impl LogReader {
         let file = match self.shared.storage.open_read(&path) {
             Ok(f) => f,
             // Deleted by retention since the lookup.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(self.out_of_range(target)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(self.out_of_range(target))
+            }
             Err(e) => return Err(LogError::io(&path, e)),
         };
         let mut chunk = ChunkReader::new(file);
         let mut pos = SEGMENT_HEADER_LEN;
         let mut offset = base;
         while offset < target {
-            let head = chunk.bytes(pos, RECORD_HEADER_LEN, u64::MAX).map_err(|e| LogError::io(&path, e))?;
+            let head = chunk
+                .bytes(pos, RECORD_HEADER_LEN, u64::MAX)
+                .map_err(|e| LogError::io(&path, e))?;
             match format::peek_header(head) {
                 Some((_, h)) if h.offset == offset => {
                     pos += h.record_len();

@@ -50,7 +50,11 @@ pub(crate) fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<BTreeMa
 }
 
 /// Creates a fresh segment with its header, durably (file and directory).
-pub(crate) fn create_segment(storage: &dyn Storage, dir: &Path, base: u64) -> Result<(PathBuf, Arc<dyn StorageFile>)> {
+pub(crate) fn create_segment(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+) -> Result<(PathBuf, Arc<dyn StorageFile>)> {
     let path = join(dir, &format::segment_file_name(base));
     let file = storage.create(&path).map_err(|e| LogError::io(&path, e))?;
     file.write_all_at(&format::encode_segment_header(base), 0)
@@ -62,7 +66,9 @@ pub(crate) fn create_segment(storage: &dyn Storage, dir: &Path, base: u64) -> Re
 
 /// Opens (creating if needed) the log in `dir` and recovers its tail.
 pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
-    storage.create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
+    storage
+        .create_dir_all(dir)
+        .map_err(|e| LogError::io(dir, e))?;
     let mut segments = list_segments(storage, dir)?;
     // Base offset for a new first segment if the log turns out empty.
     let mut fresh_base = 0;
@@ -147,28 +153,44 @@ fn remove_segment(storage: &dyn Storage, dir: &Path, path: &Path) -> Result<()> 
 }
 
 /// Copies a damaged segment into the quarantine folder, durably.
-fn quarantine(storage: &dyn Storage, dir: &Path, path: &Path, file: &Arc<dyn StorageFile>, len: u64) -> Result<PathBuf> {
+fn quarantine(
+    storage: &dyn Storage,
+    dir: &Path,
+    path: &Path,
+    file: &Arc<dyn StorageFile>,
+    len: u64,
+) -> Result<PathBuf> {
     let qdir = dir.join(QUARANTINE_DIR);
-    storage.create_dir_all(&qdir).map_err(|e| LogError::io(&qdir, e))?;
+    storage
+        .create_dir_all(&qdir)
+        .map_err(|e| LogError::io(&qdir, e))?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let dest = qdir.join(format!("{name}.{stamp}.corrupt"));
     let out = storage.create(&dest).map_err(|e| LogError::io(&dest, e))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0;
     while pos < len {
-        let n = file.read_at(&mut buf, pos).map_err(|e| LogError::io(path, e))?;
+        let n = file
+            .read_at(&mut buf, pos)
+            .map_err(|e| LogError::io(path, e))?;
         if n == 0 {
             break;
         }
-        out.write_all_at(&buf[..n], pos).map_err(|e| LogError::io(&dest, e))?;
+        out.write_all_at(&buf[..n], pos)
+            .map_err(|e| LogError::io(&dest, e))?;
         pos += n as u64;
     }
     out.sync_data().map_err(|e| LogError::io(&dest, e))?;
-    storage.sync_dir(&qdir).map_err(|e| LogError::io(&qdir, e))?;
+    storage
+        .sync_dir(&qdir)
+        .map_err(|e| LogError::io(&qdir, e))?;
     storage.sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
     Ok(dest)
 }

@@ -91,7 +91,10 @@ pub(crate) fn scan_segment(file: Arc<dyn StorageFile>, base: u64) -> io::Result<
             Decoded::End => break,
             Decoded::Bad(e) => e.to_string(),
             Decoded::Record(h, _) if h.offset != expected => {
-                format!("record has offset {} where {} was expected", h.offset, expected)
+                format!(
+                    "record has offset {} where {} was expected",
+                    h.offset, expected
+                )
             }
             Decoded::Record(h, _) if batch_due.is_some_and(|due| h.batch_remaining + 1 != due) => {
                 format!("record at offset {} breaks its append's sequence", h.offset)

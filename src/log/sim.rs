@@ -189,14 +189,32 @@ impl SimStorage {
                         (2, _) => {}
                         (3, Op::Write { pos, data }) => {
                             let keep = rng.below(data.len() as u64 + 1) as usize;
-                            apply(&mut bytes, &Op::Write { pos: *pos, data: data[..keep].to_vec() });
+                            apply(
+                                &mut bytes,
+                                &Op::Write {
+                                    pos: *pos,
+                                    data: data[..keep].to_vec(),
+                                },
+                            );
                         }
                         (4, Op::Write { pos, data }) => {
-                            apply(&mut bytes, &Op::Write { pos: *pos, data: vec![0; data.len()] });
+                            apply(
+                                &mut bytes,
+                                &Op::Write {
+                                    pos: *pos,
+                                    data: vec![0; data.len()],
+                                },
+                            );
                         }
                         (_, Op::Write { pos, data }) => {
                             let junk = (0..data.len()).map(|_| rng.next_u64() as u8).collect();
-                            apply(&mut bytes, &Op::Write { pos: *pos, data: junk });
+                            apply(
+                                &mut bytes,
+                                &Op::Write {
+                                    pos: *pos,
+                                    data: junk,
+                                },
+                            );
                         }
                         (_, Op::SetLen(_)) => {}
                     }
@@ -289,7 +307,10 @@ impl StorageFile for SimHandle {
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
         self.check_write()?;
         let mut f = lock(&self.file);
-        let op = Op::Write { pos, data: buf.to_vec() };
+        let op = Op::Write {
+            pos,
+            data: buf.to_vec(),
+        };
         apply(&mut f.data, &op);
         f.pending.push(op);
         Ok(())
@@ -306,7 +327,11 @@ impl StorageFile for SimHandle {
         Ok(lock(&self.file).data.len() as u64)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.check_write()?;
+        // Shrinking needs no space, so a full disk does not stop it.
+        let full = lock(&self.storage.state).disk_full;
+        if !(full && len <= lock(&self.file).data.len() as u64) {
+            self.check_write()?;
+        }
         let mut f = lock(&self.file);
         let op = Op::SetLen(len);
         apply(&mut f.data, &op);
@@ -372,14 +397,20 @@ impl Storage for SimStorage {
         if st.dead {
             return Err(dead_err());
         }
-        st.names.remove(path).map(|_| ()).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        st.names
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = lock(&self.state);
         if st.dead {
             return Err(dead_err());
         }
-        let file = st.names.remove(from).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let file = st
+            .names
+            .remove(from)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         st.names.insert(to.to_path_buf(), file);
         Ok(())
     }
@@ -422,7 +453,10 @@ mod tests {
             assert!(bytes.starts_with(b"durable"));
             outcomes.insert(bytes);
         }
-        assert!(outcomes.len() > 2, "crash images should differ: {outcomes:?}");
+        assert!(
+            outcomes.len() > 2,
+            "crash images should differ: {outcomes:?}"
+        );
     }
 
     #[test]
@@ -432,7 +466,9 @@ mod tests {
         s.create_dir_all(dir).unwrap();
         let f = s.create(&dir.join("new")).unwrap();
         f.sync_data().unwrap();
-        let kept = (0..32).filter(|seed| s.crash_image(*seed).read_file(&dir.join("new")).is_some()).count();
+        let kept = (0..32)
+            .filter(|seed| s.crash_image(*seed).read_file(&dir.join("new")).is_some())
+            .count();
         assert!(kept > 0 && kept < 32);
     }
 
@@ -456,7 +492,10 @@ mod tests {
         s.create_dir_all(dir).unwrap();
         let f = s.create(&dir.join("f")).unwrap();
         s.set_disk_full(true);
-        assert_eq!(f.write_all_at(b"x", 0).unwrap_err().raw_os_error(), Some(28));
+        assert_eq!(
+            f.write_all_at(b"x", 0).unwrap_err().raw_os_error(),
+            Some(28)
+        );
         s.set_disk_full(false);
         s.fail_syncs(true);
         assert_eq!(f.sync_data().unwrap_err().raw_os_error(), Some(5));

@@ -95,7 +95,11 @@ impl Storage for FsStorage {
         fs::create_dir_all(dir)
     }
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        let f = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
         Ok(Arc::new(FsFile(f)))
     }
     fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {

@@ -55,7 +55,13 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn new(shared: Arc<Shared>, limits: WriterLimits, active: Arc<dyn StorageFile>, pos: u64, next: u64) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        limits: WriterLimits,
+        active: Arc<dyn StorageFile>,
+        pos: u64,
+        next: u64,
+    ) -> Self {
         Writer {
             shared,
             limits,
@@ -116,12 +122,17 @@ impl Writer {
     /// Bytes the log may still grow by, from the budget and the disk's reserve.
     fn room(&self) -> u64 {
         let total = self.shared.total_bytes.load(Ordering::Relaxed);
-        let budget = self.limits.max_log_bytes.map_or(u64::MAX, |max| max.saturating_sub(total));
+        let budget = self
+            .limits
+            .max_log_bytes
+            .map_or(u64::MAX, |max| max.saturating_sub(total));
         let free = self
             .shared
             .storage
             .available_space(&self.shared.dir)
-            .map_or(u64::MAX, |free| free.saturating_sub(self.limits.min_free_bytes));
+            .map_or(u64::MAX, |free| {
+                free.saturating_sub(self.limits.min_free_bytes)
+            });
         budget.min(free)
     }
 
@@ -166,7 +177,10 @@ impl Writer {
             Err(e) if is_no_space(&e) => match self.active.set_len(self.pos) {
                 // Nothing of the group stays visible: refuse it and carry on.
                 Ok(()) => Err(LogError::Full(format!("the disk is full ({e})"))),
-                Err(e2) => Err(self.fail(format!("write to {} failed ({e}), and cutting it back failed too ({e2})", path.display()))),
+                Err(e2) => Err(self.fail(format!(
+                    "write to {} failed ({e}), and cutting it back failed too ({e2})",
+                    path.display()
+                ))),
             },
             Err(e) => Err(self.fail(format!("write to {} failed: {e}", path.display()))),
             Ok(()) => match self.active.sync_data() {
@@ -181,7 +195,8 @@ impl Writer {
             Ok(()) => {
                 self.pos += len;
                 self.shared.total_bytes.fetch_add(len, Ordering::Relaxed);
-                self.shared.note_group(owed.len() as u64, self.next - group_first);
+                self.shared
+                    .note_group(owed.len() as u64, self.next - group_first);
                 self.shared.durable.send_replace(self.next);
                 for (reply, range) in owed {
                     let _ = reply.send(Ok(range));
@@ -206,10 +221,14 @@ impl Writer {
                 self.shared.segments_lock().insert(base, path);
                 self.active = file;
                 self.pos = SEGMENT_HEADER_LEN;
-                self.shared.total_bytes.fetch_add(SEGMENT_HEADER_LEN, Ordering::Relaxed);
+                self.shared
+                    .total_bytes
+                    .fetch_add(SEGMENT_HEADER_LEN, Ordering::Relaxed);
                 Ok(())
             }
-            Err(e) => Err(self.fail(format!("rolling to a new segment at offset {base} failed: {e}"))),
+            Err(e) => Err(self.fail(format!(
+                "rolling to a new segment at offset {base} failed: {e}"
+            ))),
         }
     }
 

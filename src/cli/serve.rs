@@ -1,0 +1,95 @@
+//! `ferry serve`: load the configuration, open the log, serve the ingest
+//! API until SIGINT or SIGTERM, then finish the requests in progress.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::config::Config;
+use crate::ingest::{self, AppState};
+use crate::log::{Log, LogOptions};
+
+/// Arguments of `ferry serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (without it, the embedded default: listen on
+    /// 127.0.0.1:8080, data in ./ferry-data, one development source).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on; overrides the configuration file.
+    #[arg(long, env = "FERRY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory (holds log/); overrides the configuration file.
+    #[arg(long, env = "FERRY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Runs the server until a shutdown signal.
+pub fn run(args: ServeArgs) -> Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let dev = config.ensure_dev_source()?;
+    let log_dir = config.data_dir.join("log");
+    let log = Log::open(&log_dir, log_options(&config))
+        .with_context(|| format!("cannot open the log in {}", log_dir.display()))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        // Scripts and tests read these lines from stdout.
+        println!("ferry listening on http://{addr}");
+        if let Some(dev) = &dev {
+            println!("{dev}");
+        }
+        tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
+        let state = AppState::new(&config, log);
+        ingest::run(listener, state, shutdown_signal())
+            .await
+            .context("server error")
+    })?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The log settings from the configuration, the log's defaults elsewhere.
+fn log_options(config: &Config) -> LogOptions {
+    let defaults = LogOptions::default();
+    LogOptions {
+        segment_bytes: config.log.segment_bytes.unwrap_or(defaults.segment_bytes),
+        max_log_bytes: config.log.max_bytes,
+        min_free_bytes: config.log.min_free_bytes.unwrap_or(defaults.min_free_bytes),
+        ..defaults
+    }
+}
+
+/// Completes at the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: finishing requests in progress");
+}

@@ -1,0 +1,186 @@
+//! Shared helpers of the ingest black-box tests: a server on 127.0.0.1:0
+//! over a temporary data directory, and reading events back from the log.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ferry::config::{Config, SourceConfig};
+use ferry::ingest::{self, AppState};
+use ferry::log::{Log, LogOptions, Storage};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Write key of the source named "web".
+pub const WEB_KEY: &str = "wk_web_test";
+/// Write key of the source named "app".
+pub const APP_KEY: &str = "wk_app_test";
+
+/// A running ingest server over a temporary data directory.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub log: Log,
+    pub dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Two sources, "web" and "app", otherwise the default configuration.
+pub fn config() -> Config {
+    Config {
+        sources: vec![
+            SourceConfig {
+                name: "web".into(),
+                write_key: WEB_KEY.into(),
+            },
+            SourceConfig {
+                name: "app".into(),
+                write_key: APP_KEY.into(),
+            },
+        ],
+        ..Config::default()
+    }
+}
+
+/// A server with [`config`] and the log's default options.
+pub async fn start() -> TestServer {
+    start_with(config(), LogOptions::default()).await
+}
+
+/// A server with the given configuration and log options on the real file system.
+pub async fn start_with(config: Config, options: LogOptions) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&dir.path().join("log"), options).unwrap();
+    serve(config, log, dir).await
+}
+
+/// A server whose log lives on the given storage (e.g. a fault-injecting one).
+pub async fn start_on(
+    storage: Arc<dyn Storage>,
+    config: Config,
+    options: LogOptions,
+) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open_with(storage, &dir.path().join("log"), options).unwrap();
+    serve(config, log, dir).await
+}
+
+async fn serve(config: Config, log: Log, dir: tempfile::TempDir) -> TestServer {
+    config.validate().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = AppState::new(&config, log.clone());
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(ingest::run(listener, state, async move {
+        token.cancelled().await
+    }));
+    TestServer {
+        addr,
+        client: reqwest::Client::new(),
+        log,
+        dir,
+        shutdown,
+        task,
+    }
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// A POST with Basic auth as the "web" source.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url(path))
+            .basic_auth(WEB_KEY, Some(""))
+    }
+
+    /// A POST without any credentials.
+    pub fn post_anon(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.url(path))
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path))
+    }
+
+    /// Every durable event, read back through the log's reader.
+    pub fn events(&self) -> Vec<Value> {
+        read_events(&self.log)
+    }
+
+    /// Stops accepting, waits for requests in progress, and returns.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Every durable record of `log`, parsed as JSON.
+pub fn read_events(log: &Log) -> Vec<Value> {
+    let mut reader = log.reader(log.start_offset()).unwrap();
+    let mut out = Vec::new();
+    while let Some(record) = reader.next().unwrap() {
+        out.push(serde_json::from_slice(&record.payload).expect("stored payload is JSON"));
+    }
+    out
+}
+
+/// Asserts an error answer: the status, a JSON body with `success: false`,
+/// the machine-readable `code` and a message; returns the body.
+pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(!body["error"].as_str().unwrap().is_empty(), "{body}");
+    body
+}
+
+/// Asserts a 200 acknowledgement and returns its JSON body.
+pub async fn expect_ok(response: reqwest::Response) -> Value {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status.as_u16(), 200, "{body}");
+    assert_eq!(body["success"], true, "{body}");
+    body
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// Sends raw bytes (a request head, then `body`) and reads the answer until
+/// the server closes; returns the status and the whole response text. The
+/// head should carry `Connection: close`.
+pub async fn raw_request(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer (413) and close before reading all of the body.
+    let _ = stream.write_all(body).await;
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
