@@ -197,7 +197,11 @@ impl Config {
             let message = e.into_inner().to_string().trim_end().to_owned();
             ConfigError::Parse {
                 path: PathBuf::from("<text>"),
-                key: if key == "." { "(top level)".to_owned() } else { key },
+                key: if key == "." {
+                    "(top level)".to_owned()
+                } else {
+                    key
+                },
                 message,
             }
         })?;
@@ -251,6 +255,13 @@ impl Config {
                 "must not exceed limits.max_request_bytes",
             );
         }
+        // Normalisation adds a few hundred bytes; stay far below the log's record cap.
+        if l.max_event_bytes > crate::log::format::MAX_RECORD_LEN / 2 {
+            return invalid(
+                "limits.max_event_bytes".to_owned(),
+                "must not exceed 8 MiB (half the log's record size limit)",
+            );
+        }
         if l.max_in_flight > tokio::sync::Semaphore::MAX_PERMITS {
             return invalid("limits.max_in_flight".to_owned(), "is too large");
         }
@@ -276,11 +287,10 @@ impl Config {
             return Ok(None);
         }
         let path = self.data_dir.join(DEV_WRITE_KEY_FILE);
-        let write_key = load_or_create_dev_key(&path)
-            .map_err(|source| ConfigError::DevKey {
-                path: path.clone(),
-                source,
-            })?;
+        let write_key = load_or_create_dev_key(&path).map_err(|source| ConfigError::DevKey {
+            path: path.clone(),
+            source,
+        })?;
         self.sources.push(SourceConfig {
             name: DEV_SOURCE_NAME.to_owned(),
             write_key: write_key.clone(),
@@ -379,7 +389,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        assert!(err("lisen = \"x\"").contains("lisen"), "{}", err("lisen = \"x\""));
+        assert!(
+            err("lisen = \"x\"").contains("lisen"),
+            "{}",
+            err("lisen = \"x\"")
+        );
         let e = err("[limits]\nmax_events = 3");
         assert!(e.contains("max_events"), "{e}");
         let e = err("[[sources]]\nname = \"a\"\nwrite_key = \"b\"\ncolour = 1");
@@ -415,7 +429,8 @@ mod tests {
         assert_eq!(first.write_key, second.write_key);
         assert!(first.write_key.len() > 16);
         assert_eq!(a.sources[0].name, DEV_SOURCE_NAME);
-        let on_disk = std::fs::read_to_string(dir.path().join("data").join(DEV_WRITE_KEY_FILE)).unwrap();
+        let on_disk =
+            std::fs::read_to_string(dir.path().join("data").join(DEV_WRITE_KEY_FILE)).unwrap();
         assert_eq!(on_disk.trim(), first.write_key);
     }
 

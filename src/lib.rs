@@ -16,7 +16,21 @@
 //!   - `log/reader.rs` — iterating records from any offset
 //!   - `log/inspect.rs` — read-only views for `ferry log inspect|dump|verify`
 //!   - `log/error.rs` — the log's error type
+//! - `config.rs` — the `ferry serve` TOML configuration and its validation
+//! - `ingest/` — the HTTP tracking API (Segment/RudderStack-compatible):
+//!   - `ingest/mod.rs` — router, shared state, in-flight limit, `run`
+//!   - `ingest/handler.rs` — event endpoints: read, validate, append, ack
+//!   - `ingest/auth.rs` — write key → source (Basic, query, body)
+//!   - `ingest/body.rs` — size caps on the wire and while inflating gzip
+//!   - `ingest/event.rs` — validation and normalisation of one event
+//!   - `ingest/timestamp.rs` — RFC 3339 parsing/formatting, skew correction
+//!   - `ingest/pixel.rs` — tracking pixels (query string → event, 1×1 GIF)
+//!   - `ingest/cors.rs` — CORS for browser SDKs
+//!   - `ingest/health.rs` — `/health` and `/ready`
+//!   - `ingest/error.rs` — ingest errors and their JSON answers
 //! - `cli/` — the `ferry` command line: one file per subcommand
 
 pub mod cli;
+pub mod config;
+pub mod ingest;
 pub mod log;

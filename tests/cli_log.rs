@@ -6,7 +6,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn ferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry")).args(args).env_remove("FERRY_DATA_DIR").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env_remove("FERRY_DATA_DIR")
+        .output()
+        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -15,8 +19,19 @@ fn text(b: &[u8]) -> String {
 
 /// A data dir with 60 records over several segments: JSON, text and binary payloads.
 fn make_data_dir(root: &Path) -> Vec<String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let log = Log::open(&root.join("log"), LogOptions { segment_bytes: 1024, min_free_bytes: 0, ..LogOptions::default() }).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let log = Log::open(
+        &root.join("log"),
+        LogOptions {
+            segment_bytes: 1024,
+            min_free_bytes: 0,
+            ..LogOptions::default()
+        },
+    )
+    .unwrap();
     let mut names = Vec::new();
     rt.block_on(async {
         for i in 0..60u64 {
@@ -45,13 +60,25 @@ fn inspect_lists_every_segment_and_totals() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     for name in &segments {
-        let row = stdout.lines().find(|l| l.starts_with(name.as_str())).unwrap_or_else(|| panic!("no row for {name}:\n{stdout}"));
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(name.as_str()))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{stdout}"));
         assert!(row.ends_with("ok"), "{row}");
     }
-    assert!(stdout.contains(&format!("total: {} segments, 60 records", segments.len())), "{stdout}");
+    assert!(
+        stdout.contains(&format!("total: {} segments, 60 records", segments.len())),
+        "{stdout}"
+    );
     assert!(stdout.contains("offsets [0, 60)"), "{stdout}");
 
-    let out = ferry(&["log", "inspect", "--json", "--data-dir", tmp.path().to_str().unwrap()]);
+    let out = ferry(&[
+        "log",
+        "inspect",
+        "--json",
+        "--data-dir",
+        tmp.path().to_str().unwrap(),
+    ]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = doc["segments"].as_array().unwrap();
     assert_eq!(rows.len(), segments.len());
@@ -64,9 +91,21 @@ fn inspect_lists_every_segment_and_totals() {
 fn dump_prints_json_lines_from_an_offset() {
     let tmp = tempfile::tempdir().unwrap();
     make_data_dir(tmp.path());
-    let out = ferry(&["log", "dump", "--data-dir", tmp.path().to_str().unwrap(), "--from", "30", "--limit", "4"]);
+    let out = ferry(&[
+        "log",
+        "dump",
+        "--data-dir",
+        tmp.path().to_str().unwrap(),
+        "--from",
+        "30",
+        "--limit",
+        "4",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 4);
     assert_eq!(lines[0]["offset"], 30);
     assert_eq!(lines[0]["payload"]["event"], "e30");
@@ -77,9 +116,20 @@ fn dump_prints_json_lines_from_an_offset() {
     let out = ferry(&["log", "dump", "--data-dir", tmp.path().to_str().unwrap()]);
     assert_eq!(text(&out.stdout).lines().count(), 60);
     // Past the end: a clear error.
-    let out = ferry(&["log", "dump", "--data-dir", tmp.path().to_str().unwrap(), "--from", "61"]);
+    let out = ferry(&[
+        "log",
+        "dump",
+        "--data-dir",
+        tmp.path().to_str().unwrap(),
+        "--from",
+        "61",
+    ]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("offset 61 is outside the log [0, 60)"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("offset 61 is outside the log [0, 60)"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -88,7 +138,12 @@ fn verify_is_clean_then_reports_corruption_with_segment_and_byte() {
     let segments = make_data_dir(tmp.path());
     let dd = tmp.path().to_str().unwrap();
     let out = ferry(&["log", "verify", "--data-dir", dd]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert!(text(&out.stdout).contains("verify: ok, 60 records"));
 
     // A torn tail (as a crash leaves it) is a warning, not a failure.
@@ -98,7 +153,11 @@ fn verify_is_clean_then_reports_corruption_with_segment_and_byte() {
     std::fs::write(&last, &bytes).unwrap();
     let out = ferry(&["log", "verify", "--data-dir", dd]);
     assert!(out.status.success());
-    assert!(text(&out.stdout).contains("warning:"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("warning:"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // A flipped byte in a sealed segment is an error naming file and byte.
     let victim = tmp.path().join("log").join(&segments[1]);
@@ -108,7 +167,10 @@ fn verify_is_clean_then_reports_corruption_with_segment_and_byte() {
     let out = ferry(&["log", "verify", "--data-dir", dd]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains(&format!("error: {} at byte 32:", victim.display())), "{stdout}");
+    assert!(
+        stdout.contains(&format!("error: {} at byte 32:", victim.display())),
+        "{stdout}"
+    );
     let out = ferry(&["log", "inspect", "--data-dir", dd]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("CORRUPT at byte 32"));
@@ -120,17 +182,29 @@ fn missing_and_foreign_directories_get_a_sentence_and_non_zero_exit() {
     let missing = tmp.path().join("nope");
     let out = ferry(&["log", "inspect", "--data-dir", missing.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("does not exist"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = ferry(&["log", "verify", "--data-dir", tmp.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("is not a ferry data directory"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is not a ferry data directory"),
+        "{}",
+        text(&out.stderr)
+    );
 
     std::fs::create_dir(tmp.path().join("log")).unwrap();
     std::fs::write(tmp.path().join("log").join("notes.txt"), "hi").unwrap();
     let out = ferry(&["log", "dump", "--data-dir", tmp.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("holds no segment files"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("holds no segment files"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(!text(&out.stderr).contains("panicked"));
 }
 
@@ -144,6 +218,10 @@ fn log_commands_do_not_modify_the_log() {
     std::fs::write(&last, &bytes).unwrap();
     for cmd in ["inspect", "dump", "verify"] {
         ferry(&["log", cmd, "--data-dir", tmp.path().to_str().unwrap()]);
-        assert_eq!(std::fs::read(&last).unwrap(), bytes, "{cmd} changed the log");
+        assert_eq!(
+            std::fs::read(&last).unwrap(),
+            bytes,
+            "{cmd} changed the log"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! only translates arguments into library calls.
 
 mod log_cmd;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ pub enum Command {
     /// Look inside the write-ahead log (read-only; safe while a server runs).
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
+    /// Run the HTTP ingestion server until SIGINT or SIGTERM.
+    Serve(serve::ServeArgs),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -40,6 +43,7 @@ pub fn run(cli: Cli) -> ExitCode {
     init_tracing(cli.log_format);
     let result = match cli.command {
         Command::Log(cmd) => log_cmd::run(cmd),
+        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -50,14 +50,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        // Scripts and tests read these lines from stdout.
-        println!("ferry listening on http://{addr}");
+        let shutdown = shutdown_signal()?;
+        // Scripts and tests read these lines from stdout; the listening
+        // line comes last and means the server accepts connections.
         if let Some(dev) = &dev {
             println!("{dev}");
         }
+        println!("ferry listening on http://{addr}");
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
         let state = AppState::new(&config, log);
-        ingest::run(listener, state, shutdown_signal())
+        ingest::run(listener, state, shutdown)
             .await
             .context("server error")
     })?;
@@ -76,20 +78,18 @@ fn log_options(config: &Config) -> LogOptions {
     }
 }
 
-/// Completes at the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-            let _ = ctrl_c.await;
-            return;
+/// Installs the SIGINT and SIGTERM handlers now (before the server says it
+/// is listening, so an early signal is not fatal) and returns a future that
+/// completes at the first of them.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down: finishing requests in progress");
+        tracing::info!("shutting down: finishing requests in progress");
+    })
 }

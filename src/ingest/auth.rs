@@ -87,32 +87,57 @@ mod tests {
     fn basic(credentials: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         let b64 = base64::engine::general_purpose::STANDARD.encode(credentials);
-        h.insert(header::AUTHORIZATION, format!("Basic {b64}").parse().unwrap());
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Basic {b64}").parse().unwrap(),
+        );
         h
     }
 
     #[test]
     fn basic_auth_user_is_the_key() {
         let s = sources();
-        assert_eq!(&*s.authenticate(&basic("wk_web:"), None, None).unwrap(), "web");
-        assert_eq!(&*s.authenticate(&basic("wk_app:ignored"), None, None).unwrap(), "app");
-        assert_eq!(&*s.authenticate(&basic("wk_app"), None, None).unwrap(), "app");
+        assert_eq!(
+            &*s.authenticate(&basic("wk_web:"), None, None).unwrap(),
+            "web"
+        );
+        assert_eq!(
+            &*s.authenticate(&basic("wk_app:ignored"), None, None)
+                .unwrap(),
+            "app"
+        );
+        assert_eq!(
+            &*s.authenticate(&basic("wk_app"), None, None).unwrap(),
+            "app"
+        );
     }
 
     #[test]
     fn query_and_body_keys() {
         let s = sources();
         let none = HeaderMap::new();
-        assert_eq!(&*s.authenticate(&none, Some("wk_web"), None).unwrap(), "web");
-        assert_eq!(&*s.authenticate(&none, None, Some("wk_app")).unwrap(), "app");
+        assert_eq!(
+            &*s.authenticate(&none, Some("wk_web"), None).unwrap(),
+            "web"
+        );
+        assert_eq!(
+            &*s.authenticate(&none, None, Some("wk_app")).unwrap(),
+            "app"
+        );
     }
 
     #[test]
     fn missing_and_unknown_keys() {
         let s = sources();
         let none = HeaderMap::new();
-        assert!(matches!(s.authenticate(&none, None, None), Err(IngestError::MissingWriteKey)));
-        assert!(matches!(s.authenticate(&none, Some(""), None), Err(IngestError::MissingWriteKey)));
+        assert!(matches!(
+            s.authenticate(&none, None, None),
+            Err(IngestError::MissingWriteKey)
+        ));
+        assert!(matches!(
+            s.authenticate(&none, Some(""), None),
+            Err(IngestError::MissingWriteKey)
+        ));
         assert!(matches!(
             s.authenticate(&basic("nope:"), None, Some("wk_web")),
             Err(IngestError::UnknownWriteKey)

@@ -33,7 +33,12 @@ pub(crate) async fn read(
         },
     };
     if let Some(len) = headers.get(header::CONTENT_LENGTH) {
-        if len.to_str().ok().and_then(|s| s.parse::<u64>().ok()).is_some_and(|n| n > limit as u64) {
+        if len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|n| n > limit as u64)
+        {
             return Err(IngestError::RequestTooLarge { limit });
         }
     }
@@ -100,24 +105,38 @@ mod tests {
 
     #[tokio::test]
     async fn plain_and_gzip_bodies() {
-        let plain = read(Body::from("{\"a\":1}"), &HeaderMap::new(), 100, T).await.unwrap();
+        let plain = read(Body::from("{\"a\":1}"), &HeaderMap::new(), 100, T)
+            .await
+            .unwrap();
         assert_eq!(plain, b"{\"a\":1}");
         let h = headers(&[(header::CONTENT_ENCODING, "gzip")]);
-        let z = read(Body::from(gzip(b"{\"a\":1}")), &h, 100, T).await.unwrap();
+        let z = read(Body::from(gzip(b"{\"a\":1}")), &h, 100, T)
+            .await
+            .unwrap();
         assert_eq!(z, b"{\"a\":1}");
         // Sniffed without the header.
-        let z = read(Body::from(gzip(b"[]")), &HeaderMap::new(), 100, T).await.unwrap();
+        let z = read(Body::from(gzip(b"[]")), &HeaderMap::new(), 100, T)
+            .await
+            .unwrap();
         assert_eq!(z, b"[]");
     }
 
     #[tokio::test]
     async fn wire_cap() {
-        let e = read(Body::from(vec![b' '; 101]), &HeaderMap::new(), 100, T).await.unwrap_err();
+        let e = read(Body::from(vec![b' '; 101]), &HeaderMap::new(), 100, T)
+            .await
+            .unwrap_err();
         assert!(matches!(e, IngestError::RequestTooLarge { limit: 100 }));
         let h = headers(&[(header::CONTENT_LENGTH, "5000")]);
         let e = read(Body::from("{}"), &h, 100, T).await.unwrap_err();
         assert!(matches!(e, IngestError::RequestTooLarge { .. }));
-        assert_eq!(read(Body::from(vec![b' '; 100]), &HeaderMap::new(), 100, T).await.unwrap().len(), 100);
+        assert_eq!(
+            read(Body::from(vec![b' '; 100]), &HeaderMap::new(), 100, T)
+                .await
+                .unwrap()
+                .len(),
+            100
+        );
     }
 
     #[test]

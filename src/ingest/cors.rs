@@ -39,13 +39,18 @@ mod tests {
     use tower::ServiceExt;
 
     async fn preflight(config: &Cors, origin: &str) -> axum::http::Response<Body> {
-        let app = Router::new().route("/v1/t", post(|| async { "ok" })).layer(layer(config));
+        let app = Router::new()
+            .route("/v1/t", post(|| async { "ok" }))
+            .layer(layer(config));
         let req = Request::builder()
             .method(Method::OPTIONS)
             .uri("/v1/t")
             .header(header::ORIGIN, origin)
             .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
-            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization,content-type,rsa-retry-attempt")
+            .header(
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                "authorization,content-type,rsa-retry-attempt",
+            )
             .body(Body::empty())
             .unwrap();
         app.oneshot(req).await.unwrap()
@@ -56,8 +61,14 @@ mod tests {
         let r = preflight(&Cors::default(), "https://shop.example").await;
         assert_eq!(r.status(), StatusCode::OK);
         let h = r.headers();
-        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://shop.example");
-        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_HEADERS], "authorization,content-type,rsa-retry-attempt");
+        assert_eq!(
+            h[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://shop.example"
+        );
+        assert_eq!(
+            h[header::ACCESS_CONTROL_ALLOW_HEADERS],
+            "authorization,content-type,rsa-retry-attempt"
+        );
         assert_eq!(h[header::ACCESS_CONTROL_MAX_AGE], "86400");
     }
 
@@ -68,8 +79,14 @@ mod tests {
             max_age_secs: 60,
         };
         let r = preflight(&config, "https://b.example").await;
-        assert!(r.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+        assert!(r
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none());
         let r = preflight(&config, "https://a.example").await;
-        assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://a.example");
+        assert_eq!(
+            r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://a.example"
+        );
     }
 }

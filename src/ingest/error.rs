@@ -91,11 +91,8 @@ impl IngestError {
                 reason,
                 retry_after,
             },
-            LogError::RecordTooLarge { size, max } => IngestError::EventTooLarge {
-                index: 0,
-                size,
-                limit: max,
-            },
+            // Only reachable when the configured caps exceed the log's own.
+            LogError::RecordTooLarge { max, .. } => IngestError::RequestTooLarge { limit: max },
             other => IngestError::StorageUnavailable {
                 reason: other.to_string(),
                 retry_after,
@@ -209,6 +206,10 @@ mod tests {
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         assert_eq!(e.index(), Some(4));
         assert!(e.to_string().contains("event 4"));
-        assert!(e.into_response().headers().get(header::RETRY_AFTER).is_none());
+        assert!(e
+            .into_response()
+            .headers()
+            .get(header::RETRY_AFTER)
+            .is_none());
     }
 }

@@ -96,7 +96,10 @@ pub(crate) fn normalise(
     e.insert("type".into(), kind.as_str().into());
     e.remove("writeKey");
 
-    for (field, default) in [("context", &env.context), ("integrations", &env.integrations)] {
+    for (field, default) in [
+        ("context", &env.context),
+        ("integrations", &env.integrations),
+    ] {
         if let (None | Some(Value::Null), Some(d)) = (e.get(field), default) {
             e.insert(field.into(), d.clone());
         }
@@ -131,7 +134,8 @@ pub(crate) fn normalise(
         None | Some(Value::Null) => {
             e.insert("messageId".into(), uuid::Uuid::new_v4().to_string().into());
         }
-        Some(Value::String(id)) if !id.is_empty() && id.chars().count() <= MAX_MESSAGE_ID_CHARS => {}
+        Some(Value::String(id)) if !id.is_empty() && id.chars().count() <= MAX_MESSAGE_ID_CHARS => {
+        }
         Some(_) => {
             return Err(format!(
                 "messageId must be a non-empty string of at most {MAX_MESSAGE_ID_CHARS} characters"
@@ -223,20 +227,31 @@ mod tests {
         assert!(err(json!({"type": "track", "userId": "u", "event": 5})).contains("event"));
         assert!(err(json!({"type": "group", "userId": "u"})).contains("groupId"));
         assert!(err(json!({"type": "alias", "userId": "u"})).contains("previousId"));
-        assert!(err(json!({"type": "alias", "previousId": "p", "anonymousId": "a"})).contains("userId"));
+        assert!(
+            err(json!({"type": "alias", "previousId": "p", "anonymousId": "a"})).contains("userId")
+        );
         assert!(err(json!({"type": "boop", "userId": "u"})).contains("unknown type"));
         assert!(err(json!({"userId": "u"})).contains("missing type"));
         assert!(err(json!([1])).contains("object"));
         ok(json!({"type": "group", "userId": "u", "groupId": 7}), None);
-        ok(json!({"type": "alias", "userId": "u", "previousId": "p"}), None);
+        ok(
+            json!({"type": "alias", "userId": "u", "previousId": "p"}),
+            None,
+        );
     }
 
     #[test]
     fn identity_rules() {
         assert!(err(json!({"type": "identify"})).contains("userId or anonymousId"));
-        assert!(err(json!({"type": "identify", "anonymousId": null, "userId": ""})).contains("anonymousId"));
+        assert!(
+            err(json!({"type": "identify", "anonymousId": null, "userId": ""}))
+                .contains("anonymousId")
+        );
         assert!(err(json!({"type": "identify", "userId": {"a": 1}})).contains("userId"));
-        let e = ok(json!({"type": "identify", "userId": "u", "anonymousId": null}), None);
+        let e = ok(
+            json!({"type": "identify", "userId": "u", "anonymousId": null}),
+            None,
+        );
         assert!(!e.contains_key("anonymousId"));
         let with_header = Envelope {
             anonymous_id: Some("anon-h".into()),
@@ -262,13 +277,22 @@ mod tests {
 
     #[test]
     fn message_id_kept_or_generated() {
-        let e = ok(json!({"type": "page", "userId": "u", "messageId": "m-1"}), None);
+        let e = ok(
+            json!({"type": "page", "userId": "u", "messageId": "m-1"}),
+            None,
+        );
         assert_eq!(e["messageId"], "m-1");
         let e = ok(json!({"type": "page", "userId": "u"}), None);
         let id = uuid::Uuid::parse_str(e["messageId"].as_str().unwrap()).unwrap();
         assert_eq!(id.get_version_num(), 4);
-        ok(json!({"type": "page", "userId": "u", "messageId": "é".repeat(100)}), None);
-        assert!(err(json!({"type": "page", "userId": "u", "messageId": "x".repeat(101)})).contains("messageId"));
+        ok(
+            json!({"type": "page", "userId": "u", "messageId": "é".repeat(100)}),
+            None,
+        );
+        assert!(
+            err(json!({"type": "page", "userId": "u", "messageId": "x".repeat(101)}))
+                .contains("messageId")
+        );
         assert!(err(json!({"type": "page", "userId": "u", "messageId": 12})).contains("messageId"));
     }
 
@@ -279,7 +303,13 @@ mod tests {
             integrations: Some(json!({"All": false})),
             ..env()
         };
-        let e = normalise(json!({"type": "page", "userId": "u", "context": {"ip": "1"}}), None, &env, "s").unwrap();
+        let e = normalise(
+            json!({"type": "page", "userId": "u", "context": {"ip": "1"}}),
+            None,
+            &env,
+            "s",
+        )
+        .unwrap();
         assert_eq!(e["context"], json!({"ip": "1"}));
         assert_eq!(e["integrations"], json!({"All": false}));
     }
@@ -295,7 +325,9 @@ mod tests {
         assert_eq!(e["timestamp"], "2024-05-01T12:00:05.500Z");
         assert_eq!(e["originalTimestamp"], "2024-05-01T13:00:00.500Z");
         assert_eq!(e["sentAt"], "2024-05-01T13:00:05.000Z");
-        assert!(err(json!({"type": "page", "userId": "u", "timestamp": "soon"})).contains("timestamp"));
+        assert!(
+            err(json!({"type": "page", "userId": "u", "timestamp": "soon"})).contains("timestamp")
+        );
         assert!(err(json!({"type": "page", "userId": "u", "sentAt": 17})).contains("sentAt"));
     }
 }

@@ -36,17 +36,29 @@ pub(crate) async fn handle(
     refuse_if_failed(&state)?;
     let query_key = query_write_key(query.as_deref());
     // Authenticate before reading the body when the key is outside it.
-    let early = match state.inner.sources.authenticate(&headers, query_key.as_deref(), None) {
+    let early = match state
+        .inner
+        .sources
+        .authenticate(&headers, query_key.as_deref(), None)
+    {
         Ok(source) => Some(source),
         Err(IngestError::MissingWriteKey) => None,
         Err(e) => return Err(e),
     };
     let limits = state.limits();
-    let bytes = body::read(body, &headers, limits.max_request_bytes, state.body_timeout()).await?;
+    let bytes = body::read(
+        body,
+        &headers,
+        limits.max_request_bytes,
+        state.body_timeout(),
+    )
+    .await?;
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| IngestError::BadRequest(format!("not valid JSON: {e}")))?;
     let Value::Object(mut object) = value else {
-        return Err(IngestError::BadRequest("the body must be a JSON object".into()));
+        return Err(IngestError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
     };
     let source = match early {
         Some(source) => source,
@@ -66,8 +78,14 @@ pub(crate) async fn handle(
         Shape::Batch => {
             let items = match object.remove("batch") {
                 Some(Value::Array(items)) if !items.is_empty() => items,
-                Some(Value::Array(_)) => return Err(IngestError::BadRequest("batch is empty".into())),
-                _ => return Err(IngestError::BadRequest("expected {\"batch\": [...]}".into())),
+                Some(Value::Array(_)) => {
+                    return Err(IngestError::BadRequest("batch is empty".into()))
+                }
+                _ => {
+                    return Err(IngestError::BadRequest(
+                        "expected {\"batch\": [...]}".into(),
+                    ))
+                }
             };
             if let Some(sent) = body_time(&object, "sentAt")? {
                 envelope.sent_at = Some(sent);
@@ -104,8 +122,10 @@ pub(crate) async fn store(
         let normalised = event::normalise(item, forced, envelope, source)
             .map_err(|reason| IngestError::InvalidEvent { index, reason })?;
         records.push(
-            serde_json::to_vec(&normalised)
-                .map_err(|e| IngestError::InvalidEvent { index, reason: e.to_string() })?,
+            serde_json::to_vec(&normalised).map_err(|e| IngestError::InvalidEvent {
+                index,
+                reason: e.to_string(),
+            })?,
         );
     }
     let count = records.len();
@@ -126,8 +146,18 @@ pub(crate) async fn store(
 }
 
 /// `/v1/m`: analytics.js's own telemetry. Answered 200, stored nowhere.
-pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>, IngestError> {
-    body::read(body, &headers, state.limits().max_request_bytes, state.body_timeout()).await?;
+pub(crate) async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, IngestError> {
+    body::read(
+        body,
+        &headers,
+        state.limits().max_request_bytes,
+        state.body_timeout(),
+    )
+    .await?;
     Ok(Json(json!({ "success": true })))
 }
 
@@ -145,7 +175,10 @@ pub(crate) fn refuse_if_failed(state: &AppState) -> Result<(), IngestError> {
 /// `writeKey` from the query string, if any.
 pub(crate) fn query_write_key(query: Option<&str>) -> Option<String> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
-    pairs.into_iter().find(|(k, _)| k == "writeKey").map(|(_, v)| v)
+    pairs
+        .into_iter()
+        .find(|(k, _)| k == "writeKey")
+        .map(|(_, v)| v)
 }
 
 /// The size of a value as compact JSON, without allocating it.
@@ -176,17 +209,24 @@ fn header_time(headers: &HeaderMap, name: &str) -> Result<Option<OffsetDateTime>
         .ok()
         .and_then(timestamp::parse)
         .map(Some)
-        .ok_or_else(|| IngestError::BadRequest(format!("the {name} header is not an RFC 3339 timestamp")))
+        .ok_or_else(|| {
+            IngestError::BadRequest(format!("the {name} header is not an RFC 3339 timestamp"))
+        })
 }
 
 /// A top-level timestamp field of a batch body.
-fn body_time(object: &Map<String, Value>, field: &str) -> Result<Option<OffsetDateTime>, IngestError> {
+fn body_time(
+    object: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<OffsetDateTime>, IngestError> {
     match object.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => timestamp::parse(s)
-            .map(Some)
-            .ok_or_else(|| IngestError::BadRequest(format!("{field} is not an RFC 3339 timestamp"))),
-        Some(_) => Err(IngestError::BadRequest(format!("{field} must be an RFC 3339 string"))),
+        Some(Value::String(s)) => timestamp::parse(s).map(Some).ok_or_else(|| {
+            IngestError::BadRequest(format!("{field} is not an RFC 3339 timestamp"))
+        }),
+        Some(_) => Err(IngestError::BadRequest(format!(
+            "{field} must be an RFC 3339 string"
+        ))),
     }
 }
 
@@ -217,7 +257,10 @@ mod tests {
 
     #[test]
     fn query_key() {
-        assert_eq!(query_write_key(Some("a=1&writeKey=k%3D")).as_deref(), Some("k="));
+        assert_eq!(
+            query_write_key(Some("a=1&writeKey=k%3D")).as_deref(),
+            Some("k=")
+        );
         assert_eq!(query_write_key(Some("a=1")), None);
         assert_eq!(query_write_key(None), None);
     }

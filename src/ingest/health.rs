@@ -13,7 +13,11 @@ use super::AppState;
 pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let failure = state.log().failure();
     let full = state.is_full();
-    let status = if failure.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let status = if failure.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     let body = json!({
         "status": if failure.is_some() { "failed" } else { "ok" },
         "accepting": failure.is_none() && !full,
@@ -31,6 +35,10 @@ pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<V
 /// appends are still tried, and the first one after space is freed succeeds.
 pub(crate) async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let ready = state.log().failure().is_none();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(json!({ "ready": ready })))
 }

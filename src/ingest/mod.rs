@@ -120,7 +120,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/m", post(handler::metrics))
         .route("/pixel/v1/track", get(pixel::track))
         .route("/pixel/v1/page", get(pixel::page))
-        .route_layer(middleware::from_fn_with_state(state.clone(), limit_in_flight));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit_in_flight,
+        ));
     Router::new()
         .merge(ingest)
         .route("/health", get(health::health))

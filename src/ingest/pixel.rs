@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use super::error::IngestError;
-use super::event::{EventType, Envelope};
+use super::event::{Envelope, EventType};
 use super::handler::{refuse_if_failed, store};
 use super::AppState;
 
@@ -31,7 +31,12 @@ pub(crate) async fn page(state: State<AppState>, headers: HeaderMap, query: RawQ
 
 /// Stores the event and answers with the GIF; the status tells whether it
 /// was stored (200) or why not, for anyone who looks.
-async fn pixel(kind: EventType, State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+async fn pixel(
+    kind: EventType,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let status = match store_pixel(kind, &state, &headers, query.as_deref()).await {
         Ok(()) => StatusCode::OK,
         Err(e) => {
@@ -41,13 +46,21 @@ async fn pixel(kind: EventType, State(state): State<AppState>, headers: HeaderMa
     };
     (
         status,
-        [(header::CONTENT_TYPE, "image/gif"), (header::CACHE_CONTROL, "no-store, max-age=0")],
+        [
+            (header::CONTENT_TYPE, "image/gif"),
+            (header::CACHE_CONTROL, "no-store, max-age=0"),
+        ],
         GIF.as_slice(),
     )
         .into_response()
 }
 
-async fn store_pixel(kind: EventType, state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<(), IngestError> {
+async fn store_pixel(
+    kind: EventType,
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(), IngestError> {
     let received_at = OffsetDateTime::now_utc();
     refuse_if_failed(state)?;
     if query.is_some_and(|q| q.len() > state.limits().max_event_bytes) {
@@ -56,12 +69,22 @@ async fn store_pixel(kind: EventType, state: &AppState, headers: &HeaderMap, que
         });
     }
     let (event, write_key) = query_event(query.unwrap_or(""))?;
-    let source = state.inner.sources.authenticate(headers, write_key.as_deref(), None)?;
+    let source = state
+        .inner
+        .sources
+        .authenticate(headers, write_key.as_deref(), None)?;
     let envelope = Envelope {
         received_at: Some(received_at),
         ..Envelope::default()
     };
-    store(state, vec![Value::Object(event)], Some(kind), &envelope, &source).await?;
+    store(
+        state,
+        vec![Value::Object(event)],
+        Some(kind),
+        &envelope,
+        &source,
+    )
+    .await?;
     Ok(())
 }
 

@@ -85,7 +85,10 @@ mod tests {
             format(datetime!(2024-05-01 14:00:00.123456 +02:00)).unwrap(),
             "2024-05-01T12:00:00.123Z"
         );
-        assert_eq!(format(datetime!(2024-05-01 12:00 UTC)).unwrap(), "2024-05-01T12:00:00.000Z");
+        assert_eq!(
+            format(datetime!(2024-05-01 12:00 UTC)).unwrap(),
+            "2024-05-01T12:00:00.000Z"
+        );
     }
 
     #[test]

@@ -184,3 +184,91 @@ pub async fn raw_request(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, Str
         .unwrap_or(0);
     (status, text)
 }
+
+/// A `ferry serve` process started from the real binary.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    /// The development write key, when the server printed one.
+    pub dev_key: Option<String>,
+}
+
+/// Starts `ferry serve` with `args` in `cwd` and waits for its listening
+/// line on stdout. Panics with the exit status if it stops first.
+pub fn spawn_server(cwd: &std::path::Path, args: &[&str], envs: &[(&str, &str)]) -> ServerProcess {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.arg("serve")
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("FERRY_LISTEN")
+        .env_remove("FERRY_DATA_DIR")
+        .env("FERRY_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn ferry");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut dev_key = None;
+    loop {
+        let Some(Ok(line)) = lines.next() else {
+            panic!("ferry serve stopped before listening: {:?}", child.wait());
+        };
+        if let Some(rest) = line.strip_prefix("development source \"dev\": write key ") {
+            dev_key = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(addr) = line.strip_prefix("ferry listening on http://") {
+            let addr = addr.trim().parse().unwrap();
+            return ServerProcess {
+                child,
+                addr,
+                dev_key,
+            };
+        }
+    }
+}
+
+impl ServerProcess {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        // The shell's builtin kill: no procps needed.
+        let ok = std::process::Command::new("sh")
+            .args(["-c", &format!("kill -TERM {pid}")])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        self.child.wait().unwrap()
+    }
+}
+
+/// A test that fails half-way leaves no server behind.
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `ferry serve` expecting it to fail at start-up; returns stderr.
+pub fn serve_fails(cwd: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("serve")
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("FERRY_LISTEN")
+        .env_remove("FERRY_DATA_DIR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "ferry serve should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Load test of ferry's ingest API (durable acks) against a bare axum baseline,
+# both release builds on this machine, driven by oha (cargo install oha).
+#
+#   benches/ingest_load.sh                 # 10 s per scenario
+#   DURATION=30s CONNS=64 RATE=5000 benches/ingest_load.sh
+#
+# Scenarios, each against ferry and against the bare handler:
+#   1. POST /v1/batch, 100 events of ~300 B each, $CONNS connections, open loop
+#   2. POST /v1/track, one event, $CONNS connections, open loop
+#   3. POST /v1/track at a fixed $RATE req/s (latency at a fixed load)
+# Events/s through /v1/batch = requests/s × 100. The load generator shares the
+# CPU with the server: report these settings with the figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${DURATION:-10s}"
+CONNS="${CONNS:-64}"
+RATE="${RATE:-5000}"
+FERRY_PORT="${FERRY_PORT:-18080}"
+BARE_PORT="${BARE_PORT:-18081}"
+KEY="wk_load_test"
+
+command -v oha >/dev/null || { echo "oha not found: cargo install oha" >&2; exit 1; }
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release --quiet --bin ferry
+BARE_BIN="$(cargo bench --bench bare_axum --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "bare_axum" and m.get("executable"):
+        print(m["executable"])')"
+
+cat > "$WORK/ferry.toml" <<TOML
+listen = "127.0.0.1:$FERRY_PORT"
+data_dir = "$WORK/data"
+[[sources]]
+name = "load"
+write_key = "$KEY"
+[limits]
+max_in_flight = 4096
+TOML
+
+python3 - "$WORK" <<'PY'
+import json, sys
+work = sys.argv[1]
+pad = "x" * 150
+def event(i):
+    return {"type": "track", "userId": f"user-{i % 97}", "event": "Product Viewed",
+            "messageId": f"load-{i}", "properties": {"sku": f"sku-{i}", "price": 9.99, "pad": pad},
+            "context": {"library": {"name": "oha"}}}
+batch = {"batch": [event(i) for i in range(100)], "sentAt": "2024-05-01T12:00:00.000Z"}
+open(f"{work}/batch.json", "w").write(json.dumps(batch))
+single = dict(event(0)); del single["type"]
+open(f"{work}/track.json", "w").write(json.dumps(single))
+sizes = [len(json.dumps(e)) for e in batch["batch"]]
+print(f"batch body {len(json.dumps(batch))} B, events ~{sum(sizes)//len(sizes)} B each", file=sys.stderr)
+PY
+
+"${CARGO_TARGET_DIR:-target}/release/ferry" serve --config "$WORK/ferry.toml" >"$WORK/ferry.out" 2>"$WORK/ferry.err" &
+PIDS+=($!)
+FERRY_BARE_LISTEN="127.0.0.1:$BARE_PORT" "$BARE_BIN" >"$WORK/bare.out" 2>&1 &
+PIDS+=($!)
+for url in "http://127.0.0.1:$FERRY_PORT/health" "http://127.0.0.1:$BARE_PORT/"; do
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "$url" && break
+    sleep 0.1
+  done
+done
+
+AUTH="Authorization: Basic $(printf '%s:' "$KEY" | base64)"
+run() { # name url body extra-args...
+  local name="$1" url="$2" body="$3"; shift 3
+  echo "=== $name ($url, body $body, $*)"
+  oha --no-tui -z "$DURATION" -m POST -H "$AUTH" -H "Content-Type: application/json" \
+    -D "$WORK/$body" "$@" "$url" | grep -E "Success rate|Requests/sec|50.00%|99.00%|99.90%|\[[0-9]{3}\] [0-9]+ responses"
+}
+
+for target in "ferry:$FERRY_PORT" "bare-axum:$BARE_PORT"; do
+  name="${target%%:*}"; port="${target##*:}"
+  run "$name /v1/batch x100 events" "http://127.0.0.1:$port/v1/batch" batch.json -c "$CONNS"
+  run "$name /v1/track" "http://127.0.0.1:$port/v1/track" track.json -c "$CONNS"
+  run "$name /v1/track at $RATE req/s" "http://127.0.0.1:$port/v1/track" track.json -c "$CONNS" -q "$RATE"
+done
+echo "settings: DURATION=$DURATION CONNS=$CONNS RATE=$RATE, $(nproc) cores shared by oha and the server"
