@@ -16,7 +16,20 @@
 //!   - `log/reader.rs` — iterating records from any offset
 //!   - `log/inspect.rs` — read-only views for `ferry log inspect|dump|verify`
 //!   - `log/error.rs` — the log's error type
+//! - `delivery/` — routing logged events to destinations:
+//!   - `delivery/config.rs` — `[[destinations]]` settings
+//!   - `delivery/event.rs` — routing fields of a stored event
+//!   - `delivery/dispatcher.rs` — per-user ordering window and cursor
+//!   - `delivery/backoff.rs` — retry classes, full jitter, Retry-After
+//!   - `delivery/sink.rs` — the transport trait and request bodies
+//!   - `delivery/webhook.rs` — HTTP webhooks (pool per destination, HMAC)
+//!   - `delivery/file.rs` — JSON Lines files with rotation
+//!   - `delivery/worker.rs` — one destination's delivery loop
+//!   - `delivery/replay.rs` — re-delivery of dead letters
+//! - `store/` — redb state: cursors, dead letters, replay queue
 //! - `cli/` — the `ferry` command line: one file per subcommand
 
 pub mod cli;
+pub mod delivery;
 pub mod log;
+pub mod store;

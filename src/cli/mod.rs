@@ -1,6 +1,8 @@
 //! The `ferry` command line: clap types here, one file per subcommand that
 //! only translates arguments into library calls.
 
+mod cursors_cmd;
+mod dlq_cmd;
 mod log_cmd;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +35,11 @@ pub enum Command {
     /// Look inside the write-ahead log (read-only; safe while a server runs).
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
+    /// Each destination's cursor and lag; `reset` rewinds or skips.
+    Cursors(cursors_cmd::CursorsArgs),
+    /// Dead letters: list, show, replay, purge.
+    #[command(subcommand)]
+    Dlq(dlq_cmd::DlqCommand),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -40,6 +47,8 @@ pub fn run(cli: Cli) -> ExitCode {
     init_tracing(cli.log_format);
     let result = match cli.command {
         Command::Log(cmd) => log_cmd::run(cmd),
+        Command::Cursors(args) => cursors_cmd::run(args),
+        Command::Dlq(cmd) => dlq_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,
@@ -48,6 +57,18 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Opens the state store of a data directory for an offline command.
+fn state_store(data_dir: &std::path::Path) -> anyhow::Result<crate::store::StateStore> {
+    let path = data_dir.join("state.redb");
+    if !path.is_file() {
+        anyhow::bail!(
+            "{} has no delivery state (state.redb): no destination has run there yet",
+            data_dir.display()
+        );
+    }
+    Ok(crate::store::StateStore::open(&path)?)
 }
 
 fn init_tracing(format: LogFormat) {
