@@ -28,9 +28,22 @@
 //!   - `ingest/cors.rs` — CORS for browser SDKs
 //!   - `ingest/health.rs` — `/health` and `/ready`
 //!   - `ingest/error.rs` — ingest errors and their JSON answers
+//! - `delivery/` — routing logged events to destinations:
+//!   - `delivery/config.rs` — `[[destinations]]` settings
+//!   - `delivery/event.rs` — routing fields of a stored event
+//!   - `delivery/dispatcher.rs` — per-user ordering window and cursor
+//!   - `delivery/backoff.rs` — retry classes, full jitter, Retry-After
+//!   - `delivery/sink.rs` — the transport trait and request bodies
+//!   - `delivery/webhook.rs` — HTTP webhooks (pool per destination, HMAC)
+//!   - `delivery/file.rs` — JSON Lines files with rotation
+//!   - `delivery/worker.rs` — one destination's delivery loop
+//!   - `delivery/replay.rs` — re-delivery of dead letters
+//! - `store/` — redb state: cursors, dead letters, replay queue
 //! - `cli/` — the `ferry` command line: one file per subcommand
 
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod ingest;
 pub mod log;
+pub mod store;

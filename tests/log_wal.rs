@@ -532,3 +532,41 @@ async fn a_segment_torn_while_being_created_is_removed() {
     assert!(storage.read_file(&half).is_none());
     assert_eq!(log.append(vec![payload(2, 10)]).await.unwrap(), 2..3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_fsync_covers_everything_queued_and_acks_wait_for_it() {
+    let storage = Arc::new(SimStorage::new());
+    let log = Log::open_with(storage.clone(), Path::new("/g/log"), opts(1 << 20)).unwrap();
+    let before = log.stats();
+    storage.hold_syncs(true);
+    let mut first = log.submit(vec![payload(0, 10)]).await.unwrap();
+    let s = storage.clone();
+    tokio::task::spawn_blocking(move || s.wait_for_held_sync())
+        .await
+        .unwrap();
+    // The writer is inside the fdatasync of the first group: no ack yet.
+    assert!(first.try_recv().is_err());
+    assert_eq!(log.durable_end(), 0);
+    let mut rest = Vec::new();
+    for i in 1..50u64 {
+        rest.push(
+            log.submit(vec![payload(i, 10), payload(i, 11)])
+                .await
+                .unwrap(),
+        );
+    }
+    storage.hold_syncs(false);
+    assert_eq!(first.await.unwrap().unwrap(), 0..1);
+    for (i, rx) in rest.into_iter().enumerate() {
+        let start = 1 + 2 * i as u64;
+        assert_eq!(rx.await.unwrap().unwrap(), start..start + 2);
+    }
+    let after = log.stats();
+    assert_eq!(
+        after.fsyncs - before.fsyncs,
+        2,
+        "49 queued appends share one write + fdatasync"
+    );
+    assert_eq!(after.appends_synced - before.appends_synced, 50);
+    assert_eq!(after.records_synced - before.records_synced, 99);
+}

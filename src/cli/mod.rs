@@ -1,6 +1,8 @@
 //! The `ferry` command line: clap types here, one file per subcommand that
 //! only translates arguments into library calls.
 
+mod cursors_cmd;
+mod dlq_cmd;
 mod log_cmd;
 mod serve;
 
@@ -36,6 +38,11 @@ pub enum Command {
     Log(log_cmd::LogCommand),
     /// Run the HTTP ingestion server until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
+    /// Each destination's cursor and lag; `reset` rewinds or skips.
+    Cursors(cursors_cmd::CursorsArgs),
+    /// Dead letters: list, show, replay, purge.
+    #[command(subcommand)]
+    Dlq(dlq_cmd::DlqCommand),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -44,6 +51,8 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Log(cmd) => log_cmd::run(cmd),
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Cursors(args) => cursors_cmd::run(args),
+        Command::Dlq(cmd) => dlq_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,
@@ -52,6 +61,18 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Opens the state store of a data directory for an offline command.
+fn state_store(data_dir: &std::path::Path) -> anyhow::Result<crate::store::StateStore> {
+    let path = data_dir.join("state.redb");
+    if !path.is_file() {
+        anyhow::bail!(
+            "{} has no delivery state (state.redb): no destination has run there yet",
+            data_dir.display()
+        );
+    }
+    Ok(crate::store::StateStore::open(&path)?)
 }
 
 fn init_tracing(format: LogFormat) {

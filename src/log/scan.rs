@@ -162,3 +162,96 @@ fn classify(
         reason,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::format::{encode_record, encode_segment_header, RecordHeader};
+    use crate::log::sim::SimStorage;
+    use crate::log::storage::Storage;
+    use std::path::Path;
+
+    /// Segment bytes holding `groups`, each a list of appends (record counts).
+    fn segment(base: u64, groups: &[&[u32]]) -> (Vec<u8>, Vec<u64>) {
+        let mut out = encode_segment_header(base).to_vec();
+        let mut starts = Vec::new();
+        let mut offset = base;
+        for group in groups {
+            let group_base = offset;
+            for &n in *group {
+                for i in 0..n {
+                    starts.push(out.len() as u64);
+                    let h = RecordHeader {
+                        len: 5,
+                        offset,
+                        group_delta: (offset - group_base) as u32,
+                        batch_remaining: n - 1 - i,
+                    };
+                    encode_record(&mut out, &h, b"hello");
+                    offset += 1;
+                }
+            }
+        }
+        (out, starts)
+    }
+
+    fn scan_bytes(base: u64, bytes: Vec<u8>) -> SegmentScan {
+        let s = SimStorage::new();
+        let dir = Path::new("/s");
+        s.create_dir_all(dir).unwrap();
+        let p = dir.join("seg");
+        s.write_file(&p, bytes);
+        scan_segment(s.open_read(&p).unwrap(), base).unwrap()
+    }
+
+    #[test]
+    fn clean_segment() {
+        let (bytes, _) = segment(10, &[&[2, 1], &[3]]);
+        let s = scan_bytes(10, bytes.clone());
+        assert_eq!(
+            (s.records, s.next_offset, s.valid_end),
+            (6, 16, bytes.len() as u64)
+        );
+        assert!(s.problem.is_none());
+    }
+
+    #[test]
+    fn damage_before_a_later_group_is_corruption() {
+        let (mut bytes, starts) = segment(0, &[&[2], &[1]]);
+        bytes[starts[1] as usize + 26] ^= 1;
+        let s = scan_bytes(0, bytes);
+        let p = s.problem.unwrap();
+        assert_eq!((p.kind, p.position), (ProblemKind::Corruption, starts[1]));
+    }
+
+    #[test]
+    fn damage_inside_the_last_group_is_a_torn_tail() {
+        let (mut bytes, starts) = segment(0, &[&[1], &[2, 2]]);
+        bytes[starts[3] as usize + 26] ^= 1;
+        let s = scan_bytes(0, bytes);
+        assert_eq!(s.problem.unwrap().kind, ProblemKind::TornTail);
+        // Cut after the first append of the last group.
+        assert_eq!((s.valid_end, s.next_offset), (starts[3], 3));
+    }
+
+    #[test]
+    fn an_unfinished_append_is_cut_whole() {
+        let (bytes, starts) = segment(0, &[&[1, 3]]);
+        let s = scan_bytes(0, bytes[..starts[3] as usize].to_vec());
+        assert_eq!(s.problem.unwrap().kind, ProblemKind::TornTail);
+        assert_eq!((s.valid_end, s.records), (starts[1], 1));
+    }
+
+    #[test]
+    fn a_short_header_is_a_torn_creation() {
+        let (bytes, _) = segment(0, &[]);
+        let s = scan_bytes(0, bytes[..20].to_vec());
+        assert_eq!(s.problem.unwrap().kind, ProblemKind::TornHeader);
+        let s = scan_bytes(7, bytes);
+        assert_eq!(
+            s.problem.unwrap().kind,
+            ProblemKind::TornHeader,
+            "base mismatch in a header-only file"
+        );
+    }
+}

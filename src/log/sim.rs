@@ -12,7 +12,7 @@ use super::storage::{Storage, StorageFile};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// A tiny deterministic generator (SplitMix64) so crash images replay from a seed.
 #[derive(Debug, Clone)]
@@ -76,12 +76,18 @@ struct State {
     crashed: Option<SimStorage>,
     /// After a planned crash every operation fails.
     dead: bool,
+    /// While set, file syncs wait (to observe what happens meanwhile).
+    hold_syncs: bool,
+    /// File syncs waiting right now.
+    held_syncs: u64,
 }
 
 /// In-memory storage with crash simulation; cheap to clone (shared state).
 #[derive(Clone, Default)]
 pub struct SimStorage {
     state: Arc<Mutex<State>>,
+    /// Signals changes of `hold_syncs` / `held_syncs`.
+    gate: Arc<Condvar>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -124,6 +130,21 @@ impl SimStorage {
     /// Sets what `available_space` reports.
     pub fn set_available_space(&self, bytes: Option<u64>) {
         lock(&self.state).available = bytes;
+    }
+
+    /// While `on`, every file sync blocks before taking effect; turning it
+    /// off lets them go on.
+    pub fn hold_syncs(&self, on: bool) {
+        lock(&self.state).hold_syncs = on;
+        self.gate.notify_all();
+    }
+
+    /// Blocks until some file sync is waiting on [`Self::hold_syncs`].
+    pub fn wait_for_held_sync(&self) {
+        let mut st = lock(&self.state);
+        while st.held_syncs == 0 {
+            st = self.gate.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     /// How many sync points (file or directory fsyncs) have been reached.
@@ -235,6 +256,7 @@ impl SimStorage {
         };
         SimStorage {
             state: Arc::new(Mutex::new(state)),
+            gate: Arc::default(),
         }
     }
 
@@ -317,6 +339,16 @@ impl StorageFile for SimHandle {
     }
     fn sync_data(&self) -> io::Result<()> {
         let mut st = lock(&self.storage.state);
+        while st.hold_syncs {
+            st.held_syncs += 1;
+            self.storage.gate.notify_all();
+            st = self
+                .storage
+                .gate
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
+            st.held_syncs -= 1;
+        }
         SimStorage::sync_point(&mut st)?;
         let mut f = lock(&self.file);
         f.durable = f.data.clone();

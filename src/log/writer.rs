@@ -93,15 +93,14 @@ impl Writer {
 
     /// Writes a group of appends with as few fsyncs as segment rolls allow.
     fn commit(&mut self, group: Vec<AppendRequest>) {
-        let mut room = self.room();
+        let (mut room, mut why_full) = self.room();
         for req in group {
             if let Some(reason) = self.shared.failure.get() {
                 let _ = req.reply.send(Err(LogError::Failed(reason.clone())));
                 continue;
             }
             if req.encoded_len > room {
-                let why = self.full_reason();
-                let _ = req.reply.send(Err(LogError::Full(why)));
+                let _ = req.reply.send(Err(LogError::Full(why_full.clone())));
                 continue;
             }
             let tail = self.pos + self.buf.len() as u64;
@@ -111,7 +110,7 @@ impl Writer {
                     let _ = req.reply.send(Err(LogError::Failed(reason)));
                     continue;
                 }
-                room = self.room();
+                (room, why_full) = self.room();
             }
             room -= req.encoded_len;
             self.encode(req);
@@ -119,33 +118,29 @@ impl Writer {
         let _ = self.flush();
     }
 
-    /// Bytes the log may still grow by, from the budget and the disk's reserve.
-    fn room(&self) -> u64 {
+    /// Bytes the log may still grow by, from the budget and the disk's
+    /// reserve, and which of the two binds (the refusal message).
+    fn room(&self) -> (u64, String) {
         let total = self.shared.total_bytes.load(Ordering::Relaxed);
         let budget = self
             .limits
             .max_log_bytes
             .map_or(u64::MAX, |max| max.saturating_sub(total));
-        let free = self
-            .shared
-            .storage
-            .available_space(&self.shared.dir)
-            .map_or(u64::MAX, |free| {
-                free.saturating_sub(self.limits.min_free_bytes)
-            });
-        budget.min(free)
-    }
-
-    fn full_reason(&self) -> String {
-        let total = self.shared.total_bytes.load(Ordering::Relaxed);
-        match self.limits.max_log_bytes {
-            Some(max) if total + self.limits.segment_bytes.min(1 << 20) > max => {
-                format!("log size {total} bytes is at its budget of {max} bytes")
-            }
-            _ => format!(
-                "free disk space is below the reserve of {} bytes",
+        let free = self.shared.storage.available_space(&self.shared.dir);
+        let reserve_room = free.map_or(u64::MAX, |f| f.saturating_sub(self.limits.min_free_bytes));
+        if budget <= reserve_room {
+            let max = self.limits.max_log_bytes.unwrap_or(u64::MAX);
+            (
+                budget,
+                format!("the log holds {total} bytes of its {max}-byte budget"),
+            )
+        } else {
+            let why = format!(
+                "free disk space ({} bytes) is at the reserve of {} bytes",
+                free.unwrap_or(0),
                 self.limits.min_free_bytes
-            ),
+            );
+            (reserve_room, why)
         }
     }
 

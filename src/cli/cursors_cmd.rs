@@ -1,0 +1,141 @@
+//! `ferry cursors`: each destination's cursor and lag, and `ferry cursors
+//! reset` to rewind or skip for replay. Works offline on a data directory.
+
+use super::state_store;
+use crate::log::LogView;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// Cursor commands.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  ferry cursors --data-dir ./ferry-data\n  ferry cursors reset hook --to earliest --data-dir ./ferry-data\n  ferry cursors reset hook --to 2026-11-26T10:00:00Z"
+)]
+pub struct CursorsArgs {
+    /// The data directory.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_DATA_DIR",
+        default_value = "./ferry-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Reset instead of listing.
+    #[command(subcommand)]
+    pub action: Option<CursorsAction>,
+}
+
+/// What to do with cursors.
+#[derive(Debug, Subcommand)]
+pub enum CursorsAction {
+    /// Moves a destination's cursor: it next delivers from there.
+    Reset {
+        /// The destination.
+        dest: String,
+        /// `earliest`, `latest`, an offset, or an RFC 3339 time (first event received at or after it).
+        #[arg(long)]
+        to: String,
+    },
+}
+
+/// Runs a cursors command.
+pub fn run(args: CursorsArgs) -> Result<ExitCode> {
+    let log = open_log(&args.data_dir)?;
+    let store = state_store(&args.data_dir)?;
+    match args.action {
+        None => {
+            let cursors = store.cursors()?;
+            if cursors.is_empty() {
+                println!("no destination has a cursor yet");
+            }
+            println!(
+                "{:<20} {:>12} {:>12} {:>14} {:>12}",
+                "destination", "cursor", "lag_events", "lag_bytes", "oldest_age"
+            );
+            for (dest, cursor) in cursors {
+                let (events, bytes, age) = lag(&log, cursor)?;
+                let age = age.map_or_else(|| "-".into(), |s| format!("{s}s"));
+                println!("{dest:<20} {cursor:>12} {events:>12} {bytes:>14} {age:>12}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(CursorsAction::Reset { dest, to }) => {
+            if !store.cursors()?.contains_key(&dest) {
+                bail!(
+                    "destination {dest:?} has no cursor in {} (it has never run)",
+                    args.data_dir.display()
+                );
+            }
+            let offset = resolve(&log, &to)?;
+            store.set_cursors(&[(dest.clone(), offset)])?;
+            println!("cursor of {dest} set to {offset}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub(crate) fn open_log(data_dir: &Path) -> Result<LogView> {
+    if !data_dir.join("log").is_dir() {
+        bail!(
+            "{} is not a ferry data directory: it has no log/ folder",
+            data_dir.display()
+        );
+    }
+    LogView::open(&data_dir.join("log"))
+        .with_context(|| format!("cannot read the log in {}", data_dir.display()))
+}
+
+/// Seconds since `receivedAt` of a stored event, if it has one.
+fn received_at(payload: &[u8]) -> Option<OffsetDateTime> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    OffsetDateTime::parse(v.get("receivedAt")?.as_str()?, &Rfc3339).ok()
+}
+
+/// (events, payload bytes, age in seconds of the oldest) not yet delivered.
+fn lag(log: &LogView, cursor: u64) -> Result<(u64, u64, Option<i64>)> {
+    let end = log.end_offset();
+    let from = cursor.max(log.start_offset());
+    if from >= end {
+        return Ok((end.saturating_sub(cursor), 0, None));
+    }
+    let mut reader = log.reader(from)?;
+    let mut bytes = 0u64;
+    let mut age = None;
+    while let Some(r) = reader.next()? {
+        if age.is_none() {
+            age = received_at(&r.payload).map(|t| (OffsetDateTime::now_utc() - t).whole_seconds());
+        }
+        bytes += r.payload.len() as u64;
+    }
+    Ok((end - cursor, bytes, age))
+}
+
+fn resolve(log: &LogView, to: &str) -> Result<u64> {
+    let (start, end) = (log.start_offset(), log.end_offset());
+    match to {
+        "earliest" => Ok(start),
+        "latest" => Ok(end),
+        _ => {
+            if let Ok(offset) = to.parse::<u64>() {
+                if !(start..=end).contains(&offset) {
+                    bail!("offset {offset} is outside the log [{start}, {end}]");
+                }
+                return Ok(offset);
+            }
+            let Ok(when) = OffsetDateTime::parse(to, &Rfc3339) else {
+                bail!("--to {to:?} is not earliest, latest, an offset or an RFC 3339 time");
+            };
+            let mut reader = log.reader(start)?;
+            while let Some(r) = reader.next()? {
+                if received_at(&r.payload).is_some_and(|t| t >= when) {
+                    return Ok(r.offset);
+                }
+            }
+            Ok(end)
+        }
+    }
+}

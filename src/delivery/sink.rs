@@ -1,0 +1,36 @@
+//! Where a destination's requests go: the `Sink` trait (one request carrying
+//! one or more events → one outcome), so the delivery loop can be tested
+//! against scripted sinks without a network.
+
+use super::backoff::Outcome;
+use super::event::LoggedEvent;
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed future of an outcome.
+pub type SendFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// One destination's transport.
+pub trait Sink: Send + Sync + 'static {
+    /// Delivers `events` in one request (one event when `batch_size` is 1).
+    fn send(&self, events: Vec<LoggedEvent>) -> SendFuture;
+}
+
+/// The request body for `events`: the event itself when there is one and
+/// the destination is unbatched, else `{"batch": [...]}`.
+pub fn body(events: &[LoggedEvent], batched: bool) -> Vec<u8> {
+    if !batched && events.len() == 1 {
+        return events[0].payload.to_vec();
+    }
+    let mut out =
+        Vec::with_capacity(events.iter().map(|e| e.payload.len() + 1).sum::<usize>() + 16);
+    out.extend_from_slice(b"{\"batch\":[");
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&e.payload);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}

@@ -1,0 +1,557 @@
+//! Delivery end to end: a real log, real redb state, and destinations that
+//! are either scripted in-process sinks (paused time, for backoff math) or a
+//! mock HTTP server on 127.0.0.1 playing scripted status sequences.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ferry::delivery::backoff::{ceiling, Outcome};
+use ferry::delivery::config::DestinationConfig;
+use ferry::delivery::event::LoggedEvent;
+use ferry::delivery::sink::{SendFuture, Sink};
+use ferry::delivery::{make_sink, Delivery};
+use ferry::log::{Log, LogOptions};
+use ferry::store::StateStore;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+fn event(user: &str, seq: u64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "type": "track", "event": "Step", "userId": user, "messageId": format!("{user}-{seq}"),
+        "properties": {"seq": seq}, "_ferry": {"source": "web"}
+    }))
+    .unwrap()
+}
+
+fn dest(toml_text: &str) -> DestinationConfig {
+    let c: DestinationConfig = toml::from_str(toml_text).unwrap();
+    c.validate().unwrap();
+    c
+}
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    log: Log,
+    store: Arc<StateStore>,
+}
+
+fn env() -> Env {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        &tmp.path().join("log"),
+        LogOptions {
+            segment_bytes: 4096,
+            min_free_bytes: 0,
+            ..LogOptions::default()
+        },
+    )
+    .unwrap();
+    let store = Arc::new(StateStore::open(&tmp.path().join("state.redb")).unwrap());
+    Env {
+        _tmp: tmp,
+        log,
+        store,
+    }
+}
+
+/// What a destination saw: messageIds in arrival order.
+#[derive(Default)]
+struct Seen {
+    ids: Mutex<Vec<String>>,
+    notify: Notify,
+}
+
+impl Seen {
+    fn push(&self, id: String) {
+        self.ids.lock().unwrap().push(id);
+        self.notify.notify_waiters();
+    }
+    fn snapshot(&self) -> Vec<String> {
+        self.ids.lock().unwrap().clone()
+    }
+    /// Waits (event-driven, bounded) until `pred` holds.
+    async fn wait_until(&self, pred: impl Fn(&[String]) -> bool) {
+        self.wait_within(Duration::from_secs(60), pred).await
+    }
+
+    /// Like `wait_until` with a chosen bound (virtual time under a paused clock).
+    async fn wait_within(&self, within: Duration, pred: impl Fn(&[String]) -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let notified = self.notify.notified();
+            if pred(&self.snapshot()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("condition not reached; seen {:?}", self.snapshot());
+            }
+        }
+    }
+}
+
+/// Checks per-user order over first deliveries and that every expected id came.
+fn assert_complete_and_ordered(seen: &[String], users: &[String], per_user: u64) {
+    let mut first: Vec<&String> = Vec::new();
+    let mut set = std::collections::HashSet::new();
+    for id in seen {
+        if set.insert(id) {
+            first.push(id);
+        }
+    }
+    for u in users {
+        let seqs: Vec<u64> = first
+            .iter()
+            .filter_map(|id| id.strip_prefix(&format!("{u}-")))
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(
+            seqs,
+            (0..per_user).collect::<Vec<_>>(),
+            "user {u}: first deliveries out of order or missing"
+        );
+    }
+}
+
+// ---------- scripted sink, paused time ----------
+
+/// A sink that answers from a script per messageId and records attempt times.
+struct Scripted {
+    script: Mutex<HashMap<String, VecDeque<Outcome>>>,
+    attempts: Mutex<Vec<(String, tokio::time::Instant)>>,
+    seen: Arc<Seen>,
+}
+
+impl Sink for Scripted {
+    fn send(&self, events: Vec<LoggedEvent>) -> SendFuture {
+        let mut outcome = Outcome::Delivered;
+        for e in &events {
+            let id = e.meta.message_id.clone();
+            self.attempts
+                .lock()
+                .unwrap()
+                .push((id.clone(), tokio::time::Instant::now()));
+            if let Some(o) = self
+                .script
+                .lock()
+                .unwrap()
+                .get_mut(&id)
+                .and_then(|q| q.pop_front())
+            {
+                outcome = o;
+            }
+        }
+        if outcome == Outcome::Delivered {
+            for e in &events {
+                self.seen.push(e.meta.message_id.clone());
+            }
+        }
+        Box::pin(async move { outcome })
+    }
+}
+
+fn retry(status: u16, after: Option<Duration>) -> Outcome {
+    Outcome::Retry {
+        status: Some(status),
+        error: format!("HTTP {status}"),
+        retry_after: after,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_follows_full_jitter_and_retry_after_with_paused_time() {
+    let e = env();
+    let seen = Arc::new(Seen::default());
+    let mut script = HashMap::new();
+    script.insert(
+        "a-0".to_string(),
+        VecDeque::from(vec![
+            retry(500, None),
+            retry(503, None),
+            retry(502, None),
+            retry(500, None),
+        ]),
+    );
+    script.insert(
+        "b-0".to_string(),
+        VecDeque::from(vec![retry(429, Some(Duration::from_secs(7)))]),
+    );
+    let sink = Arc::new(Scripted {
+        script: Mutex::new(script),
+        attempts: Mutex::default(),
+        seen: seen.clone(),
+    });
+    let cfg = dest(
+        "name='s'\ntype='file'\npath='/unused'\n[retry]\nbase='1s'\ncap='5m'\nmax_duration='4h'\n",
+    );
+    for (u, s) in [("a", 0), ("a", 1), ("b", 0)] {
+        e.log.append(vec![event(u, s)]).await.unwrap();
+    }
+    let delivery = Delivery::start(
+        e.log.clone(),
+        e.store.clone(),
+        vec![(cfg.clone(), sink.clone())],
+    )
+    .unwrap();
+    seen.wait_until(|s| s.len() == 3).await;
+    delivery.shutdown().await;
+    // a-1 only after a-0 finally succeeded.
+    let order = seen.snapshot();
+    assert!(
+        order.iter().position(|x| x == "a-0") < order.iter().position(|x| x == "a-1"),
+        "{order:?}"
+    );
+    let attempts = sink.attempts.lock().unwrap().clone();
+    let times = |id: &str| {
+        attempts
+            .iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, t)| *t)
+            .collect::<Vec<_>>()
+    };
+    let a = times("a-0");
+    assert_eq!(a.len(), 5);
+    for (n, w) in a.windows(2).enumerate() {
+        let gap = w[1] - w[0];
+        assert!(
+            gap <= ceiling(&cfg.retry, n as u32),
+            "retry {n} waited {gap:?}, above min(cap, base*2^{n})"
+        );
+    }
+    let b = times("b-0");
+    assert_eq!(b.len(), 2);
+    assert_eq!(
+        b[1] - b[0],
+        Duration::from_secs(7),
+        "Retry-After is honoured exactly"
+    );
+    // The cursor passed everything.
+    assert_eq!(e.store.cursors().unwrap()["s"], 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn giving_up_after_max_duration_dead_letters_and_moves_on() {
+    let e = env();
+    let seen = Arc::new(Seen::default());
+    let mut script = HashMap::new();
+    script.insert(
+        "a-0".to_string(),
+        VecDeque::from(vec![retry(500, None); 1000]),
+    );
+    let sink = Arc::new(Scripted {
+        script: Mutex::new(script),
+        attempts: Mutex::default(),
+        seen: seen.clone(),
+    });
+    let cfg = dest(
+        "name='s'\ntype='file'\npath='/unused'\n[retry]\nbase='1s'\ncap='1m'\nmax_duration='1h'\n",
+    );
+    e.log
+        .append(vec![event("a", 0), event("a", 1)])
+        .await
+        .unwrap();
+    let delivery =
+        Delivery::start(e.log.clone(), e.store.clone(), vec![(cfg, sink.clone())]).unwrap();
+    seen.wait_within(Duration::from_secs(3 * 3600), |s| s == ["a-1"])
+        .await;
+    delivery.shutdown().await;
+    let dead = e.store.dead_letters("s").unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message_id, "a-0");
+    assert!(dead[0].attempts > 5);
+    assert!(dead[0].last_attempt_ms - dead[0].first_attempt_ms <= 3_600_000);
+    assert!(
+        dead[0].last_error.contains("gave up"),
+        "{}",
+        dead[0].last_error
+    );
+    assert_eq!(e.store.cursors().unwrap()["s"], 2);
+}
+
+// ---------- mock HTTP destination ----------
+
+/// A response the mock plays.
+#[derive(Clone)]
+enum Play {
+    Status(u16, Option<&'static str>),
+    /// Hold the request until the test ends (black hole).
+    Hang,
+}
+
+#[derive(Default)]
+struct Mock {
+    script: Mutex<HashMap<String, VecDeque<Play>>>,
+    /// Fail this share of first attempts with 500 (deterministic by id).
+    flaky: Option<u64>,
+    tries: Mutex<HashMap<String, u32>>,
+    seen: Seen,
+    headers: Mutex<Vec<HeaderMap>>,
+}
+
+async fn mock_handler(
+    State(mock): State<Arc<Mock>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let events: Vec<serde_json::Value> = match v.get("batch") {
+        Some(b) => b.as_array().unwrap().clone(),
+        None => vec![v],
+    };
+    mock.headers.lock().unwrap().push(headers);
+    let ids: Vec<String> = events
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap().to_string())
+        .collect();
+    let mut play = Play::Status(200, None);
+    for id in &ids {
+        let n = {
+            let mut t = mock.tries.lock().unwrap();
+            let n = t.entry(id.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        if let Some(p) = mock
+            .script
+            .lock()
+            .unwrap()
+            .get_mut(id)
+            .and_then(|q| q.pop_front())
+        {
+            play = p;
+        } else if let Some(share) = mock.flaky {
+            let h = id
+                .bytes()
+                .fold(n as u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
+            if h % 100 < share && n < 4 {
+                play = Play::Status(500, None);
+            }
+        }
+    }
+    match play {
+        Play::Hang => std::future::pending().await,
+        Play::Status(s, retry_after) => {
+            if s < 300 {
+                for id in ids {
+                    mock.seen.push(id);
+                }
+            }
+            let mut resp =
+                (StatusCode::from_u16(s).unwrap(), format!("status {s}")).into_response();
+            if let Some(ra) = retry_after {
+                resp.headers_mut()
+                    .insert("retry-after", ra.parse().unwrap());
+            }
+            resp
+        }
+    }
+}
+
+async fn start_mock(mock: Arc<Mock>) -> String {
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(mock_handler))
+        .with_state(mock);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/hook")
+}
+
+fn webhook(name: &str, url: &str, extra: &str) -> DestinationConfig {
+    dest(&format!("name='{name}'\ntype='webhook'\nurl='{url}'\ntimeout='2s'\n{extra}\n[retry]\nbase='10ms'\ncap='100ms'\nmax_duration='1m'\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_retries_5xx_429_and_dead_letters_4xx_then_replays_in_order() {
+    let e = env();
+    let mock = Arc::new(Mock::default());
+    {
+        let mut s = mock.script.lock().unwrap();
+        s.insert(
+            "a-0".into(),
+            VecDeque::from(vec![Play::Status(500, None), Play::Status(503, None)]),
+        );
+        s.insert(
+            "b-0".into(),
+            VecDeque::from(vec![Play::Status(429, Some("1"))]),
+        );
+        s.insert("c-0".into(), VecDeque::from(vec![Play::Status(400, None)]));
+        s.insert("c-1".into(), VecDeque::from(vec![Play::Status(422, None)]));
+    }
+    let url = start_mock(mock.clone()).await;
+    let cfg = webhook("hook", &url, "secret='s3cret'");
+    for (u, s) in [("a", 0), ("a", 1), ("b", 0), ("c", 0), ("c", 1), ("c", 2)] {
+        e.log.append(vec![event(u, s)]).await.unwrap();
+    }
+    let sink = make_sink(&cfg).unwrap();
+    let delivery = Delivery::start(
+        e.log.clone(),
+        e.store.clone(),
+        vec![(cfg.clone(), sink.clone())],
+    )
+    .unwrap();
+    mock.seen.wait_until(|s| s.len() == 4).await;
+    let seen = mock.seen.snapshot();
+    let pos = |id: &str| {
+        seen.iter()
+            .position(|x| x == id)
+            .unwrap_or_else(|| panic!("{id} not delivered: {seen:?}"))
+    };
+    assert!(pos("a-0") < pos("a-1"), "{seen:?}");
+    pos("b-0");
+    pos("c-2");
+    assert_eq!(mock.tries.lock().unwrap()["a-0"], 3, "500, 503, then 200");
+    assert_eq!(
+        mock.tries.lock().unwrap()["b-0"],
+        2,
+        "429 with Retry-After, then 200"
+    );
+    // c-0 and c-1 were dead-lettered at once (one attempt each), and c-2 still went out after them.
+    assert_eq!(mock.tries.lock().unwrap()["c-0"], 1);
+    let dead = e.store.dead_letters("hook").unwrap();
+    assert_eq!(
+        dead.iter()
+            .map(|d| d.message_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["c-0", "c-1"]
+    );
+    assert_eq!(dead[0].last_status, Some(400));
+    assert!(dead[0].last_error.contains("status 400"));
+    // Headers: stable User-Agent, messageId, HMAC signature.
+    {
+        let h = mock.headers.lock().unwrap();
+        let first = &h[0];
+        assert!(first["user-agent"].to_str().unwrap().starts_with("ferry/"));
+        assert!(first.contains_key("x-ferry-message-id"));
+        assert!(first["x-ferry-signature"]
+            .to_str()
+            .unwrap()
+            .starts_with("sha256="));
+    }
+    // Replay: both come back, in original order.
+    assert_eq!(e.store.request_replay("hook", None).unwrap(), 2);
+    mock.seen.wait_until(|s| s.len() == 6).await;
+    let seen = mock.seen.snapshot();
+    assert_eq!(&seen[4..], ["c-0", "c-1"]);
+    delivery.shutdown().await;
+    assert!(e.store.dead_letters("hook").unwrap().is_empty());
+    assert!(e.store.replay_queue("hook").unwrap().is_empty());
+    assert_eq!(e.store.cursors().unwrap()["hook"], 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_order_holds_under_random_failures_in_both_modes() {
+    for (name, extra) in [
+        ("single", "concurrency=32"),
+        ("batched", "concurrency=8\nbatch_size=20"),
+    ] {
+        let e = env();
+        let mock = Arc::new(Mock {
+            flaky: Some(30),
+            ..Mock::default()
+        });
+        let url = start_mock(mock.clone()).await;
+        let cfg = webhook(name, &url, extra);
+        let users: Vec<String> = (0..40).map(|i| format!("user{i}")).collect();
+        let per_user = 15u64;
+        for s in 0..per_user {
+            // One request per round, users interleaved.
+            let batch: Vec<Vec<u8>> = users.iter().map(|u| event(u, s)).collect();
+            e.log.append(batch).await.unwrap();
+        }
+        let delivery = Delivery::start(
+            e.log.clone(),
+            e.store.clone(),
+            vec![(cfg.clone(), make_sink(&cfg).unwrap())],
+        )
+        .unwrap();
+        let total = users.len() * per_user as usize;
+        mock.seen
+            .wait_until(|s| s.iter().collect::<std::collections::HashSet<_>>().len() == total)
+            .await;
+        delivery.shutdown().await;
+        assert_complete_and_ordered(&mock.seen.snapshot(), &users, per_user);
+        assert!(
+            mock.tries.lock().unwrap().values().any(|n| *n > 1),
+            "{name}: the mock should have failed some requests"
+        );
+        assert_eq!(e.store.cursors().unwrap()[name], total as u64);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_destination_does_not_hold_up_another() {
+    let e = env();
+    let dead_mock = Arc::new(Mock::default());
+    let ok_mock = Arc::new(Mock::default());
+    // Every request to the black hole hangs (accepted, never answered).
+    for u in 0..10 {
+        for s in 0..20 {
+            dead_mock
+                .script
+                .lock()
+                .unwrap()
+                .insert(format!("u{u}-{s}"), VecDeque::from(vec![Play::Hang; 10]));
+        }
+    }
+    let dead_url = start_mock(dead_mock.clone()).await;
+    let ok_url = start_mock(ok_mock.clone()).await;
+    let dead_cfg = dest(&format!(
+        "name='dead'\ntype='webhook'\nurl='{dead_url}'\ntimeout='1h'\nconcurrency=4\n"
+    ));
+    let ok_cfg = webhook("ok", &ok_url, "concurrency=4");
+    for s in 0..20 {
+        e.log
+            .append((0..10).map(|u| event(&format!("u{u}"), s)).collect())
+            .await
+            .unwrap();
+    }
+    let delivery = Delivery::start(
+        e.log.clone(),
+        e.store.clone(),
+        vec![
+            (dead_cfg.clone(), make_sink(&dead_cfg).unwrap()),
+            (ok_cfg.clone(), make_sink(&ok_cfg).unwrap()),
+        ],
+    )
+    .unwrap();
+    ok_mock.seen.wait_until(|s| s.len() == 200).await;
+    assert_complete_and_ordered(
+        &ok_mock.seen.snapshot(),
+        &(0..10).map(|u| format!("u{u}")).collect::<Vec<_>>(),
+        20,
+    );
+    // The black hole holds exactly its concurrency in flight and nothing more.
+    assert_eq!(dead_mock.headers.lock().unwrap().len(), 4);
+    drop(delivery);
+}
+
+#[tokio::test]
+async fn retention_waits_for_every_committed_cursor() {
+    let e = env();
+    for s in 0..200 {
+        e.log.append(vec![event("u", s)]).await.unwrap();
+    }
+    let before = e.log.stats().segments;
+    assert!(before > 3);
+    let board = ferry::delivery::CursorBoard::default();
+    let names = vec!["a".to_string(), "b".to_string()];
+    board.set("a", 200);
+    assert_eq!(
+        ferry::delivery::apply_retention(&e.log, &board, &names).unwrap(),
+        0,
+        "b has not committed yet"
+    );
+    board.set("b", 0);
+    assert_eq!(
+        ferry::delivery::apply_retention(&e.log, &board, &names).unwrap(),
+        0,
+        "b is at the start"
+    );
+    board.set("b", 120);
+    let deleted = ferry::delivery::apply_retention(&e.log, &board, &names).unwrap();
+    assert!(deleted > 0);
+    assert!(e.log.start_offset() <= 120, "never past the lowest cursor");
+    assert!(e.log.reader(120).is_ok());
+}
