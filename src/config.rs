@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::Deserialize;
 
+use crate::delivery::config::{DestinationConfig, DestinationType};
+
 /// Name of the file in the data directory holding the development write key.
 pub const DEV_WRITE_KEY_FILE: &str = "dev-write-key";
 /// Name of the source used when the configuration lists none.
@@ -34,6 +36,10 @@ pub struct Config {
     pub cors: Cors,
     /// Disk budget of the write-ahead log. Default: see [`LogConfig`].
     pub log: LogConfig,
+    /// Where events are delivered (`[[destinations]]`, see
+    /// docs/configuration.md). Without a config file, one file destination
+    /// named `default-file` writes `<data_dir>/events.jsonl`. Default: empty.
+    pub destinations: Vec<DestinationConfig>,
 }
 
 /// One sender of events, identified by its write key.
@@ -102,6 +108,7 @@ impl Default for Config {
             limits: Limits::default(),
             cors: Cors::default(),
             log: LogConfig::default(),
+            destinations: Vec::new(),
         }
     }
 }
@@ -276,7 +283,30 @@ impl Config {
         if self.log.segment_bytes == Some(0) {
             return invalid("log.segment_bytes".to_owned(), "must be greater than 0");
         }
+        let mut dest_names = HashSet::new();
+        for (i, d) in self.destinations.iter().enumerate() {
+            if let Err(message) = d.validate() {
+                return invalid(format!("destinations[{i}]"), &message);
+            }
+            if !dest_names.insert(d.name.as_str()) {
+                return invalid(
+                    format!("destinations[{i}].name"),
+                    "duplicate destination name",
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// The embedded default's destination: JSON Lines in
+    /// `<data_dir>/events.jsonl`, so a newcomer sees events flow.
+    pub fn default_destination(&self) -> DestinationConfig {
+        let text = "name = \"default-file\"\ntype = \"file\"\n";
+        let mut d: DestinationConfig =
+            toml::from_str(text).expect("the embedded destination parses");
+        debug_assert_eq!(d.kind, DestinationType::File);
+        d.path = Some(self.data_dir.join("events.jsonl"));
+        d
     }
 
     /// When no source is configured, adds the development source, creating
@@ -378,13 +408,45 @@ mod tests {
             allowed_origins = ["https://shop.example"]
             [log]
             max_bytes = 1000000
+            [[destinations]]
+            name = "hook"
+            type = "webhook"
+            url = "https://hooks.example/ferry"
+            batch_size = 50
+            [destinations.retry]
+            base = "500ms"
+            [[destinations]]
+            name = "archive"
+            type = "file"
+            path = "/var/lib/ferry/archive.jsonl"
             "#,
         )
         .unwrap();
+        assert_eq!(c.destinations.len(), 2);
+        assert_eq!(
+            c.destinations[0].retry.base,
+            std::time::Duration::from_millis(500)
+        );
         assert_eq!(c.sources.len(), 2);
         assert_eq!(c.sources[1].name, "backend");
         assert_eq!(c.limits.max_in_flight, 8);
         assert_eq!(c.log.max_bytes, Some(1_000_000));
+    }
+
+    #[test]
+    fn destination_errors_are_named() {
+        let e = err("[[destinations]]\nname = \"a\"\ntype = \"webhook\"\nurl = \"http://x\"\ntimeout = \"later\"\n");
+        assert!(e.contains("destinations[0].timeout"), "{e}");
+        let e = err("[[destinations]]\nname = \"a\"\ntype = \"webhook\"\n");
+        assert!(e.contains("destinations[a].url"), "{e}");
+        let two = "[[destinations]]\nname = \"a\"\ntype = \"file\"\npath = \"/x\"\n";
+        let e = err(&format!("{two}{two}"));
+        assert!(e.contains("duplicate destination name"), "{e}");
+        let d = Config::default().default_destination();
+        assert_eq!(
+            d.path.unwrap(),
+            Config::default().data_dir.join("events.jsonl")
+        );
     }
 
     #[test]

@@ -570,3 +570,26 @@ async fn one_fsync_covers_everything_queued_and_acks_wait_for_it() {
     assert_eq!(after.appends_synced - before.appends_synced, 50);
     assert_eq!(after.records_synced - before.records_synced, 99);
 }
+
+#[tokio::test]
+async fn only_one_writer_per_log_directory() {
+    for (storage, dir, _guard) in storages() {
+        let log = Log::open_with(storage.clone(), &dir, opts(4096)).unwrap();
+        log.append(vec![b"a".to_vec()]).await.unwrap();
+        match Log::open_with(storage.clone(), &dir, opts(4096)) {
+            Err(LogError::Locked { path }) => assert_eq!(path, dir),
+            Err(e) => panic!("unexpected error: {e}"),
+            Ok(_) => panic!("a second writer opened the log"),
+        }
+        // Readers are not writers: the read-only view still works.
+        assert_eq!(
+            LogView::open_with(storage.clone(), &dir)
+                .unwrap()
+                .end_offset(),
+            1
+        );
+        drop(log);
+        let log = Log::open_with(storage, &dir, opts(4096)).unwrap();
+        assert_eq!(log.durable_end(), 1);
+    }
+}

@@ -1,5 +1,6 @@
-//! `ferry serve`: load the configuration, open the log, serve the ingest
-//! API until SIGINT or SIGTERM, then finish the requests in progress.
+//! `ferry serve`: load the configuration, open the log, start delivery to
+//! every destination, serve the ingest API until SIGINT or SIGTERM, then
+//! finish the requests in progress and commit the delivery cursors.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,8 +8,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use crate::config::Config;
+use crate::delivery::{make_sink, Delivery};
 use crate::ingest::{self, AppState};
 use crate::log::{Log, LogOptions};
+use crate::store::StateStore;
 
 /// Arguments of `ferry serve`.
 #[derive(Debug, clap::Args)]
@@ -27,6 +30,7 @@ pub struct ServeArgs {
 
 /// Runs the server until a shutdown signal.
 pub fn run(args: ServeArgs) -> Result<()> {
+    let embedded = args.config.is_none();
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -40,6 +44,18 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let log_dir = config.data_dir.join("log");
     let log = Log::open(&log_dir, log_options(&config))
         .with_context(|| format!("cannot open the log in {}", log_dir.display()))?;
+    let store = StateStore::open(&config.data_dir.join("state.redb"))?;
+    if embedded && config.destinations.is_empty() {
+        config.destinations.push(config.default_destination());
+    }
+    if config.destinations.is_empty() {
+        tracing::warn!("no destinations configured: events are stored but not delivered");
+    }
+    let mut destinations = Vec::new();
+    for d in &config.destinations {
+        let sink = make_sink(d).map_err(anyhow::Error::msg)?;
+        destinations.push((d.clone(), sink));
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -58,10 +74,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         println!("ferry listening on http://{addr}");
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
+        for (d, _) in &destinations {
+            tracing::info!(destination = %d.name, kind = ?d.kind, "delivering to {}", d.name);
+        }
+        let delivery = Delivery::start(log.clone(), std::sync::Arc::new(store), destinations)?;
         let state = AppState::new(&config, log);
-        ingest::run(listener, state, shutdown)
+        let served = ingest::run(listener, state, shutdown)
             .await
-            .context("server error")
+            .context("server error");
+        // Ingestion has stopped taking requests; let delivery finish what is in flight.
+        delivery.shutdown().await;
+        served
     })?;
     tracing::info!("stopped");
     Ok(())

@@ -60,6 +60,12 @@ pub enum LogError {
         /// Why it was rejected.
         reason: String,
     },
+    /// Another process (or handle) has the log open for writing.
+    #[error("the log in {path} is in use by another ferry process (is `ferry serve` already running on this data directory?)")]
+    Locked {
+        /// The log directory.
+        path: PathBuf,
+    },
     /// The log has been shut down.
     #[error("the log is shut down")]
     Closed,

@@ -21,7 +21,7 @@ pub use inspect::{LogView, SegmentReport, VerifyProblem};
 pub use reader::{LogReader, Record};
 pub use recovery::{RecoveryMode, QUARANTINE_DIR};
 pub use scan::{Problem, ProblemKind, SegmentScan};
-pub use storage::{FsStorage, Storage, StorageFile};
+pub use storage::{FsStorage, LockGuard, Storage, StorageFile};
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -30,6 +30,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::{mpsc, oneshot, watch};
 use writer::{AppendRequest, Writer, WriterLimits};
+
+/// File in the log directory whose lock marks the log's one writer.
+pub const LOCK_FILE: &str = ".lock";
 
 /// Settings of a log.
 #[derive(Debug, Clone)]
@@ -181,6 +184,8 @@ struct Inner {
     /// Queue to the writer thread; `None` once shutting down.
     tx: Option<mpsc::Sender<AppendRequest>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The directory lock; released after the writer thread stopped.
+    _lock: storage::LockGuard,
 }
 
 impl Drop for Inner {
@@ -199,7 +204,21 @@ impl Log {
     }
 
     /// Opens the log in `dir` on the given storage, recovering its tail.
+    /// Only one handle may write a log directory at a time: opening takes an
+    /// exclusive lock on `<dir>/.lock` before recovery touches anything.
     pub fn open_with(storage: Arc<dyn Storage>, dir: &Path, options: LogOptions) -> Result<Log> {
+        storage
+            .create_dir_all(dir)
+            .map_err(|e| LogError::io(dir, e))?;
+        let lock = match storage.try_lock(&dir.join(LOCK_FILE)) {
+            Ok(guard) => guard,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(LogError::Locked {
+                    path: dir.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(LogError::io(dir.join(LOCK_FILE), e)),
+        };
         let rec = recovery::recover(&*storage, dir, options.recovery)?;
         let shared = Arc::new(Shared::new(
             storage,
@@ -232,6 +251,7 @@ impl Log {
                 shared,
                 tx: Some(tx),
                 thread: Some(thread),
+                _lock: lock,
             }),
         })
     }

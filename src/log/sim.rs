@@ -8,7 +8,7 @@
 //! have happened. Faults: failing `sync_data`, `ENOSPC` on write, and a crash
 //! triggered at the n-th sync point.
 
-use super::storage::{Storage, StorageFile};
+use super::storage::{LockGuard, Storage, StorageFile};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -80,6 +80,8 @@ struct State {
     hold_syncs: bool,
     /// File syncs waiting right now.
     held_syncs: u64,
+    /// Paths locked with `try_lock` (not part of a crash image).
+    locks: BTreeSet<PathBuf>,
 }
 
 /// In-memory storage with crash simulation; cheap to clone (shared state).
@@ -460,6 +462,27 @@ impl Storage for SimStorage {
     }
     fn available_space(&self, _dir: &Path) -> Option<u64> {
         lock(&self.state).available
+    }
+    fn try_lock(&self, path: &Path) -> io::Result<LockGuard> {
+        if !lock(&self.state).locks.insert(path.to_path_buf()) {
+            return Err(io::Error::from(io::ErrorKind::WouldBlock));
+        }
+        Ok(Box::new(SimLock {
+            state: self.state.clone(),
+            path: path.to_path_buf(),
+        }))
+    }
+}
+
+/// Releases a simulated lock when dropped.
+struct SimLock {
+    state: Arc<Mutex<State>>,
+    path: PathBuf,
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        lock(&self.state).locks.remove(&self.path);
     }
 }
 

@@ -46,7 +46,14 @@ pub trait Storage: Send + Sync {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Bytes still free on the file system holding `dir`, if known.
     fn available_space(&self, dir: &Path) -> Option<u64>;
+    /// Takes an exclusive advisory lock on `path` (created if missing) for
+    /// as long as the returned guard lives; `WouldBlock` when another holder
+    /// (another process) has it.
+    fn try_lock(&self, path: &Path) -> io::Result<LockGuard>;
 }
+
+/// Keeps a lock taken with [`Storage::try_lock`] until dropped.
+pub type LockGuard = Box<dyn std::any::Any + Send + Sync>;
 
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
@@ -120,6 +127,18 @@ impl Storage for FsStorage {
     }
     fn available_space(&self, dir: &Path) -> Option<u64> {
         fs4::available_space(dir).ok()
+    }
+    fn try_lock(&self, path: &Path) -> io::Result<LockGuard> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(file)),
+            Err(fs::TryLockError::WouldBlock) => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 }
 
