@@ -433,6 +433,25 @@ mod tests {
         assert_eq!(c.log.max_bytes, Some(1_000_000));
     }
 
+    /// The TOML blocks of a Markdown file.
+    fn toml_blocks(md: &str) -> Vec<String> {
+        md.split("```toml\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn documented_examples_parse() {
+        let docs = toml_blocks(include_str!("../docs/configuration.md"));
+        let readme = toml_blocks(include_str!("../README.md"));
+        assert_eq!((docs.len(), readme.len()), (1, 1));
+        for text in docs.iter().chain(&readme) {
+            let c = Config::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert!(!c.destinations.is_empty() && !c.sources.is_empty());
+        }
+    }
+
     #[test]
     fn destination_errors_are_named() {
         let e = err("[[destinations]]\nname = \"a\"\ntype = \"webhook\"\nurl = \"http://x\"\ntimeout = \"later\"\n");
