@@ -36,6 +36,9 @@ pub(crate) struct WriterLimits {
     pub min_free_bytes: u64,
     /// Stop adding requests to a group past this many bytes.
     pub max_group_bytes: u64,
+    /// How long a group may wait for appenders that were just answered to
+    /// come back, when the previous group showed that many are active.
+    pub linger: std::time::Duration,
 }
 
 /// The writer thread's state.
@@ -52,6 +55,8 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     /// Replies owed for the group being built, with their offsets.
     owed: Vec<(Reply, Range<u64>)>,
+    /// Appends in the previous group: how many appenders are active.
+    last_group: usize,
 }
 
 impl Writer {
@@ -70,6 +75,7 @@ impl Writer {
             next,
             buf: Vec::new(),
             owed: Vec::new(),
+            last_group: 0,
         }
     }
 
@@ -78,16 +84,41 @@ impl Writer {
         while let Some(first) = rx.blocking_recv() {
             let mut bytes = first.encoded_len;
             let mut group = vec![first];
-            while bytes < self.limits.max_group_bytes {
-                match rx.try_recv() {
-                    Ok(req) => {
-                        bytes += req.encoded_len;
-                        group.push(req);
-                    }
-                    Err(_) => break,
+            self.drain(&mut rx, &mut group, &mut bytes);
+            // Appenders answered by the last fsync are typically resubmitting
+            // right now; waiting a moment for them doubles the group instead of
+            // alternating between two half-groups. Only when several are active,
+            // so a lone appender never waits.
+            if self.last_group > 1 && group.len() < self.last_group {
+                let deadline = std::time::Instant::now() + self.limits.linger;
+                while group.len() < self.last_group
+                    && bytes < self.limits.max_group_bytes
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(std::time::Duration::from_micros(20));
+                    self.drain(&mut rx, &mut group, &mut bytes);
                 }
             }
+            self.last_group = group.len();
             self.commit(group);
+        }
+    }
+
+    /// Moves already queued appends into `group`, up to the group byte cap.
+    fn drain(
+        &self,
+        rx: &mut mpsc::Receiver<AppendRequest>,
+        group: &mut Vec<AppendRequest>,
+        bytes: &mut u64,
+    ) {
+        while *bytes < self.limits.max_group_bytes {
+            match rx.try_recv() {
+                Ok(req) => {
+                    *bytes += req.encoded_len;
+                    group.push(req);
+                }
+                Err(_) => break,
+            }
         }
     }
 
