@@ -97,6 +97,14 @@ pub struct LogConfig {
     /// Free space the file system must keep; appends that would go below it
     /// are refused. Default: the log's built-in reserve.
     pub min_free_bytes: Option<u64>,
+    /// Keep segments at least this long after their last write, even once
+    /// every destination has delivered them, so they can be replayed with
+    /// `ferry cursors reset` (e.g. `"24h"`). Default: none.
+    #[serde(
+        default,
+        deserialize_with = "crate::delivery::config::optional_duration"
+    )]
+    pub min_retention: Option<std::time::Duration>,
 }
 
 impl Default for Config {

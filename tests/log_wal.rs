@@ -593,3 +593,33 @@ async fn only_one_writer_per_log_directory() {
         assert_eq!(log.durable_end(), 1);
     }
 }
+
+#[tokio::test]
+async fn minimum_retention_keeps_recent_segments_for_replay() {
+    let storage = Arc::new(SimStorage::new());
+    let dir = PathBuf::from("/r/log");
+    let options = LogOptions {
+        min_retention: std::time::Duration::from_secs(3600),
+        ..opts(600)
+    };
+    let log = Log::open_with(storage.clone(), &dir, options).unwrap();
+    for i in 0..30u64 {
+        log.append(vec![payload(i, 40)]).await.unwrap();
+    }
+    storage.advance_clock(std::time::Duration::from_secs(3000));
+    for i in 30..60u64 {
+        log.append(vec![payload(i, 40)]).await.unwrap();
+    }
+    assert_eq!(
+        log.delete_segments_below(60).unwrap(),
+        0,
+        "nothing is an hour old yet"
+    );
+    storage.advance_clock(std::time::Duration::from_secs(700));
+    let deleted = log.delete_segments_below(60).unwrap();
+    assert!(deleted > 0);
+    // Only segments last written before the clock jump (offsets < 30) went.
+    let start = log.start_offset();
+    assert!(start <= 30 && start > 0, "start {start}");
+    assert_eq!(read_all(&log, start).len() as u64, 60 - start);
+}

@@ -97,6 +97,7 @@ fn log_options(config: &Config) -> LogOptions {
         segment_bytes: config.log.segment_bytes.unwrap_or(defaults.segment_bytes),
         max_log_bytes: config.log.max_bytes,
         min_free_bytes: config.log.min_free_bytes.unwrap_or(defaults.min_free_bytes),
+        min_retention: config.log.min_retention.unwrap_or_default(),
         ..defaults
     }
 }

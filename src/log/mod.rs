@@ -54,6 +54,9 @@ pub struct LogOptions {
     /// A commit group stops taking queued appends past this many bytes.
     /// Default: 16 MiB.
     pub max_group_bytes: u64,
+    /// Segments younger than this (since their last write) are kept by
+    /// retention. Default: zero.
+    pub min_retention: std::time::Duration,
     /// Longest wait of a commit group for appenders that the previous
     /// fdatasync just answered (only when several are active). Default: 200 µs.
     pub group_linger: std::time::Duration,
@@ -69,6 +72,7 @@ impl Default for LogOptions {
             queue_depth: 4096,
             max_group_bytes: 16 << 20,
             group_linger: std::time::Duration::from_micros(200),
+            min_retention: std::time::Duration::ZERO,
         }
     }
 }
@@ -185,6 +189,8 @@ pub struct Log {
 
 struct Inner {
     shared: Arc<Shared>,
+    /// Segments younger than this are kept by retention.
+    min_retention: std::time::Duration,
     /// Queue to the writer thread; `None` once shutting down.
     tx: Option<mpsc::Sender<AppendRequest>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -254,6 +260,7 @@ impl Log {
         Ok(Log {
             inner: Arc::new(Inner {
                 shared,
+                min_retention: options.min_retention,
                 tx: Some(tx),
                 thread: Some(thread),
                 _lock: lock,
@@ -345,17 +352,27 @@ impl Log {
     }
 
     /// Deletes every whole segment whose records all lie below `offset`,
-    /// never the active segment. Returns how many segments were deleted.
+    /// never the active segment, and none written to within the
+    /// `min_retention` window. Returns how many segments were deleted.
     /// Blocking (file removal and a directory fsync).
     pub fn delete_segments_below(&self, offset: u64) -> Result<usize> {
         let shared = &self.inner.shared;
         let offset = offset.min(shared.durable_end());
+        let now = shared.storage.now();
+        let keep_for = self.inner.min_retention;
+        let old_enough = |path: &PathBuf| {
+            keep_for.is_zero()
+                || shared
+                    .storage
+                    .modified(path)
+                    .is_ok_and(|m| now.duration_since(m).unwrap_or_default() >= keep_for)
+        };
         let victims: Vec<(u64, PathBuf)> = {
             let mut segments = shared.segments_lock();
             let bases: Vec<u64> = segments.keys().copied().collect();
             let doomed: Vec<u64> = bases
                 .windows(2)
-                .take_while(|w| w[1] <= offset)
+                .take_while(|w| w[1] <= offset && old_enough(&segments[&w[0]]))
                 .map(|w| w[0])
                 .collect();
             doomed

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 /// A tiny deterministic generator (SplitMix64) so crash images replay from a seed.
 #[derive(Debug, Clone)]
@@ -51,6 +52,8 @@ struct SimFile {
     durable: Vec<u8>,
     /// Changes since the last sync, in order.
     pending: Vec<Op>,
+    /// Simulated time of the last write.
+    modified: Duration,
 }
 
 type FileRef = Arc<Mutex<SimFile>>;
@@ -82,6 +85,8 @@ struct State {
     held_syncs: u64,
     /// Paths locked with `try_lock` (not part of a crash image).
     locks: BTreeSet<PathBuf>,
+    /// The simulated clock (advanced by tests), stamped on writes.
+    clock: Duration,
 }
 
 /// In-memory storage with crash simulation; cheap to clone (shared state).
@@ -127,6 +132,11 @@ impl SimStorage {
     /// While on, every write fails with ENOSPC.
     pub fn set_disk_full(&self, on: bool) {
         lock(&self.state).disk_full = on;
+    }
+
+    /// Moves the simulated clock forward (it starts at the Unix epoch).
+    pub fn advance_clock(&self, by: Duration) {
+        lock(&self.state).clock += by;
     }
 
     /// Sets what `available_space` reports.
@@ -246,6 +256,7 @@ impl SimStorage {
                     data: bytes.clone(),
                     durable: bytes,
                     pending: Vec::new(),
+                    modified: f.modified,
                 }));
                 names.insert(path.clone(), file);
             }
@@ -330,7 +341,9 @@ impl StorageFile for SimHandle {
     }
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
         self.check_write()?;
+        let now = lock(&self.storage.state).clock;
         let mut f = lock(&self.file);
+        f.modified = now;
         let op = Op::Write {
             pos,
             data: buf.to_vec(),
@@ -462,6 +475,15 @@ impl Storage for SimStorage {
     }
     fn available_space(&self, _dir: &Path) -> Option<u64> {
         lock(&self.state).available
+    }
+    fn modified(&self, path: &Path) -> io::Result<SystemTime> {
+        let file = lock(&self.state).names.get(path).cloned();
+        let file = file.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let at = lock(&file).modified;
+        Ok(SystemTime::UNIX_EPOCH + at)
+    }
+    fn now(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + lock(&self.state).clock
     }
     fn try_lock(&self, path: &Path) -> io::Result<LockGuard> {
         if !lock(&self.state).locks.insert(path.to_path_buf()) {

@@ -8,6 +8,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// One open file of the log.
 pub trait StorageFile: Send + Sync {
@@ -46,6 +47,12 @@ pub trait Storage: Send + Sync {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Bytes still free on the file system holding `dir`, if known.
     fn available_space(&self, dir: &Path) -> Option<u64>;
+    /// When the file was last written.
+    fn modified(&self, path: &Path) -> io::Result<SystemTime>;
+    /// The clock `modified` is compared with.
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
     /// Takes an exclusive advisory lock on `path` (created if missing) for
     /// as long as the returned guard lives; `WouldBlock` when another holder
     /// (another process) has it.
@@ -127,6 +134,9 @@ impl Storage for FsStorage {
     }
     fn available_space(&self, dir: &Path) -> Option<u64> {
         fs4::available_space(dir).ok()
+    }
+    fn modified(&self, path: &Path) -> io::Result<SystemTime> {
+        fs::metadata(path)?.modified()
     }
     fn try_lock(&self, path: &Path) -> io::Result<LockGuard> {
         let file = OpenOptions::new()
