@@ -45,7 +45,10 @@ fn make_data_dir(root: &Path) -> Vec<String> {
     });
     drop(log);
     for e in std::fs::read_dir(root.join("log")).unwrap() {
-        names.push(e.unwrap().file_name().to_string_lossy().into_owned());
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".log") {
+            names.push(name);
+        }
     }
     names.sort();
     names
