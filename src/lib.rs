@@ -38,6 +38,7 @@
 //!   - `delivery/file.rs` — JSON Lines files with rotation
 //!   - `delivery/worker.rs` — one destination's delivery loop
 //!   - `delivery/replay.rs` — re-delivery of dead letters
+//! - `metrics.rs` — every Prometheus metric and `/metrics` rendering
 //! - `store/` — redb state: cursors, dead letters, replay queue
 //! - `cli/` — the `ferry` command line: one file per subcommand
 
@@ -46,4 +47,5 @@ pub mod config;
 pub mod delivery;
 pub mod ingest;
 pub mod log;
+pub mod metrics;
 pub mod store;

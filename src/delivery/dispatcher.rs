@@ -68,6 +68,11 @@ impl Dispatcher {
         self.slots.keys().next().copied().unwrap_or(self.read_pos)
     }
 
+    /// The oldest unfinished event held.
+    pub fn oldest(&self) -> Option<&LoggedEvent> {
+        self.slots.values().next().map(|s| &s.event)
+    }
+
     /// Unfinished events held.
     pub fn len(&self) -> usize {
         self.slots.len()

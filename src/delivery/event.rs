@@ -86,6 +86,22 @@ impl EventMeta {
         }
     }
 
+    /// `receivedAt` of a stored event in Unix milliseconds, if present.
+    pub fn received_ms(payload: &[u8]) -> Option<u64> {
+        #[derive(Deserialize)]
+        struct Received<'a> {
+            #[serde(rename = "receivedAt", borrow)]
+            received_at: Option<std::borrow::Cow<'a, str>>,
+        }
+        let r: Received = serde_json::from_slice(payload).ok()?;
+        let t = time::OffsetDateTime::parse(
+            &r.received_at?,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .ok()?;
+        u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+    }
+
     /// Does `dest` receive this event?
     pub fn wanted_by(&self, dest: &DestinationConfig) -> bool {
         let source_ok = dest

@@ -11,15 +11,18 @@ pub mod event;
 pub mod file;
 mod replay;
 pub mod sink;
+pub mod status;
 pub mod webhook;
 mod worker;
 
 pub use worker::{DeliveryError, Worker, COMMIT_EVERY};
 
 use crate::log::Log;
+use crate::metrics::Metrics;
 use crate::store::StateStore;
 use config::{DestinationConfig, DestinationType};
 use sink::Sink;
+use status::DestinationHandle;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,18 +75,31 @@ pub fn make_sink(cfg: &DestinationConfig) -> Result<Arc<dyn Sink>, String> {
 pub struct Delivery {
     /// Committed cursors.
     pub board: Arc<CursorBoard>,
+    /// One handle per destination, in configuration order.
+    pub destinations: Vec<Arc<DestinationHandle>>,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
 
 impl Delivery {
-    /// Starts delivery of `log` to `dests` with the given sinks (one per
-    /// destination, same order). Cursors of destinations no longer
-    /// configured stop holding segments back (logged once here).
+    /// Starts delivery with metrics of its own (tests, benchmarks).
     pub fn start(
         log: Log,
         store: Arc<StateStore>,
         dests: Vec<(DestinationConfig, Arc<dyn Sink>)>,
+    ) -> Result<Delivery, crate::store::StoreError> {
+        Self::start_with(log, store, dests, Arc::new(Metrics::new()))
+    }
+
+    /// Starts delivery of `log` to `dests` with the given sinks (one per
+    /// destination, same order), reporting into `metrics`. Cursors of
+    /// destinations no longer configured stop holding segments back (logged
+    /// once here).
+    pub fn start_with(
+        log: Log,
+        store: Arc<StateStore>,
+        dests: Vec<(DestinationConfig, Arc<dyn Sink>)>,
+        metrics: Arc<Metrics>,
     ) -> Result<Delivery, crate::store::StoreError> {
         let board = Arc::new(CursorBoard::default());
         let cancel = CancellationToken::new();
@@ -94,21 +110,30 @@ impl Delivery {
                 tracing::warn!(destination = %old, cursor, "destination {old} is no longer configured: its cursor ({cursor}) no longer holds log segments back; `ferry cursors` still lists it");
             }
         }
+        let mut handles = Vec::new();
         for (cfg, sink) in dests {
+            let kind = match cfg.kind {
+                DestinationType::Webhook => "webhook",
+                DestinationType::File => "file",
+            };
+            let (handle, control) = DestinationHandle::new(&cfg.name, kind);
+            let handle = Arc::new(handle);
+            handles.push(handle.clone());
             let worker = Arc::new(Worker {
+                labels: Metrics::dest(&cfg.name),
                 cfg: Arc::new(cfg),
                 log: log.clone(),
                 store: store.clone(),
                 sink,
                 board: board.clone(),
                 cancel: cancel.clone(),
+                metrics: metrics.clone(),
+                handle,
             });
             tasks.spawn(worker.clone().run_replays());
-            let w = Worker::clone_of(&worker);
             tasks.spawn(async move {
-                let name = w.cfg.name.clone();
-                if let Err(e) = w.run().await {
-                    tracing::error!(destination = %name, "delivery stopped: {e}");
+                if let Err(e) = worker.run(control).await {
+                    tracing::error!(destination = %worker.cfg.name, "delivery stopped: {e}");
                 }
             });
         }
@@ -118,28 +143,21 @@ impl Delivery {
         tasks.close();
         Ok(Delivery {
             board,
+            destinations: handles,
             tasks,
             cancel,
         })
+    }
+
+    /// The handle of a destination by name.
+    pub fn destination(&self, name: &str) -> Option<&Arc<DestinationHandle>> {
+        self.destinations.iter().find(|h| h.name == name)
     }
 
     /// Stops taking new work, lets in-flight requests finish, commits cursors.
     pub async fn shutdown(self) {
         self.cancel.cancel();
         self.tasks.wait().await;
-    }
-}
-
-impl Worker {
-    fn clone_of(w: &Arc<Worker>) -> Worker {
-        Worker {
-            cfg: w.cfg.clone(),
-            log: w.log.clone(),
-            store: w.store.clone(),
-            sink: w.sink.clone(),
-            board: w.board.clone(),
-            cancel: w.cancel.clone(),
-        }
     }
 }
 

@@ -8,11 +8,14 @@ use super::config::DestinationConfig;
 use super::dispatcher::{Attempts, Dispatcher};
 use super::event::{EventMeta, LoggedEvent};
 use super::sink::Sink;
+use super::status::{Control, DestinationHandle};
 use super::CursorBoard;
 use crate::log::{Log, LogError, LogReader, Record};
+use crate::metrics::{DestLabels, Metrics};
 use crate::store::{DeadLetter, StateStore};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -77,6 +80,27 @@ pub struct Worker {
     pub(crate) sink: Arc<dyn Sink>,
     pub(crate) board: Arc<CursorBoard>,
     pub(crate) cancel: CancellationToken,
+    pub(crate) metrics: Arc<Metrics>,
+    /// This destination's metric labels.
+    pub(crate) labels: DestLabels,
+    pub(crate) handle: Arc<DestinationHandle>,
+}
+
+/// The mutable state of one destination's loop.
+struct LoopState {
+    disp: Dispatcher,
+    reader: Option<LogReader>,
+    inflight: JoinSet<Sent>,
+    /// Events in the requests of `inflight`.
+    in_flight_events: usize,
+    /// Heads waiting out a backoff, by offset.
+    timers: DelayQueue<u64>,
+    /// The last committed cursor.
+    committed: u64,
+    paused: bool,
+    /// The last attempt failed.
+    failing: bool,
+    last_error: Option<String>,
 }
 
 type Sent = (Vec<(LoggedEvent, Attempts)>, u64, Outcome);
@@ -120,56 +144,152 @@ impl Worker {
         Ok(c)
     }
 
-    /// Runs until cancelled; commits the cursor on the way out.
-    pub async fn run(self) -> Result<(), DeliveryError> {
+    /// Runs until cancelled; commits the cursor on the way out. A loop that
+    /// stops on an error says so in its status.
+    pub async fn run(&self, control: mpsc::Receiver<Control>) -> Result<(), DeliveryError> {
+        let result = self.run_inner(control).await;
+        if let Err(e) = &result {
+            self.handle.update(|s| s.stopped = Some(e.to_string()));
+        }
+        result
+    }
+
+    async fn run_inner(&self, mut control: mpsc::Receiver<Control>) -> Result<(), DeliveryError> {
         let clock = Clock::new();
         let start = self.start_cursor().await?;
         self.board.set(&self.cfg.name, start);
-        let mut disp = Dispatcher::new(start, self.cfg.window);
-        let mut reader: Option<LogReader> = None;
+        let mut st = LoopState {
+            disp: Dispatcher::new(start, self.cfg.window),
+            reader: None,
+            inflight: JoinSet::new(),
+            in_flight_events: 0,
+            timers: DelayQueue::new(),
+            committed: start,
+            paused: false,
+            failing: false,
+            last_error: None,
+        };
         let mut durable = self.log.subscribe();
-        let mut inflight: JoinSet<Sent> = JoinSet::new();
-        let mut timers: DelayQueue<u64> = DelayQueue::new();
-        let mut committed = start;
         let mut tick = tokio::time::interval(COMMIT_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
         loop {
-            if !disp.is_full() && disp.read_pos() < self.log.durable_end() {
-                reader = Some(self.fill(&mut disp, reader.take()).await?);
+            if !st.paused {
+                if !st.disp.is_full() && st.disp.read_pos() < self.log.durable_end() {
+                    let reader = st.reader.take();
+                    st.reader = Some(self.fill(&mut st.disp, reader).await?);
+                }
+                self.launch(&mut st, &clock);
             }
-            self.launch(&mut disp, &mut inflight, &clock);
-            let caught_up = disp.read_pos() >= *durable.borrow_and_update();
+            let caught_up = st.disp.read_pos() >= *durable.borrow_and_update();
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
-                Some(done) = inflight.join_next() => {
+                Some(c) = control.recv() => self.obey(&mut st, c).await?,
+                Some(done) = st.inflight.join_next() => {
                     let (events, sent_ms, outcome) = done.expect("send tasks do not panic");
-                    self.settle(&mut disp, &mut timers, events, sent_ms, outcome, &clock, &mut rng).await?;
+                    st.in_flight_events -= events.len();
+                    self.settle(&mut st, events, sent_ms, outcome, &clock, &mut rng).await?;
                 }
-                Some(expired) = std::future::poll_fn(|cx| timers.poll_expired(cx)), if !timers.is_empty() => {
-                    disp.release(expired.into_inner());
+                Some(expired) = std::future::poll_fn(|cx| st.timers.poll_expired(cx)), if !st.timers.is_empty() => {
+                    st.disp.release(expired.into_inner());
                 }
                 _ = tick.tick() => {
-                    committed = self.commit(&disp, committed).await?;
+                    st.committed = self.commit(&st.disp, st.committed).await?;
+                    self.publish(&st, &clock);
                 }
-                changed = durable.changed(), if caught_up && !disp.is_full() => {
+                changed = durable.changed(), if caught_up && !st.disp.is_full() && !st.paused => {
                     if changed.is_err() {
                         break; // the log was closed
                     }
                 }
             }
         }
-        // Let in-flight requests finish (each is bounded by the timeout).
-        while let Some(done) = inflight.join_next().await {
-            if let Ok((events, _, Outcome::Delivered)) = done {
-                for (e, _) in events {
-                    disp.finish(e.offset);
+        self.drain(&mut st).await;
+        self.commit(&st.disp, st.committed).await?;
+        Ok(())
+    }
+
+    /// Lets in-flight requests finish (each is bounded by the timeout); only
+    /// their successes count, the rest is retried after the restart.
+    async fn drain(&self, st: &mut LoopState) {
+        while let Some(done) = st.inflight.join_next().await {
+            if let Ok((events, _, outcome)) = done {
+                st.in_flight_events -= events.len();
+                if outcome == Outcome::Delivered {
+                    for (e, _) in events {
+                        st.disp.finish(e.offset);
+                        self.metrics.delivered.get_or_create(&self.labels).inc();
+                    }
                 }
             }
         }
-        self.commit(&disp, committed).await?;
+    }
+
+    /// Carries out an operator's control.
+    async fn obey(&self, st: &mut LoopState, c: Control) -> Result<(), DeliveryError> {
+        match c {
+            Control::Pause => {
+                st.paused = true;
+                tracing::info!(destination = %self.cfg.name, "paused by an operator");
+            }
+            Control::Resume => {
+                st.paused = false;
+                tracing::info!(destination = %self.cfg.name, "resumed by an operator");
+            }
+            Control::Reset { to, done } => {
+                self.drain(st).await;
+                st.disp = Dispatcher::new(to, self.cfg.window);
+                st.timers.clear();
+                st.reader = None;
+                let name = self.cfg.name.clone();
+                self.blocking(move |s| s.set_cursors(&[(name, to)]))
+                    .await
+                    .map_err(|e| self.store_err(e))?;
+                st.committed = to;
+                self.board.set(&self.cfg.name, to);
+                tracing::info!(destination = %self.cfg.name, cursor = to, "cursor reset by an operator");
+                let _ = done.send(());
+            }
+        }
+        self.handle.update(|s| s.paused = st.paused);
         Ok(())
+    }
+
+    /// Updates the status and gauges (every commit tick).
+    fn publish(&self, st: &LoopState, clock: &Clock) {
+        let cursor = st.disp.cursor();
+        let lag_events = self.log.durable_end().saturating_sub(cursor);
+        let lag_seconds = match (lag_events, st.disp.oldest()) {
+            (0, _) | (_, None) => 0.0,
+            (_, Some(e)) => EventMeta::received_ms(&e.payload)
+                .map_or(0.0, |ms| clock.now_ms().saturating_sub(ms) as f64 / 1000.0),
+        };
+        let m = &self.metrics;
+        m.cursor_offset
+            .get_or_create(&self.labels)
+            .set(cursor as i64);
+        m.lag_events
+            .get_or_create(&self.labels)
+            .set(lag_events as i64);
+        m.lag_seconds.get_or_create(&self.labels).set(lag_seconds);
+        m.in_flight
+            .get_or_create(&self.labels)
+            .set(st.in_flight_events as i64);
+        if st.timers.is_empty() {
+            m.backoff_seconds.get_or_create(&self.labels).set(0.0);
+        }
+        self.handle.update(|s| {
+            s.cursor = cursor;
+            s.committed_cursor = st.committed;
+            s.lag_events = lag_events;
+            s.lag_seconds = lag_seconds;
+            s.in_flight = st.in_flight_events;
+            s.retrying_users = st.timers.len();
+            s.paused = st.paused;
+            s.failing = st.failing;
+            s.last_error.clone_from(&st.last_error);
+        });
     }
 
     /// Reads durable records into the window until it is full or caught up.
@@ -223,6 +343,9 @@ impl Worker {
         for r in records {
             let meta = EventMeta::parse(&r.payload);
             let wanted = meta.wanted_by(&self.cfg);
+            if !wanted {
+                self.metrics.filtered.get_or_create(&self.labels).inc();
+            }
             disp.push(
                 LoggedEvent {
                     offset: r.offset,
@@ -236,8 +359,9 @@ impl Worker {
     }
 
     /// Starts requests for ready heads, up to `concurrency` in flight.
-    fn launch(&self, disp: &mut Dispatcher, inflight: &mut JoinSet<Sent>, clock: &Clock) {
-        while inflight.len() < self.cfg.concurrency {
+    fn launch(&self, st: &mut LoopState, clock: &Clock) {
+        let disp = &mut st.disp;
+        while st.inflight.len() < self.cfg.concurrency {
             let mut batch = Vec::new();
             let mut bytes = 0;
             while batch.len() < self.cfg.batch_size {
@@ -255,7 +379,8 @@ impl Worker {
             }
             let sink = self.sink.clone();
             let sent_ms = clock.now_ms();
-            inflight.spawn(async move {
+            st.in_flight_events += batch.len();
+            st.inflight.spawn(async move {
                 let events = batch.iter().map(|(e, _)| e.clone()).collect();
                 let outcome = sink.send(events).await;
                 (batch, sent_ms, outcome)
@@ -264,33 +389,36 @@ impl Worker {
     }
 
     /// Applies the outcome of one request to its events.
-    #[allow(clippy::too_many_arguments)]
     async fn settle(
         &self,
-        disp: &mut Dispatcher,
-        timers: &mut DelayQueue<u64>,
+        st: &mut LoopState,
         events: Vec<(LoggedEvent, Attempts)>,
         sent_ms: u64,
         outcome: Outcome,
         clock: &Clock,
         rng: &mut impl rand::Rng,
     ) -> Result<(), DeliveryError> {
+        self.note_health(st, &outcome);
+        let m = &self.metrics;
         for (event, _) in events {
             let offset = event.offset;
             match &outcome {
-                Outcome::Delivered => disp.finish(offset),
+                Outcome::Delivered => {
+                    st.disp.finish(offset);
+                    m.delivered.get_or_create(&self.labels).inc();
+                }
                 Outcome::Permanent { status, error } => {
-                    let attempts = disp.failed(offset, sent_ms);
+                    let attempts = st.disp.failed(offset, sent_ms);
                     self.dead_letter(&event, &attempts, clock.now_ms(), *status, error)
                         .await?;
-                    disp.finish(offset);
+                    st.disp.finish(offset);
                 }
                 Outcome::Retry {
                     status,
                     error,
                     retry_after,
                 } => {
-                    let attempts = disp.failed(offset, sent_ms);
+                    let attempts = st.disp.failed(offset, sent_ms);
                     let first = attempts.first_ms.unwrap_or(sent_ms);
                     let delay =
                         next_delay(&self.cfg.retry, attempts.failures - 1, *retry_after, rng);
@@ -300,15 +428,37 @@ impl Worker {
                         let why = format!("gave up after {} attempts: {error}", attempts.failures);
                         self.dead_letter(&event, &attempts, clock.now_ms(), *status, &why)
                             .await?;
-                        disp.finish(offset);
+                        st.disp.finish(offset);
                     } else {
                         tracing::debug!(destination = %self.cfg.name, offset, attempt = attempts.failures, ?delay, "retrying: {error}");
-                        timers.insert(offset, delay);
+                        m.retried.get_or_create(&self.labels).inc();
+                        m.backoff_seconds
+                            .get_or_create(&self.labels)
+                            .set(delay.as_secs_f64());
+                        st.timers.insert(offset, delay);
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Logs when the destination starts failing and when it recovers.
+    fn note_health(&self, st: &mut LoopState, outcome: &Outcome) {
+        match outcome {
+            Outcome::Delivered if st.failing => {
+                st.failing = false;
+                tracing::info!(destination = %self.cfg.name, "destination {} is delivering again", self.cfg.name);
+            }
+            Outcome::Retry { error, .. } | Outcome::Permanent { error, .. } => {
+                if !st.failing {
+                    tracing::warn!(destination = %self.cfg.name, "destination {} is failing: {error}", self.cfg.name);
+                }
+                st.failing = true;
+                st.last_error = Some(error.clone());
+            }
+            Outcome::Delivered => {}
+        }
     }
 
     async fn dead_letter(
@@ -331,6 +481,7 @@ impl Worker {
             last_error: crate::store::state_excerpt(error),
         };
         tracing::warn!(destination = %self.cfg.name, offset = event.offset, message_id = %dl.message_id, status = ?status, "dead-lettered: {}", dl.last_error);
+        self.metrics.dead_lettered.get_or_create(&self.labels).inc();
         self.blocking(move |s| s.add_dead_letter(&dl))
             .await
             .map_err(|e| self.store_err(e))

@@ -57,6 +57,9 @@ pub struct LogOptions {
     /// Segments younger than this (since their last write) are kept by
     /// retention. Default: zero.
     pub min_retention: std::time::Duration,
+    /// Called by the writer thread after each commit group with the
+    /// fdatasync's duration and the records it covered (metrics). Default: none.
+    pub on_commit: Option<CommitObserver>,
     /// Longest wait of a commit group for appenders that the previous
     /// fdatasync just answered (only when several are active). Default: 200 µs.
     pub group_linger: std::time::Duration,
@@ -73,7 +76,18 @@ impl Default for LogOptions {
             max_group_bytes: 16 << 20,
             group_linger: std::time::Duration::from_micros(200),
             min_retention: std::time::Duration::ZERO,
+            on_commit: None,
         }
+    }
+}
+
+/// A callback for each commit group: (fdatasync duration, records covered).
+#[derive(Clone)]
+pub struct CommitObserver(pub Arc<dyn Fn(std::time::Duration, u64) + Send + Sync>);
+
+impl std::fmt::Debug for CommitObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitObserver")
     }
 }
 
@@ -243,6 +257,7 @@ impl Log {
             min_free_bytes: options.min_free_bytes,
             max_group_bytes: options.max_group_bytes.max(1),
             linger: options.group_linger,
+            on_commit: options.on_commit.clone(),
         };
         let writer = Writer::new(
             shared.clone(),

@@ -39,6 +39,8 @@ pub(crate) struct WriterLimits {
     /// How long a group may wait for appenders that were just answered to
     /// come back, when the previous group showed that many are active.
     pub linger: std::time::Duration,
+    /// Told about each commit group.
+    pub on_commit: Option<super::CommitObserver>,
 }
 
 /// The writer thread's state.
@@ -209,10 +211,20 @@ impl Writer {
                 ))),
             },
             Err(e) => Err(self.fail(format!("write to {} failed: {e}", path.display()))),
-            Ok(()) => match self.active.sync_data() {
-                Err(e) => Err(self.fail(format!("fdatasync of {} failed: {e}", path.display()))),
-                Ok(()) => Ok(()),
-            },
+            Ok(()) => {
+                let started = std::time::Instant::now();
+                match self.active.sync_data() {
+                    Err(e) => {
+                        Err(self.fail(format!("fdatasync of {} failed: {e}", path.display())))
+                    }
+                    Ok(()) => {
+                        if let Some(observe) = &self.limits.on_commit {
+                            (observe.0)(started.elapsed(), self.next - group_first);
+                        }
+                        Ok(())
+                    }
+                }
+            }
         };
         let len = self.buf.len() as u64;
         self.buf.clear();

@@ -1,0 +1,285 @@
+//! Every Prometheus metric of ferry in one place, and their text rendering
+//! for `GET /metrics`. Label values are bounded: sources and destinations come
+//! from the configuration, types from the Segment spec, statuses from HTTP.
+
+use crate::log::LogStats;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Labels of ingest request counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Source name, or `unknown` before authentication succeeded.
+    pub source: String,
+    /// HTTP status code.
+    pub status: String,
+}
+
+/// Labels of ingested event counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// Source name.
+    pub source: String,
+    /// Event type.
+    pub r#type: String,
+}
+
+/// Labels of per-source counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// Source name.
+    pub source: String,
+}
+
+/// Labels of per-destination metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestLabels {
+    /// Destination name.
+    pub destination: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// All metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Ingest requests answered, by source and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Events stored, by source and type.
+    pub events: Family<EventLabels, Counter>,
+    /// Duplicate events skipped (not stored), by source.
+    pub duplicates: Family<SourceLabels, Counter>,
+    /// Ingest request latency.
+    pub request_seconds: Histogram,
+    /// Bytes of all log segments.
+    pub log_bytes: Gauge,
+    /// Log segment files.
+    pub log_segments: Gauge,
+    /// First offset held.
+    pub log_first_offset: Gauge,
+    /// Durable end of the log (next offset).
+    pub log_end_offset: Gauge,
+    /// Duration of each commit group's fdatasync.
+    pub fsync_seconds: Histogram,
+    /// Records covered by each fdatasync.
+    pub records_per_fsync: Histogram,
+    /// Events delivered, per destination.
+    pub delivered: Family<DestLabels, Counter>,
+    /// Failed attempts that will be retried, per destination.
+    pub retried: Family<DestLabels, Counter>,
+    /// Events dead-lettered, per destination.
+    pub dead_lettered: Family<DestLabels, Counter>,
+    /// Events skipped by the destination's source or event filter.
+    pub filtered: Family<DestLabels, Counter>,
+    /// Events in requests in flight.
+    pub in_flight: Family<DestLabels, Gauge>,
+    /// Events between the cursor and the durable end.
+    pub lag_events: Family<DestLabels, Gauge>,
+    /// Age of the oldest undelivered event (0 when caught up).
+    pub lag_seconds: Family<DestLabels, FloatGauge>,
+    /// Longest backoff currently being waited out.
+    pub backoff_seconds: Family<DestLabels, FloatGauge>,
+    /// The destination's cursor (next offset to deliver).
+    pub cursor_offset: Family<DestLabels, Gauge>,
+    /// Serialises rendering (log gauges are refreshed while rendering).
+    render_lock: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics with its own registry.
+    pub fn new() -> Self {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            events: Family::default(),
+            duplicates: Family::default(),
+            request_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 14)),
+            log_bytes: Gauge::default(),
+            log_segments: Gauge::default(),
+            log_first_offset: Gauge::default(),
+            log_end_offset: Gauge::default(),
+            fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
+            records_per_fsync: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            delivered: Family::default(),
+            retried: Family::default(),
+            dead_lettered: Family::default(),
+            filtered: Family::default(),
+            in_flight: Family::default(),
+            lag_events: Family::default(),
+            lag_seconds: Family::default(),
+            backoff_seconds: Family::default(),
+            cursor_offset: Family::default(),
+            render_lock: Mutex::new(()),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "ferry_ingest_requests",
+            "Ingest requests answered, by source and HTTP status",
+            m.requests.clone(),
+        );
+        r.register(
+            "ferry_ingest_events",
+            "Events stored, by source and type",
+            m.events.clone(),
+        );
+        r.register(
+            "ferry_ingest_duplicates",
+            "Duplicate events skipped, by source",
+            m.duplicates.clone(),
+        );
+        r.register(
+            "ferry_ingest_request_duration_seconds",
+            "Ingest request latency",
+            m.request_seconds.clone(),
+        );
+        r.register(
+            "ferry_log_size_bytes",
+            "Bytes of all log segments",
+            m.log_bytes.clone(),
+        );
+        r.register(
+            "ferry_log_segments",
+            "Log segment files",
+            m.log_segments.clone(),
+        );
+        r.register(
+            "ferry_log_first_offset",
+            "First offset held by the log",
+            m.log_first_offset.clone(),
+        );
+        r.register(
+            "ferry_log_end_offset",
+            "Durable end of the log (next offset)",
+            m.log_end_offset.clone(),
+        );
+        r.register(
+            "ferry_log_fsync_duration_seconds",
+            "fdatasync duration per commit group",
+            m.fsync_seconds.clone(),
+        );
+        r.register(
+            "ferry_log_records_per_fsync",
+            "Records covered by one fdatasync",
+            m.records_per_fsync.clone(),
+        );
+        r.register(
+            "ferry_delivery_delivered",
+            "Events delivered",
+            m.delivered.clone(),
+        );
+        r.register(
+            "ferry_delivery_retried",
+            "Failed attempts that will be retried",
+            m.retried.clone(),
+        );
+        r.register(
+            "ferry_delivery_dead_lettered",
+            "Events dead-lettered",
+            m.dead_lettered.clone(),
+        );
+        r.register(
+            "ferry_delivery_filtered",
+            "Events skipped by the destination's filters",
+            m.filtered.clone(),
+        );
+        r.register(
+            "ferry_delivery_in_flight_events",
+            "Events in requests in flight",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "ferry_delivery_lag_events",
+            "Events between the cursor and the log's durable end",
+            m.lag_events.clone(),
+        );
+        r.register(
+            "ferry_delivery_lag_seconds",
+            "Age of the oldest undelivered event",
+            m.lag_seconds.clone(),
+        );
+        r.register(
+            "ferry_delivery_backoff_seconds",
+            "Longest backoff being waited out",
+            m.backoff_seconds.clone(),
+        );
+        r.register(
+            "ferry_delivery_cursor_offset",
+            "Next offset to deliver",
+            m.cursor_offset.clone(),
+        );
+        m
+    }
+
+    /// Records one commit group of the log (called from the writer thread).
+    pub fn observe_group(&self, fsync: Duration, records: u64) {
+        self.fsync_seconds.observe(fsync.as_secs_f64());
+        self.records_per_fsync.observe(records as f64);
+    }
+
+    /// Labels of a destination.
+    pub fn dest(name: &str) -> DestLabels {
+        DestLabels {
+            destination: name.to_string(),
+        }
+    }
+
+    /// The Prometheus text exposition, with the log gauges taken from `log`.
+    pub fn render(&self, log: &LogStats) -> String {
+        let _guard = self.render_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.log_bytes.set(log.bytes as i64);
+        self.log_segments.set(log.segments as i64);
+        self.log_first_offset.set(log.start_offset as i64);
+        self.log_end_offset.set(log.durable_end as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_names_with_units_and_labels() {
+        let m = Metrics::new();
+        m.delivered.get_or_create(&Metrics::dest("hook")).inc_by(3);
+        m.observe_group(Duration::from_micros(300), 5);
+        let text = m.render(&LogStats {
+            start_offset: 0,
+            durable_end: 9,
+            segments: 1,
+            bytes: 100,
+            fsyncs: 1,
+            records_synced: 5,
+            appends_synced: 1,
+        });
+        assert!(
+            text.contains("ferry_delivery_delivered_total{destination=\"hook\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("ferry_log_end_offset 9"), "{text}");
+        assert!(
+            text.contains("ferry_log_fsync_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE ferry_ingest_requests counter"),
+            "{text}"
+        );
+    }
+}
