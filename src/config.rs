@@ -18,7 +18,7 @@ pub const DEV_WRITE_KEY_FILE: &str = "dev-write-key";
 pub const DEV_SOURCE_NAME: &str = "dev";
 
 /// Everything `ferry serve` can be configured with.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address the HTTP server listens on. Default: `127.0.0.1:8080`.
@@ -36,6 +36,9 @@ pub struct Config {
     pub cors: Cors,
     /// Disk budget of the write-ahead log. Default: see [`LogConfig`].
     pub log: LogConfig,
+    /// Bearer token of the admin API (`/admin/…`); without it the admin API
+    /// is off. Default: none.
+    pub admin_token: Option<String>,
     /// Where events are delivered (`[[destinations]]`, see
     /// docs/configuration.md). Without a config file, one file destination
     /// named `default-file` writes `<data_dir>/events.jsonl`. Default: empty.
@@ -43,7 +46,7 @@ pub struct Config {
 }
 
 /// One sender of events, identified by its write key.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// Name recorded with every stored event of this source. No default.
@@ -54,7 +57,7 @@ pub struct SourceConfig {
 }
 
 /// Size caps and concurrency limits of the ingest endpoints.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest single event, in bytes of compact JSON. Default: 32768 (32 KiB).
@@ -73,7 +76,7 @@ pub struct Limits {
 }
 
 /// Cross-origin resource sharing for browser SDKs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cors {
     /// Origins allowed to send events (`"https://shop.example"`), or `"*"`
@@ -86,7 +89,7 @@ pub struct Cors {
 
 /// Limits of the write-ahead log; past them ingestion answers 503 with
 /// `Retry-After` until space is freed.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Size at which a segment file is closed and a new one started.
@@ -117,6 +120,7 @@ impl Default for Config {
             cors: Cors::default(),
             log: LogConfig::default(),
             destinations: Vec::new(),
+            admin_token: None,
         }
     }
 }
@@ -291,6 +295,13 @@ impl Config {
         if self.log.segment_bytes == Some(0) {
             return invalid("log.segment_bytes".to_owned(), "must be greater than 0");
         }
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.trim().len() < 16)
+        {
+            return invalid("admin_token".to_owned(), "must be at least 16 characters");
+        }
         let mut dest_names = HashSet::new();
         for (i, d) in self.destinations.iter().enumerate() {
             if let Err(message) = d.validate() {
@@ -304,6 +315,33 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The effective configuration as JSON with every secret replaced by
+    /// `"<redacted>"` (write keys, webhook secrets and header values, the
+    /// admin token): safe to log and print.
+    pub fn redacted(&self) -> serde_json::Value {
+        const HIDDEN: &str = "<redacted>";
+        let mut v = serde_json::to_value(self).expect("the configuration serializes");
+        if let Some(sources) = v["sources"].as_array_mut() {
+            for s in sources {
+                s["write_key"] = HIDDEN.into();
+            }
+        }
+        if let Some(dests) = v["destinations"].as_array_mut() {
+            for d in dests {
+                if !d["secret"].is_null() {
+                    d["secret"] = HIDDEN.into();
+                }
+                if let Some(headers) = d["headers"].as_object_mut() {
+                    headers.values_mut().for_each(|h| *h = HIDDEN.into());
+                }
+            }
+        }
+        if !v["admin_token"].is_null() {
+            v["admin_token"] = HIDDEN.into();
+        }
+        v
     }
 
     /// The embedded default's destination: JSON Lines in
@@ -458,6 +496,25 @@ mod tests {
             let c = Config::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
             assert!(!c.destinations.is_empty() && !c.sources.is_empty());
         }
+    }
+
+    #[test]
+    fn redaction_hides_every_secret() {
+        let c = Config::parse(
+            "admin_token = \"0123456789abcdef-admin\"\n[[sources]]\nname = \"web\"\nwrite_key = \"wk_secret\"\n[[destinations]]\nname = \"h\"\ntype = \"webhook\"\nurl = \"http://x/\"\nsecret = \"hmac_secret\"\nheaders = { Authorization = \"Bearer tok_secret\" }\n",
+        )
+        .unwrap();
+        let text = c.redacted().to_string();
+        for secret in [
+            "wk_secret",
+            "hmac_secret",
+            "tok_secret",
+            "0123456789abcdef-admin",
+        ] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert!(text.contains("\"timeout\":\"10s\""), "{text}");
+        assert!(text.contains("\"name\":\"web\""));
     }
 
     #[test]

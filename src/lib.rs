@@ -38,10 +38,14 @@
 //!   - `delivery/file.rs` — JSON Lines files with rotation
 //!   - `delivery/worker.rs` — one destination's delivery loop
 //!   - `delivery/replay.rs` — re-delivery of dead letters
+//!   - `delivery/status.rs` — live status and operator controls
+//!   - `delivery/target.rs` — resolving a cursor-reset target
 //! - `metrics.rs` — every Prometheus metric and `/metrics` rendering
 //! - `store/` — redb state: cursors, dead letters, replay queue
+//! - `admin.rs` — the admin API (`/admin/…`, bearer token)
 //! - `cli/` — the `ferry` command line: one file per subcommand
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod delivery;

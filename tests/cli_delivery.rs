@@ -131,7 +131,7 @@ fn dlq_list_show_replay_purge() {
     let out = ferry(&["dlq", "purge", "hook", "--data-dir", dd]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("in use by another ferry process"),
+        text(&out.stderr).contains("a running ferry serve holds"),
         "{}",
         text(&out.stderr)
     );

@@ -1,10 +1,11 @@
 //! `ferry cursors`: each destination's cursor and lag, and `ferry cursors
 //! reset` to rewind or skip for replay. Works offline on a data directory.
 
-use super::state_store;
+use super::remote::{open_state, StateAccess};
 use crate::log::LogView;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use reqwest::Method;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use time::format_description::well_known::Rfc3339;
@@ -43,11 +44,11 @@ pub enum CursorsAction {
 }
 
 /// Runs a cursors command.
-pub fn run(args: CursorsArgs) -> Result<ExitCode> {
+pub fn run(args: CursorsArgs, token: Option<&str>) -> Result<ExitCode> {
     let log = open_log(&args.data_dir)?;
-    let store = state_store(&args.data_dir)?;
-    match args.action {
-        None => {
+    let state = open_state(&args.data_dir, token)?;
+    match (args.action, state) {
+        (None, StateAccess::Local(store)) => {
             let cursors = store.cursors()?;
             if cursors.is_empty() {
                 println!("no destination has a cursor yet");
@@ -63,7 +64,31 @@ pub fn run(args: CursorsArgs) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Some(CursorsAction::Reset { dest, to }) => {
+        (None, StateAccess::Remote(r)) => {
+            let v = r.call(Method::GET, "/admin/destinations", None)?;
+            println!(
+                "{:<20} {:>12} {:>12} {:>12}  state",
+                "destination", "cursor", "lag_events", "oldest_age"
+            );
+            for d in v["destinations"].as_array().into_iter().flatten() {
+                let state = if d["paused"] == true {
+                    "paused"
+                } else if d["failing"] == true {
+                    "failing"
+                } else {
+                    "ok"
+                };
+                println!(
+                    "{:<20} {:>12} {:>12} {:>11.0}s  {state}",
+                    d["name"].as_str().unwrap_or("?"),
+                    d["cursor"],
+                    d["lag_events"],
+                    d["lag_seconds"].as_f64().unwrap_or(0.0)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        (Some(CursorsAction::Reset { dest, to }), StateAccess::Local(store)) => {
             if !store.cursors()?.contains_key(&dest) {
                 bail!(
                     "destination {dest:?} has no cursor in {} (it has never run)",
@@ -73,6 +98,15 @@ pub fn run(args: CursorsArgs) -> Result<ExitCode> {
             let offset = resolve(&log, &to)?;
             store.set_cursors(&[(dest.clone(), offset)])?;
             println!("cursor of {dest} set to {offset}");
+            Ok(ExitCode::SUCCESS)
+        }
+        (Some(CursorsAction::Reset { dest, to }), StateAccess::Remote(r)) => {
+            let v = r.call(
+                Method::POST,
+                &format!("/admin/destinations/{dest}/cursor"),
+                Some(serde_json::json!({ "to": to })),
+            )?;
+            println!("cursor of {dest} set to {}", v["cursor"]);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -116,26 +150,6 @@ fn lag(log: &LogView, cursor: u64) -> Result<(u64, u64, Option<i64>)> {
 
 fn resolve(log: &LogView, to: &str) -> Result<u64> {
     let (start, end) = (log.start_offset(), log.end_offset());
-    match to {
-        "earliest" => Ok(start),
-        "latest" => Ok(end),
-        _ => {
-            if let Ok(offset) = to.parse::<u64>() {
-                if !(start..=end).contains(&offset) {
-                    bail!("offset {offset} is outside the log [{start}, {end}]");
-                }
-                return Ok(offset);
-            }
-            let Ok(when) = OffsetDateTime::parse(to, &Rfc3339) else {
-                bail!("--to {to:?} is not earliest, latest, an offset or an RFC 3339 time");
-            };
-            let mut reader = log.reader(start)?;
-            while let Some(r) = reader.next()? {
-                if received_at(&r.payload).is_some_and(|t| t >= when) {
-                    return Ok(r.offset);
-                }
-            }
-            Ok(end)
-        }
-    }
+    crate::delivery::resolve_target(to, start, end, |from| log.reader(from))
+        .map_err(anyhow::Error::msg)
 }

@@ -1,9 +1,12 @@
 //! `ferry dlq list|show|replay|purge`: inspect and replay dead letters.
 //! Replay queues them; a running destination re-delivers them in order.
 
-use super::state_store;
+use super::remote::{open_state, StateAccess};
+use crate::store::DeadLetter;
 use anyhow::{bail, Result};
 use clap::Subcommand;
+use reqwest::Method;
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,11 +60,26 @@ pub enum DlqCommand {
     },
 }
 
+/// A destination's dead letters, from the file or the running server.
+fn letters(state: &StateAccess, dest: &str) -> Result<Vec<DeadLetter>> {
+    match state {
+        StateAccess::Local(store) => Ok(store.dead_letters(dest)?),
+        StateAccess::Remote(r) => {
+            let v = r.call(
+                Method::GET,
+                &format!("/admin/destinations/{dest}/dlq"),
+                None,
+            )?;
+            Ok(serde_json::from_value(v["dead_letters"].clone())?)
+        }
+    }
+}
+
 /// Runs a dead-letter command.
-pub fn run(cmd: DlqCommand) -> Result<ExitCode> {
+pub fn run(cmd: DlqCommand, token: Option<&str>) -> Result<ExitCode> {
     match cmd {
         DlqCommand::List { dest, data_dir } => {
-            let letters = state_store(&data_dir)?.dead_letters(&dest)?;
+            let letters = letters(&open_state(&data_dir, token)?, &dest)?;
             for d in &letters {
                 let status = d.last_status.map_or_else(|| "-".into(), |s| s.to_string());
                 let error: String = d
@@ -79,7 +97,7 @@ pub fn run(cmd: DlqCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DlqCommand::Show { dest, id, data_dir } => {
-            let letters = state_store(&data_dir)?.dead_letters(&dest)?;
+            let letters = letters(&open_state(&data_dir, token)?, &dest)?;
             let found = letters
                 .iter()
                 .find(|d| d.offset.to_string() == id || d.message_id == id);
@@ -102,8 +120,24 @@ pub fn run(cmd: DlqCommand) -> Result<ExitCode> {
             if !all && ids.is_empty() {
                 bail!("name the dead letters to replay (their ids from `ferry dlq list`) or pass --all");
             }
-            let store = state_store(&data_dir)?;
-            let moved = store.request_replay(&dest, if all { None } else { Some(&ids) })?;
+            let moved = match open_state(&data_dir, token)? {
+                StateAccess::Local(store) => {
+                    store.request_replay(&dest, if all { None } else { Some(&ids) })?
+                }
+                StateAccess::Remote(r) => {
+                    let body = if all {
+                        json!({"all": true})
+                    } else {
+                        json!({"ids": ids})
+                    };
+                    let v = r.call(
+                        Method::POST,
+                        &format!("/admin/destinations/{dest}/dlq/replay"),
+                        Some(body),
+                    )?;
+                    v["queued"].as_u64().unwrap_or(0) as usize
+                }
+            };
             if !all && moved < ids.len() {
                 bail!(
                     "only {moved} of {} ids were dead letters of {dest:?}; those were queued",
@@ -114,7 +148,17 @@ pub fn run(cmd: DlqCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DlqCommand::Purge { dest, data_dir } => {
-            let n = state_store(&data_dir)?.purge(&dest)?;
+            let n = match open_state(&data_dir, token)? {
+                StateAccess::Local(store) => store.purge(&dest)?,
+                StateAccess::Remote(r) => {
+                    let v = r.call(
+                        Method::DELETE,
+                        &format!("/admin/destinations/{dest}/dlq"),
+                        None,
+                    )?;
+                    v["purged"].as_u64().unwrap_or(0)
+                }
+            };
             println!("purged {n} dead letter(s) of {dest}");
             Ok(ExitCode::SUCCESS)
         }

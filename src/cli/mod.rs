@@ -1,9 +1,11 @@
 //! The `ferry` command line: clap types here, one file per subcommand that
 //! only translates arguments into library calls.
 
+mod config_cmd;
 mod cursors_cmd;
 mod dlq_cmd;
 mod log_cmd;
+mod remote;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +18,10 @@ pub struct Cli {
     /// Log output format.
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Admin token of a running server, for `cursors` and `dlq` while it
+    /// holds the data directory.
+    #[arg(long, global = true, env = "FERRY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -37,9 +43,15 @@ pub enum Command {
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
     /// Run the HTTP ingestion server until SIGINT or SIGTERM.
+    #[command(
+        after_help = "Examples:\n  ferry serve                          # embedded default: 127.0.0.1:8080, ./ferry-data\n  ferry serve --config /etc/ferry/ferry.toml\n  FERRY_LISTEN=0.0.0.0:8080 ferry serve --data-dir /var/lib/ferry"
+    )]
     Serve(serve::ServeArgs),
     /// Each destination's cursor and lag; `reset` rewinds or skips.
     Cursors(cursors_cmd::CursorsArgs),
+    /// Check a configuration file.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
     /// Dead letters: list, show, replay, purge.
     #[command(subcommand)]
     Dlq(dlq_cmd::DlqCommand),
@@ -51,8 +63,9 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Log(cmd) => log_cmd::run(cmd),
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Cursors(args) => cursors_cmd::run(args),
-        Command::Dlq(cmd) => dlq_cmd::run(cmd),
+        Command::Cursors(args) => cursors_cmd::run(args, cli.admin_token.as_deref()),
+        Command::Dlq(cmd) => dlq_cmd::run(cmd, cli.admin_token.as_deref()),
+        Command::Config(cmd) => config_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,
@@ -61,18 +74,6 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Opens the state store of a data directory for an offline command.
-fn state_store(data_dir: &std::path::Path) -> anyhow::Result<crate::store::StateStore> {
-    let path = data_dir.join("state.redb");
-    if !path.is_file() {
-        anyhow::bail!(
-            "{} has no delivery state (state.redb): no destination has run there yet",
-            data_dir.display()
-        );
-    }
-    Ok(crate::store::StateStore::open(&path)?)
 }
 
 fn init_tracing(format: LogFormat) {

@@ -7,11 +7,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
+use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::delivery::{make_sink, Delivery};
 use crate::ingest::{self, AppState};
-use crate::log::{Log, LogOptions};
+use crate::log::{CommitObserver, Log, LogOptions};
+use crate::metrics::Metrics;
 use crate::store::StateStore;
+use std::sync::Arc;
 
 /// Arguments of `ferry serve`.
 #[derive(Debug, clap::Args)]
@@ -28,6 +31,10 @@ pub struct ServeArgs {
     pub data_dir: Option<PathBuf>,
 }
 
+/// File in the data directory that tells the CLI where the running
+/// server's admin API is (removed at shutdown).
+pub const SERVER_FILE: &str = "server.json";
+
 /// Runs the server until a shutdown signal.
 pub fn run(args: ServeArgs) -> Result<()> {
     let embedded = args.config.is_none();
@@ -38,16 +45,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(data_dir) = args.data_dir {
         config.data_dir = data_dir;
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    prepare_data_dir(&config.data_dir)?;
     let dev = config.ensure_dev_source()?;
-    let log_dir = config.data_dir.join("log");
-    let log = Log::open(&log_dir, log_options(&config))
-        .with_context(|| format!("cannot open the log in {}", log_dir.display()))?;
-    let store = StateStore::open(&config.data_dir.join("state.redb"))?;
     if embedded && config.destinations.is_empty() {
         config.destinations.push(config.default_destination());
     }
+    tracing::info!(config = %config.redacted(), "effective configuration");
+    let metrics = Arc::new(Metrics::new());
+    let log_dir = config.data_dir.join("log");
+    let log = Log::open(&log_dir, log_options(&config, &metrics))
+        .with_context(|| format!("cannot open the log in {}", log_dir.display()))?;
+    let store = Arc::new(StateStore::open(&config.data_dir.join("state.redb"))?);
     if config.destinations.is_empty() {
         tracing::warn!("no destinations configured: events are stored but not delivered");
     }
@@ -67,6 +75,23 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let shutdown = shutdown_signal()?;
+        for (d, _) in &destinations {
+            tracing::info!(destination = %d.name, kind = ?d.kind, "delivering to {}", d.name);
+        }
+        let delivery =
+            Delivery::start_with(log.clone(), store.clone(), destinations, metrics.clone())?;
+        let state = AppState::with_metrics(&config, log.clone(), metrics);
+        let mut app = ingest::router(state);
+        if let Some(token) = &config.admin_token {
+            let admin = AdminState::new(token.clone(), delivery.destinations.clone(), store, log);
+            app = app.merge(admin::router(admin));
+            let server_file = config.data_dir.join(SERVER_FILE);
+            std::fs::write(
+                &server_file,
+                serde_json::json!({"admin_url": format!("http://{addr}")}).to_string(),
+            )
+            .with_context(|| format!("cannot write {}", server_file.display()))?;
+        }
         // Scripts and tests read these lines from stdout; the listening
         // line comes last and means the server accepts connections.
         if let Some(dev) = &dev {
@@ -74,26 +99,62 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         println!("ferry listening on http://{addr}");
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
-        for (d, _) in &destinations {
-            tracing::info!(destination = %d.name, kind = ?d.kind, "delivering to {}", d.name);
-        }
-        let delivery = Delivery::start(log.clone(), std::sync::Arc::new(store), destinations)?;
-        let state = AppState::new(&config, log);
-        let served = ingest::run(listener, state, shutdown)
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
             .await
             .context("server error");
         // Ingestion has stopped taking requests; let delivery finish what is in flight.
         delivery.shutdown().await;
+        let _ = std::fs::remove_file(config.data_dir.join(SERVER_FILE));
         served
     })?;
     tracing::info!("stopped");
     Ok(())
 }
 
+/// Creates the data directory if needed, and refuses one that holds other
+/// things than ferry's (a typo in `--data-dir` must not scatter files into,
+/// say, a home directory).
+fn prepare_data_dir(dir: &std::path::Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!("data directory {} is not a directory", dir.display());
+    }
+    if dir.is_dir() {
+        let ours = [
+            "log",
+            "state.redb",
+            crate::config::DEV_WRITE_KEY_FILE,
+            "events.jsonl",
+            SERVER_FILE,
+        ];
+        let entries: Vec<String> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read data directory {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        if !entries.is_empty() && !entries.iter().any(|e| ours.contains(&e.as_str())) {
+            anyhow::bail!(
+                "{} is not empty and is not a ferry data directory (no log/ or state.redb in it); point --data-dir at an empty or a ferry directory",
+                dir.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let probe = dir.join(".ferry-write-test");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("data directory {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
 /// The log settings from the configuration, the log's defaults elsewhere.
-fn log_options(config: &Config) -> LogOptions {
+fn log_options(config: &Config, metrics: &Arc<Metrics>) -> LogOptions {
     let defaults = LogOptions::default();
+    let m = metrics.clone();
     LogOptions {
+        on_commit: Some(CommitObserver(Arc::new(move |fsync, records| {
+            m.observe_group(fsync, records)
+        }))),
         segment_bytes: config.log.segment_bytes.unwrap_or(defaults.segment_bytes),
         max_log_bytes: config.log.max_bytes,
         min_free_bytes: config.log.min_free_bytes.unwrap_or(defaults.min_free_bytes),

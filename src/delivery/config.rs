@@ -1,13 +1,13 @@
 //! Destination configuration: the `[[destinations]]` tables of ferry.toml.
 //! Durations are strings such as "50ms", "10s", "5m", "4h".
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// One destination.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     /// Unique name; keys its cursor and dead letters. Required.
@@ -58,7 +58,11 @@ pub struct DestinationConfig {
     #[serde(default)]
     pub start: StartAt,
     /// Per-request timeout. Default: "10s".
-    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "duration",
+        serialize_with = "serialize_duration"
+    )]
     pub timeout: Duration,
     /// Retry policy.
     #[serde(default)]
@@ -66,7 +70,7 @@ pub struct DestinationConfig {
 }
 
 /// The kinds of destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DestinationType {
     /// HTTP POST of JSON to `url`.
@@ -76,7 +80,7 @@ pub enum DestinationType {
 }
 
 /// Which events a destination receives.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventFilter {
     /// Event types (track, identify, page, screen, group, alias). Default: all.
@@ -88,7 +92,7 @@ pub struct EventFilter {
 }
 
 /// Where a new destination starts reading.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StartAt {
     /// The oldest event still in the log.
@@ -99,17 +103,29 @@ pub enum StartAt {
 }
 
 /// Retry policy: full-jitter exponential backoff.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// First backoff ceiling. Default: "1s".
-    #[serde(default = "default_base", deserialize_with = "duration")]
+    #[serde(
+        default = "default_base",
+        deserialize_with = "duration",
+        serialize_with = "serialize_duration"
+    )]
     pub base: Duration,
     /// Largest backoff. Default: "5m".
-    #[serde(default = "default_cap", deserialize_with = "duration")]
+    #[serde(
+        default = "default_cap",
+        deserialize_with = "duration",
+        serialize_with = "serialize_duration"
+    )]
     pub cap: Duration,
     /// Give up (dead-letter) after retrying this long. Default: "4h".
-    #[serde(default = "default_max_duration", deserialize_with = "duration")]
+    #[serde(
+        default = "default_max_duration",
+        deserialize_with = "duration",
+        serialize_with = "serialize_duration"
+    )]
     pub max_duration: Duration,
 }
 
@@ -183,6 +199,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn serialize_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+/// Serializes an optional duration as a string like "4h".
+pub fn serialize_optional_duration<S: Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => serialize_duration(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// Deserializes an optional duration string (for `#[serde(deserialize_with)]`).

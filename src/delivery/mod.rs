@@ -12,9 +12,11 @@ pub mod file;
 mod replay;
 pub mod sink;
 pub mod status;
+mod target;
 pub mod webhook;
 mod worker;
 
+pub use target::resolve_target;
 pub use worker::{DeliveryError, Worker, COMMIT_EVERY};
 
 use crate::log::Log;

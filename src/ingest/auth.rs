@@ -42,10 +42,13 @@ impl Sources {
             .or_else(|| body_key.map(str::to_owned))
             .filter(|k| !k.is_empty())
             .ok_or(IngestError::MissingWriteKey)?;
-        self.by_key
+        let source = self
+            .by_key
             .get(&key)
             .cloned()
-            .ok_or(IngestError::UnknownWriteKey)
+            .ok_or(IngestError::UnknownWriteKey)?;
+        super::note_source(&source);
+        Ok(source)
     }
 }
 

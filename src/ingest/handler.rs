@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use super::error::IngestError;
 use super::event::{self, Envelope, EventType};
 use super::{body, timestamp, AppState};
+use crate::metrics::EventLabels;
 
 /// How the events of a request are laid out in its body.
 #[derive(Debug, Clone, Copy)]
@@ -110,6 +111,7 @@ pub(crate) async fn store(
 ) -> Result<usize, IngestError> {
     let max_event = state.limits().max_event_bytes;
     let mut records = Vec::with_capacity(items.len());
+    let mut types = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
         let size = compact_size(&item);
         if size > max_event {
@@ -121,6 +123,7 @@ pub(crate) async fn store(
         }
         let normalised = event::normalise(item, forced, envelope, source)
             .map_err(|reason| IngestError::InvalidEvent { index, reason })?;
+        types.push(normalised["type"].as_str().unwrap_or_default().to_owned());
         records.push(
             serde_json::to_vec(&normalised).map_err(|e| IngestError::InvalidEvent {
                 index,
@@ -133,6 +136,13 @@ pub(crate) async fn store(
     match state.log().append(records).await {
         Ok(_) => {
             state.set_full(false);
+            for kind in types {
+                let labels = EventLabels {
+                    source: source.to_string(),
+                    r#type: kind,
+                };
+                state.metrics().events.get_or_create(&labels).inc();
+            }
             Ok(count)
         }
         Err(e) => {

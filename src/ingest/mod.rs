@@ -14,8 +14,8 @@ mod timestamp;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{RawQuery, Request, State};
@@ -32,6 +32,7 @@ pub use event::{EventType, FERRY_FIELD, MAX_MESSAGE_ID_CHARS};
 
 use crate::config::{Config, Limits};
 use crate::log::Log;
+use crate::metrics::{Metrics, RequestLabels};
 use handler::Shape;
 
 /// Shared state of all handlers; cheap to clone.
@@ -55,12 +56,19 @@ struct Shared {
     full: AtomicBool,
     /// CORS settings, kept for building the router.
     cors: crate::config::Cors,
+    /// Where request and event counts go (shared with delivery).
+    metrics: Arc<Metrics>,
 }
 
 impl AppState {
     /// Builds the state from a validated configuration whose sources are
     /// final (see [`Config::ensure_dev_source`]) and an open log.
     pub fn new(config: &Config, log: Log) -> AppState {
+        Self::with_metrics(config, log, Arc::new(Metrics::new()))
+    }
+
+    /// Like [`AppState::new`], reporting into `metrics`.
+    pub fn with_metrics(config: &Config, log: Log, metrics: Arc<Metrics>) -> AppState {
         AppState {
             inner: Arc::new(Shared {
                 log,
@@ -69,12 +77,18 @@ impl AppState {
                 in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
                 full: AtomicBool::new(false),
                 cors: config.cors.clone(),
+                metrics,
             }),
         }
     }
 
     fn log(&self) -> &Log {
         &self.inner.log
+    }
+
+    /// The metrics this server reports into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
     }
 
     fn limits(&self) -> &Limits {
@@ -123,11 +137,13 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             limit_in_flight,
-        ));
+        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), observe));
     Router::new()
         .merge(ingest)
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
+        .route("/metrics", get(metrics_text))
         .fallback(|| async { IngestError::NotFound })
         .method_not_allowed_fallback(|| async { IngestError::MethodNotAllowed })
         .layer(cors::layer(&state.inner.cors))
@@ -141,6 +157,46 @@ fn events(shape: Shape) -> MethodRouter<AppState> {
             handler::handle(shape, state, headers, query, body)
         },
     )
+}
+
+tokio::task_local! {
+    /// The source of the request being handled, once authenticated.
+    static REQUEST_SOURCE: Arc<OnceLock<Arc<str>>>;
+}
+
+/// Records the authenticated source of the current request (for metrics).
+pub(crate) fn note_source(source: &Arc<str>) {
+    let _ = REQUEST_SOURCE.try_with(|slot| slot.set(source.clone()));
+}
+
+/// Counts every ingest request by source and status, and times it.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let slot = Arc::new(OnceLock::new());
+    let started = Instant::now();
+    let response = REQUEST_SOURCE.scope(slot.clone(), next.run(request)).await;
+    let metrics = state.metrics();
+    metrics
+        .request_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let labels = RequestLabels {
+        source: slot.get().map_or("unknown", |s| s).to_string(),
+        status: response.status().as_u16().to_string(),
+    };
+    metrics.requests.get_or_create(&labels).inc();
+    response
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let text = state.metrics().render(&state.log().stats());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// Refuses a request with 429 + `Retry-After` when `max_in_flight` requests
