@@ -185,7 +185,10 @@ impl Worker {
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
-                Some(c) = control.recv() => self.obey(&mut st, c).await?,
+                Some(c) = control.recv() => {
+                    self.obey(&mut st, c).await?;
+                    self.publish(&st, &clock);
+                }
                 Some(done) = st.inflight.join_next() => {
                     let (events, sent_ms, outcome) = done.expect("send tasks do not panic");
                     st.in_flight_events -= events.len();
