@@ -108,6 +108,11 @@ pub struct LogConfig {
         deserialize_with = "crate::delivery::config::optional_duration"
     )]
     pub min_retention: Option<std::time::Duration>,
+    /// What start-up does when the log's last segment holds corruption
+    /// (not a torn tail): `"strict"` refuses to start, `"quarantine"` copies
+    /// the segment into `log/quarantine/` and cuts the log before the damage.
+    /// Default: `"strict"`.
+    pub recovery: crate::log::RecoveryMode,
 }
 
 impl Default for Config {

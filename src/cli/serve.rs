@@ -159,6 +159,7 @@ fn log_options(config: &Config, metrics: &Arc<Metrics>) -> LogOptions {
         max_log_bytes: config.log.max_bytes,
         min_free_bytes: config.log.min_free_bytes.unwrap_or(defaults.min_free_bytes),
         min_retention: config.log.min_retention.unwrap_or_default(),
+        recovery: config.log.recovery,
         ..defaults
     }
 }
