@@ -1,6 +1,7 @@
 //! The `ferry` command line: clap types here, one file per subcommand that
 //! only translates arguments into library calls.
 
+mod dedup_cmd;
 mod log_cmd;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,9 @@ pub enum Command {
     /// Look inside the write-ahead log (read-only; safe while a server runs).
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
+    /// Look at the dedup index (read-only; refuses while a server holds it).
+    #[command(subcommand)]
+    Dedup(dedup_cmd::DedupCommand),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -40,6 +44,7 @@ pub fn run(cli: Cli) -> ExitCode {
     init_tracing(cli.log_format);
     let result = match cli.command {
         Command::Log(cmd) => log_cmd::run(cmd),
+        Command::Dedup(cmd) => dedup_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,339 @@
+//! The dedup index file (redb): its tables, loading it at start-up, look-ups
+//! of bloom hits, and the read-only figures `ferry dedup stats` prints.
+//!
+//! Tables: `meta` (checkpoint and counters), `generations` (one row per held
+//! generation), `blooms` (persisted filters) and one `ids_<generation>` table
+//! per generation (key → first-seen time), dropped whole when it ages out so
+//! expiry frees pages without touching ids one by one.
+
+use super::clock::to_ms;
+use super::error::DedupError;
+use super::generations::{bloom_from_bits, Generation};
+use super::key::Key;
+use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::Path;
+use std::time::SystemTime;
+
+/// Layout version stored in `meta`; bump on any change of the tables.
+pub(crate) const FORMAT: u64 = 1;
+/// Counters and positions by name (see the `M_*` names).
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Generation id → (start ms, ids, filter bits, filter hashes, ids covered by the persisted filter).
+pub(crate) const GENS: TableDefinition<u64, (u64, u64, u64, u64, u64)> =
+    TableDefinition::new("generations");
+/// Generation id → its filter's bits, little-endian u64 words.
+pub(crate) const BLOOMS: TableDefinition<u64, &[u8]> = TableDefinition::new("blooms");
+
+/// `meta` names.
+pub(crate) const M_FORMAT: &str = "format";
+pub(crate) const M_CHECKPOINT: &str = "checkpoint";
+pub(crate) const M_NEXT_GEN: &str = "next_generation";
+/// Start (ms) of the oldest generation kept after an early eviction; 0 = none.
+pub(crate) const M_EARLY: &str = "early_boundary_ms";
+pub(crate) const M_DUPLICATES: &str = "duplicates";
+pub(crate) const M_WINDOW: &str = "window_ms";
+pub(crate) const M_CAPACITY: &str = "capacity";
+
+/// The name of a generation's id table.
+pub(crate) fn ids_table_name(id: u64) -> String {
+    format!("ids_{id:020}")
+}
+
+/// A generation's id table: key → first-seen time (ms since the epoch).
+pub(crate) fn ids_table(name: &str) -> TableDefinition<'_, u128, u64> {
+    TableDefinition::new(name)
+}
+
+/// One row of `generations`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GenRow {
+    pub start_ms: u64,
+    pub count: u64,
+    pub num_bits: u64,
+    pub hashes: u64,
+    /// Ids the persisted filter covers; it is usable only if this equals `count`.
+    pub snapshot_count: u64,
+}
+
+impl GenRow {
+    pub fn from_tuple(t: (u64, u64, u64, u64, u64)) -> GenRow {
+        GenRow {
+            start_ms: t.0,
+            count: t.1,
+            num_bits: t.2,
+            hashes: t.3,
+            snapshot_count: t.4,
+        }
+    }
+    pub fn to_tuple(self) -> (u64, u64, u64, u64, u64) {
+        (
+            self.start_ms,
+            self.count,
+            self.num_bits,
+            self.hashes,
+            self.snapshot_count,
+        )
+    }
+}
+
+/// Filter bits as stored bytes.
+pub(crate) fn bits_to_bytes(bits: &[u64]) -> Vec<u8> {
+    bits.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// Everything read from the file at start-up.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub checkpoint: u64,
+    pub next_gen: u64,
+    pub early_boundary_ms: Option<u64>,
+    pub duplicates: u64,
+    /// Held generations, oldest first, filters ready.
+    pub gens: Vec<Generation>,
+    /// Generations whose filter had to be rebuilt by scanning their ids.
+    pub rebuilt: usize,
+}
+
+/// Opens (or creates) the index read-write; redb recovers it after a crash.
+/// Records the window and capacity in use, for `ferry dedup stats`.
+pub(crate) fn open(
+    path: &Path,
+    cache_bytes: usize,
+    window_ms: u64,
+    capacity: u64,
+) -> Result<Database, DedupError> {
+    let db = Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)
+        .map_err(|e| DedupError::index(path, e))?;
+    let tx = db.begin_write().map_err(|e| DedupError::index(path, e))?;
+    {
+        let mut meta = tx
+            .open_table(META)
+            .map_err(|e| DedupError::index(path, e))?;
+        let format = meta
+            .get(M_FORMAT)
+            .map_err(|e| DedupError::index(path, e))?
+            .map(|v| v.value());
+        match format {
+            None => {
+                meta.insert(M_FORMAT, FORMAT)
+                    .map_err(|e| DedupError::index(path, e))?;
+            }
+            Some(FORMAT) => {}
+            Some(other) => {
+                return Err(DedupError::Corruption {
+                    path: path.to_path_buf(),
+                    reason: format!("unknown index format {other} (this ferry reads {FORMAT})"),
+                })
+            }
+        }
+        meta.insert(M_WINDOW, window_ms)
+            .map_err(|e| DedupError::index(path, e))?;
+        meta.insert(M_CAPACITY, capacity)
+            .map_err(|e| DedupError::index(path, e))?;
+        tx.open_table(GENS)
+            .map_err(|e| DedupError::index(path, e))?;
+        tx.open_table(BLOOMS)
+            .map_err(|e| DedupError::index(path, e))?;
+    }
+    tx.commit().map_err(|e| DedupError::index(path, e))?;
+    Ok(db)
+}
+
+/// Opens an existing index for reading only: never creates it and refuses
+/// (instead of repairing) one that was not closed cleanly.
+pub(crate) fn open_read_only(path: &Path) -> Result<Database, DedupError> {
+    if !path.is_file() {
+        return Err(DedupError::Corruption {
+            path: path.to_path_buf(),
+            reason: "no such file".into(),
+        });
+    }
+    Database::builder()
+        .set_cache_size(16 << 20)
+        .set_repair_callback(|s| s.abort())
+        .open(path)
+        .map_err(|e| DedupError::index(path, e))
+}
+
+/// Reads a `meta` value (0 when absent).
+pub(crate) fn meta(tx: &ReadTransaction, path: &Path, name: &str) -> Result<u64, DedupError> {
+    let t = tx
+        .open_table(META)
+        .map_err(|e| DedupError::index(path, e))?;
+    let v = t.get(name).map_err(|e| DedupError::index(path, e))?;
+    Ok(v.map(|v| v.value()).unwrap_or(0))
+}
+
+/// The rows of `generations`, oldest first.
+pub(crate) fn gen_rows(
+    tx: &ReadTransaction,
+    path: &Path,
+) -> Result<Vec<(u64, GenRow)>, DedupError> {
+    let t = tx
+        .open_table(GENS)
+        .map_err(|e| DedupError::index(path, e))?;
+    let mut rows = Vec::new();
+    for r in t.iter().map_err(|e| DedupError::index(path, e))? {
+        let (k, v) = r.map_err(|e| DedupError::index(path, e))?;
+        rows.push((k.value(), GenRow::from_tuple(v.value())));
+    }
+    Ok(rows)
+}
+
+/// Loads positions, counters and every held generation's filter: the
+/// persisted one when it covers all the generation's ids, else rebuilt by a
+/// scan of its id table (after a crash: at most the active generation).
+pub(crate) fn load(db: &Database, path: &Path) -> Result<Loaded, DedupError> {
+    let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
+    let early = meta(&tx, path, M_EARLY)?;
+    let mut loaded = Loaded {
+        checkpoint: meta(&tx, path, M_CHECKPOINT)?,
+        next_gen: meta(&tx, path, M_NEXT_GEN)?,
+        early_boundary_ms: (early != 0).then_some(early),
+        duplicates: meta(&tx, path, M_DUPLICATES)?,
+        gens: Vec::new(),
+        rebuilt: 0,
+    };
+    let blooms = tx
+        .open_table(BLOOMS)
+        .map_err(|e| DedupError::index(path, e))?;
+    for (id, row) in gen_rows(&tx, path)? {
+        let words = row.num_bits.div_ceil(64) as usize;
+        let corrupt = |reason: String| DedupError::Corruption {
+            path: path.to_path_buf(),
+            reason: format!("generation {id}: {reason}"),
+        };
+        if words == 0 || row.hashes == 0 || row.hashes > 64 {
+            return Err(corrupt(format!("bad filter shape {row:?}")));
+        }
+        let snapshot = if row.snapshot_count == row.count {
+            blooms.get(id).map_err(|e| DedupError::index(path, e))?
+        } else {
+            None
+        };
+        let bloom = match snapshot {
+            Some(bytes) => {
+                let bytes = bytes.value();
+                if bytes.len() != words * 8 {
+                    return Err(corrupt(format!(
+                        "filter of {} bytes, expected {}",
+                        bytes.len(),
+                        words * 8
+                    )));
+                }
+                let bits = bytes
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                bloom_from_bits(bits, row.hashes as u32)
+            }
+            None => {
+                loaded.rebuilt += 1;
+                let mut bloom = bloom_from_bits(vec![0; words], row.hashes as u32);
+                let name = ids_table_name(id);
+                match tx.open_table(ids_table(&name)) {
+                    Ok(t) => {
+                        for r in t.iter().map_err(|e| DedupError::index(path, e))? {
+                            let (k, _) = r.map_err(|e| DedupError::index(path, e))?;
+                            bloom.insert_hash(Key::from_u128(k.value()).bloom_hash());
+                        }
+                    }
+                    Err(redb::TableError::TableDoesNotExist(_)) => {}
+                    Err(e) => return Err(DedupError::index(path, e)),
+                }
+                bloom
+            }
+        };
+        loaded.gens.push(Generation {
+            id,
+            start_ms: row.start_ms,
+            count: row.count,
+            bloom,
+        });
+    }
+    Ok(loaded)
+}
+
+/// Confirms bloom hits: for each (key, generations whose filter hit), the
+/// first-seen time if the key is in one of those generations' tables.
+pub(crate) fn lookup(
+    db: &Database,
+    path: &Path,
+    queries: &[(Key, Vec<u64>)],
+) -> Result<Vec<Option<SystemTime>>, DedupError> {
+    let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
+    let mut out = Vec::with_capacity(queries.len());
+    for (key, gens) in queries {
+        let mut found = None;
+        for &id in gens {
+            let name = ids_table_name(id);
+            let t = match tx.open_table(ids_table(&name)) {
+                Ok(t) => t,
+                // Created in memory, not yet written: its ids are still pending.
+                Err(redb::TableError::TableDoesNotExist(_)) => continue,
+                Err(e) => return Err(DedupError::index(path, e)),
+            };
+            if let Some(v) = t
+                .get(key.as_u128())
+                .map_err(|e| DedupError::index(path, e))?
+            {
+                found = Some(super::clock::from_ms(v.value()));
+                break;
+            }
+        }
+        out.push(found);
+    }
+    Ok(out)
+}
+
+/// Figures read from an index file alone (`ferry dedup stats`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct FileFigures {
+    pub window_ms: u64,
+    pub capacity: u64,
+    pub checkpoint: u64,
+    pub early_boundary_ms: Option<u64>,
+    pub duplicates: u64,
+    /// (bits, hashes, ids) per held generation, oldest first.
+    pub gens: Vec<(u64, u32, u64)>,
+    /// Ids actually in the tables (should equal the sum of the counts).
+    pub ids_in_tables: u64,
+    pub oldest_start_ms: Option<u64>,
+    pub now_ms: u64,
+}
+
+/// Reads the figures of an index opened with [`open_read_only`].
+pub(crate) fn file_figures(
+    db: &Database,
+    path: &Path,
+    now: SystemTime,
+) -> Result<FileFigures, DedupError> {
+    let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
+    let rows = gen_rows(&tx, path)?;
+    let mut ids_in_tables = 0;
+    for (id, _) in &rows {
+        let name = ids_table_name(*id);
+        match tx.open_table(ids_table(&name)) {
+            Ok(t) => ids_in_tables += t.len().map_err(|e| DedupError::index(path, e))?,
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(DedupError::index(path, e)),
+        }
+    }
+    let early = meta(&tx, path, M_EARLY)?;
+    Ok(FileFigures {
+        window_ms: meta(&tx, path, M_WINDOW)?,
+        capacity: meta(&tx, path, M_CAPACITY)?,
+        checkpoint: meta(&tx, path, M_CHECKPOINT)?,
+        early_boundary_ms: (early != 0).then_some(early),
+        duplicates: meta(&tx, path, M_DUPLICATES)?,
+        gens: rows
+            .iter()
+            .map(|(_, r)| (r.num_bits, r.hashes as u32, r.count))
+            .collect(),
+        ids_in_tables,
+        oldest_start_ms: rows.first().map(|(_, r)| r.start_ms),
+        now_ms: to_ms(now),
+    })
+}
