@@ -3,11 +3,17 @@
 //! memory, redb file size, and restart time (clean and after a crash) with
 //! N distinct ids in the window (default 10M, the default capacity).
 //!
+//! Also: durable log appends with dedup on vs off in the same run (the
+//! ingest path minus HTTP), and the crash restart measured after a real
+//! `abort()` of a child process (redb recovery + filter rebuild).
+//!
 //! Run: `cargo bench --bench dedup` (env: FERRY_BENCH_IDS ids to insert,
 //! FERRY_BENCH_DIR disk to use, FERRY_BENCH_RUNS repetitions of the rate
-//! measurements). Prints one table; rates are medians of the runs.
+//! measurements, FERRY_BENCH_SECS per on/off append run). Prints one table;
+//! rates and times are medians of the runs.
 
-use ferry::dedup::{Dedup, DedupOptions, Key, ManualClock, Verdict};
+use ferry::dedup::{Clock, Dedup, DedupOptions, Key, ManualClock, Verdict};
+use ferry::log::{Log, LogOptions};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -65,12 +71,117 @@ fn file_mib(p: &Path) -> f64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64 / (1 << 20) as f64
 }
 
+/// In the child process: finish filling the active generation, sync it,
+/// add more without a sync, and die without any clean-up.
+fn crash_child(path: &Path, start_ms: u64, from: u64, n: u64) -> ! {
+    let clock = Arc::new(ManualClock::new(
+        UNIX_EPOCH + Duration::from_millis(start_ms),
+    ));
+    let d = Dedup::open(path, DedupOptions::default(), clock).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for (i, chunk) in (from..from + n)
+            .collect::<Vec<_>>()
+            .chunks(BATCH as usize)
+            .enumerate()
+        {
+            let keys: Vec<Key> = chunk.iter().map(|&i| key("held", i)).collect();
+            let t = d.begin(&keys).await.unwrap();
+            let at = from + i as u64 * BATCH;
+            t.commit(at..at + keys.len() as u64);
+        }
+        d.flush().unwrap();
+        let keys: Vec<Key> = (0..1000).map(|i| key("unsynced", i)).collect();
+        d.begin(&keys)
+            .await
+            .unwrap()
+            .commit(from + n..from + n + 1000);
+        d.write_non_durable().unwrap();
+    });
+    std::process::abort();
+}
+
+/// Durable appends of 100-record requests (300 B each) by 8 tasks for
+/// `secs`: records per second, with every request going through dedup
+/// (begin → append → commit) or not.
+fn append_rate(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    d: Option<&Dedup>,
+    run: u64,
+    secs: Duration,
+) -> f64 {
+    let log_dir = dir.join(format!("log-{run}-{}", d.is_some()));
+    let log = Log::open(
+        &log_dir,
+        LogOptions {
+            min_free_bytes: 0,
+            ..LogOptions::default()
+        },
+    )
+    .unwrap();
+    let deadline = Instant::now() + secs;
+    let start = Instant::now();
+    let written: u64 = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for task in 0..8u64 {
+            let (log, d) = (log.clone(), d.cloned());
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    let keys: Vec<Key> = (0..BATCH)
+                        .map(|j| key(&format!("ingest{run}-{task}"), i * BATCH + j))
+                        .collect();
+                    i += 1;
+                    let ticket = match &d {
+                        Some(d) => Some(d.begin(&keys).await.unwrap()),
+                        None => None,
+                    };
+                    let count = ticket
+                        .as_ref()
+                        .map_or(BATCH as usize, |t| t.new_keys().len());
+                    let records = vec![vec![b'x'; 300]; count];
+                    let offsets = log.append(records).await.unwrap();
+                    if let Some(t) = ticket {
+                        t.commit(offsets);
+                    }
+                    n += count as u64;
+                }
+                n
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        total
+    });
+    let rate = written as f64 / start.elapsed().as_secs_f64();
+    drop(log);
+    let _ = std::fs::remove_dir_all(&log_dir);
+    rate
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("FERRY_BENCH_CHILD") {
+        let v: Vec<&str> = spec.split(',').collect();
+        crash_child(
+            Path::new(v[0]),
+            v[1].parse().unwrap(),
+            v[2].parse().unwrap(),
+            v[3].parse().unwrap(),
+        );
+    }
     if !std::env::args().any(|a| a == "--bench") {
         return; // `cargo test` builds and runs benches without --bench
     }
     let total = env_or("FERRY_BENCH_IDS", 10_000_000);
     let runs = env_or("FERRY_BENCH_RUNS", 3) as usize;
+    let secs = Duration::from_secs(env_or("FERRY_BENCH_SECS", 5));
     let base = std::env::var_os("FERRY_BENCH_DIR").map(std::path::PathBuf::from);
     let dir = match &base {
         Some(b) => tempfile::tempdir_in(b).unwrap(),
@@ -90,17 +201,19 @@ fn main() {
         opts.capacity, opts.false_positive_rate, opts.generations
     );
 
-    // Fill: `total` distinct ids spread over 23 h (all inside the window), in
-    // requests of 100, as ingestion would commit them after each WAL fsync.
+    // Fill: all but the last `tail` ids, spread over 23 h (inside the
+    // window), in requests of 100 committed as ingestion would after each
+    // WAL fsync. The child process adds the tail, then crashes.
+    let tail = (total / 100).clamp(1, 100_000);
     let d = Dedup::open(&path, opts.clone(), clock.clone()).unwrap();
     let tick = Duration::from_millis(23 * 3600 * 1000 * BATCH / total.max(1));
     let start = Instant::now();
     rt.block_on(async {
         let mut offset = 0;
         let mut batch = Vec::with_capacity(BATCH as usize);
-        while offset < total {
+        while offset < total - tail {
             batch.clear();
-            batch.extend((offset..(offset + BATCH).min(total)).map(|i| key("held", i)));
+            batch.extend((offset..(offset + BATCH).min(total - tail)).map(|i| key("held", i)));
             let t = d.begin(&batch).await.unwrap();
             let n = t.new_keys().len() as u64;
             t.commit(offset..offset + n);
@@ -110,12 +223,39 @@ fn main() {
     });
     d.flush().unwrap();
     let fill = start.elapsed();
-    let s = d.stats();
-    assert_eq!(s.ids_held, total, "{s:?}");
+    let filled = total - tail;
     println!();
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| insert (begin + commit + batched redb writes, flushed) | {:.0} ids/s ({:.1} s for {total}) |", total as f64 / fill.as_secs_f64(), fill.as_secs_f64());
+    println!(
+        "| insert (begin + commit + batched redb writes, flushed) | {:.0} ids/s ({:.1} s for {filled}) |",
+        filled as f64 / fill.as_secs_f64(),
+        fill.as_secs_f64()
+    );
+    drop(d);
+
+    // The child finishes the active generation and dies by abort().
+    let spec = format!("{},{},{},{}", path.display(), ms(clock.now()), filled, tail);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("FERRY_BENCH_CHILD", spec)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "child must abort: {out:?}");
+    let start = Instant::now();
+    let d = Dedup::open(&path, opts.clone(), clock.clone()).unwrap();
+    let crash = start.elapsed().as_secs_f64();
+    let s = d.stats();
+    assert_eq!(s.ids_held, total, "{s:?}");
+    assert_eq!(
+        d.checkpoint(),
+        total,
+        "the unsynced 1000 are lost with redb's rollback"
+    );
+    let per_gen = opts.capacity.div_ceil(u64::from(opts.generations));
+    println!(
+        "| restart after kill (abort) of a writer: redb recovery + rebuild of the active filter ({} ids) | {crash:.2} s |",
+        (total - 1) % per_gen + 1
+    );
     println!(
         "| bloom memory ({} generations held) | {:.1} MiB |",
         s.generations,
@@ -157,7 +297,7 @@ fn main() {
     println!("| false duplicates among 200k new ids (must be 0) | {measured_fp} |");
     drop(d);
     println!(
-        "| redb file after {total} ids (clean close) | {:.1} MiB ({:.1} bytes/id) |",
+        "| redb file with {total} ids (clean close) | {:.1} MiB ({:.1} bytes/id) |",
         file_mib(&path),
         file_mib(&path) * (1 << 20) as f64 / total as f64
     );
@@ -172,23 +312,44 @@ fn main() {
         drop(d);
     }
     println!(
-        "| restart after clean close (open, filters loaded) | {:.2} s |",
+        "| restart after clean close (open, filters loaded) | {:.3} s |",
         median(clean)
     );
 
-    // Restart after a crash: redb recovery plus a rebuild of the active
-    // generation's filter from its table.
+    // Durable appends with dedup on vs off, alternating, same run.
+    let mt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let d = Dedup::open(&path, opts.clone(), clock.clone()).unwrap();
-    rt.block_on(async {
-        let keys: Vec<Key> = (0..1000).map(|i| key("late", i)).collect();
-        d.begin(&keys).await.unwrap().commit(total..total + 1000);
-    });
-    d.flush().unwrap();
-    d.crash();
+    append_rate(&mt, dir.path(), None, 100, Duration::from_secs(1)); // warm-up
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for r in 0..runs as u64 {
+        off.push(append_rate(&mt, dir.path(), None, r, secs));
+        on.push(append_rate(&mt, dir.path(), Some(&d), r, secs));
+    }
+    let (on, off) = (median(on), median(off));
+    println!(
+        "| durable appends, 8 tasks × 100-record requests of 300 B: dedup off / on | {off:.0} / {on:.0} records/s ({:.0} %) |",
+        100.0 * on / off
+    );
+    drop(d);
+
+    // How much of the file is slack: compact it (what open does when the
+    // file is over 3× its data).
+    let before = file_mib(&path);
+    let mut db = redb::Database::open(&path).unwrap();
     let start = Instant::now();
-    let d = Dedup::open(&path, opts.clone(), clock.clone()).unwrap();
-    let crash = start.elapsed().as_secs_f64();
-    assert_eq!(d.stats().ids_held, total + 1000);
-    println!("| restart after a crash (redb recovery + active filter rebuilt) | {crash:.2} s |");
-    println!("| redb file at the end | {:.1} MiB |", file_mib(&path));
+    db.compact().unwrap();
+    drop(db);
+    println!(
+        "| compaction of that file (offline) | {before:.1} → {:.1} MiB in {:.1} s |",
+        file_mib(&path),
+        start.elapsed().as_secs_f64()
+    );
+}
+
+fn ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }

@@ -113,6 +113,7 @@ impl Dedup {
             rx,
             progress: checkpoint::Progress::new(loaded.checkpoint),
             sync_interval: opts.sync_interval,
+            linger: opts.write_interval,
         };
         let handle = std::thread::Builder::new()
             .name("ferry-dedup-writer".into())
@@ -394,8 +395,9 @@ impl std::fmt::Debug for Dedup {
 
 /// `first[i]`: keys[i] does not occur earlier in `keys`.
 fn first_occurrences(keys: &[Key]) -> Vec<bool> {
-    let mut seen = std::collections::HashSet::with_capacity(keys.len());
-    keys.iter().map(|k| seen.insert(*k)).collect()
+    let mut seen: state::KeyMap<()> = state::KeyMap::default();
+    seen.reserve(keys.len());
+    keys.iter().map(|k| seen.insert(*k, ()).is_none()).collect()
 }
 
 #[cfg(test)]

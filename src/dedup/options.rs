@@ -23,6 +23,10 @@ pub struct DedupOptions {
     /// Longest time between durable (fsynced) index commits; bounds the WAL
     /// tail re-indexed after a crash. Default: 1 s.
     pub sync_interval: Duration,
+    /// How long the writer gathers commits into one redb transaction (unless
+    /// a flush waits): fewer, larger transactions. Ids wait in the pending
+    /// set meanwhile, answered as duplicates. Default: 250 ms.
+    pub write_interval: Duration,
     /// Ids committed but not yet written to redb above which `begin` waits
     /// for the writer (back-pressure). Default: 262,144.
     pub max_pending: usize,
@@ -38,6 +42,7 @@ impl Default for DedupOptions {
             false_positive_rate: 0.01,
             generations: 4,
             sync_interval: Duration::from_secs(1),
+            write_interval: Duration::from_millis(250),
             max_pending: 262_144,
             cache_bytes: 64 << 20,
         }

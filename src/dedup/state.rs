@@ -13,6 +13,10 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::{watch, Notify};
 
+/// Maps keyed by [`Key`]: foldhash with a per-process random seed, several
+/// times cheaper than std's SipHash, still unpredictable to clients.
+pub(crate) type KeyMap<V> = HashMap<Key, V, foldhash::fast::RandomState>;
+
 /// Shared by every handle, ticket and the writer.
 pub(crate) struct Shared {
     /// The mutable part.
@@ -67,13 +71,14 @@ pub(crate) enum Class {
 pub(crate) struct State {
     /// Bloom generations: which ids may have been seen.
     pub gens: Generations,
-    /// Ids claimed by a request whose append has not finished; waiters
-    /// subscribe and wake when the sender is dropped (commit or abort).
-    /// Bounded by the keys of requests in flight.
-    pub in_flight: HashMap<Key, watch::Sender<()>>,
+    /// Ids claimed by a request whose append has not finished. The first
+    /// waiter creates the channel (most ids never have one); waiters
+    /// subscribe and wake when it is dropped (commit or abort). Bounded by
+    /// the keys of requests in flight.
+    pub in_flight: KeyMap<Option<watch::Sender<()>>>,
     /// Ids durable in the WAL, not yet written to redb: id → first-seen ms.
     /// Bounded by `max_pending` (requests wait beyond it).
-    pub pending: HashMap<Key, u64>,
+    pub pending: KeyMap<u64>,
     /// To the writer thread; sent to under this lock so that changes and
     /// inserts reach it in the order they happened.
     pub tx: Sender<Op>,
@@ -93,8 +98,8 @@ impl State {
     pub fn new(gens: Generations, tx: Sender<Op>) -> State {
         State {
             gens,
-            in_flight: HashMap::new(),
-            pending: HashMap::new(),
+            in_flight: KeyMap::default(),
+            pending: KeyMap::default(),
             tx,
             changes: Vec::new(),
             hits: Vec::new(),
@@ -124,8 +129,8 @@ impl State {
         self.gens.maintain(now_ms, &mut self.changes);
         self.send_changes();
         for (k, _) in keys.iter().zip(first).filter(|(_, f)| **f) {
-            if let Some(s) = self.in_flight.get(k) {
-                return Err(s.subscribe());
+            if let Some(s) = self.in_flight.get_mut(k) {
+                return Err(s.get_or_insert_with(|| watch::channel(()).0).subscribe());
             }
         }
         let mut out = Vec::with_capacity(keys.len());
@@ -140,7 +145,7 @@ impl State {
                 continue;
             }
             self.gens.hits(*k, &mut self.hits);
-            self.in_flight.insert(*k, watch::channel(()).0);
+            self.in_flight.insert(*k, None);
             out.push(if self.hits.is_empty() {
                 Class::New
             } else {

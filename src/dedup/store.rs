@@ -138,7 +138,52 @@ pub(crate) fn open(
             .map_err(|e| DedupError::index(path, e))?;
     }
     tx.commit().map_err(|e| DedupError::index(path, e))?;
+    let mut db = db;
+    compact_if_sparse(&mut db, path, COMPACT_MIN_BYTES)?;
     Ok(db)
+}
+
+/// Files smaller than this are never compacted at open.
+const COMPACT_MIN_BYTES: u64 = 256 << 20;
+
+/// Rough B-tree bytes per held id (key, value, page slack), from the
+/// benchmark's file size (docs/benchmarks.md).
+const BYTES_PER_ID: u64 = 110;
+
+/// redb files never shrink by themselves. Expiry frees whole generation
+/// tables whose pages the next generations reuse, so under steady load the
+/// file stays at its high-water mark; after load fell (or capacity was
+/// lowered) that mark can be far above what is held. Compacting then, at
+/// open, before any reader or writer exists, gives the space back. Returns
+/// whether it compacted.
+pub(crate) fn compact_if_sparse(
+    db: &mut Database,
+    path: &Path,
+    min_bytes: u64,
+) -> Result<bool, DedupError> {
+    let file = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if file < min_bytes {
+        return Ok(false);
+    }
+    let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
+    let live: u64 = gen_rows(&tx, path)?
+        .iter()
+        .map(|(_, r)| r.count * BYTES_PER_ID + 2 * r.num_bits / 8)
+        .sum();
+    drop(tx);
+    if file <= 3 * live.max(1 << 20) {
+        return Ok(false);
+    }
+    let started = std::time::Instant::now();
+    db.compact().map_err(|e| DedupError::index(path, e))?;
+    let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    tracing::info!(
+        before = file,
+        after,
+        secs = started.elapsed().as_secs_f64(),
+        "dedup index compacted"
+    );
+    Ok(true)
 }
 
 /// Opens an existing index for reading only: never creates it and refuses
@@ -336,4 +381,42 @@ pub(crate) fn file_figures(
         oldest_start_ms: rows.first().map(|(_, r)| r.start_ms),
         now_ms: to_ms(now),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sparse_file_is_compacted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.redb");
+        let mut db = open(&path, 1 << 20, 1, 1).unwrap();
+        let name = ids_table_name(0);
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(ids_table(&name)).unwrap();
+            for i in 0..200_000u128 {
+                t.insert(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835), 1)
+                    .unwrap();
+            }
+        }
+        tx.open_table(GENS)
+            .unwrap()
+            .insert(0, (0, 200_000, 64, 1, 0))
+            .unwrap();
+        tx.commit().unwrap();
+        // Dense: nothing to do.
+        assert!(!compact_if_sparse(&mut db, &path, 0).unwrap());
+        let tx = db.begin_write().unwrap();
+        tx.delete_table(ids_table(&name)).unwrap();
+        tx.open_table(GENS).unwrap().remove(0).unwrap();
+        tx.commit().unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        // Below the size threshold: left alone.
+        assert!(!compact_if_sparse(&mut db, &path, before + 1).unwrap());
+        assert!(compact_if_sparse(&mut db, &path, 0).unwrap());
+        let after = std::fs::metadata(&path).unwrap().len();
+        assert!(after < before / 2, "{before} -> {after}");
+    }
 }

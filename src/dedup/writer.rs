@@ -16,7 +16,7 @@ use super::generations::Change;
 use super::key::Key;
 use super::state::Shared;
 use super::store::{self, GenRow};
-use redb::{Database, Durability, ReadableTable};
+use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ops::Range;
@@ -54,6 +54,13 @@ pub(crate) enum Op {
     Crash,
 }
 
+impl Op {
+    /// Someone waits for this to be processed: write without lingering.
+    fn urgent(&self) -> bool {
+        matches!(self, Op::Flush { .. } | Op::Hold | Op::Close | Op::Crash)
+    }
+}
+
 /// The writer thread's state.
 pub(crate) struct Writer {
     /// The index.
@@ -68,6 +75,8 @@ pub(crate) struct Writer {
     pub progress: Progress,
     /// Longest time between durable commits while there is unsynced work.
     pub sync_interval: Duration,
+    /// How long a batch gathers commits before it is written.
+    pub linger: Duration,
 }
 
 impl Writer {
@@ -87,10 +96,20 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => batch.push(Op::Close),
             }
-            while batch.len() < MAX_OPS && !matches!(batch.last(), Some(Op::Hold)) {
-                match self.rx.try_recv() {
+            // Gather for `linger` unless something waits for the write: few
+            // large transactions copy far fewer B-tree pages than many small.
+            let deadline = Instant::now() + self.linger;
+            while !batch.is_empty()
+                && batch.len() < MAX_OPS
+                && !batch.last().is_some_and(Op::urgent)
+            {
+                match self
+                    .rx
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                {
                     Ok(op) => batch.push(op),
-                    Err(_) => break,
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => batch.push(Op::Close),
                 }
             }
             let shared = self.shared.clone();
@@ -171,7 +190,11 @@ impl Writer {
                 rows.insert(k.value(), GenRow::from_tuple(v.value()));
             }
             let mut tables = HashMap::new();
+            let mut staged: Vec<(u64, Key, u64)> = Vec::new();
             for op in batch {
+                if matches!(op, Op::Change(_)) {
+                    insert_sorted(&tx, &mut tables, &mut rows, &mut staged, &mut written, &e)?;
+                }
                 match op {
                     Op::Change(Change::Created {
                         id,
@@ -218,30 +241,14 @@ impl Writer {
                             .map_err(|x| e(x.into()))?;
                     }
                     Op::Insert { entries, offsets } => {
-                        for (gen, key, t) in entries {
-                            written.push((key, t));
-                            let Some(row) = rows.get_mut(&gen) else {
-                                continue; // aged out before it was written
-                            };
-                            let table = match tables.entry(gen) {
-                                Entry::Occupied(o) => o.into_mut(),
-                                Entry::Vacant(v) => {
-                                    let name = store::ids_table_name(gen);
-                                    let t = tx.open_table(store::ids_table(&name));
-                                    v.insert(t.map_err(|x| e(x.into()))?)
-                                }
-                            };
-                            let old = table.insert(key.as_u128(), t).map_err(|x| e(x.into()))?;
-                            if old.is_none() {
-                                row.count += 1;
-                            }
-                        }
+                        staged.extend(entries);
                         self.progress.complete(offsets);
                     }
                     Op::Skip(r) => self.progress.complete(r),
                     Op::Flush { .. } | Op::Hold | Op::Close | Op::Crash => {}
                 }
             }
+            insert_sorted(&tx, &mut tables, &mut rows, &mut staged, &mut written, &e)?;
             drop(tables);
             if close {
                 // Persist every filter that does not cover its generation yet
@@ -278,4 +285,39 @@ impl Writer {
         self.shared.drained.notify_waiters();
         Ok(())
     }
+}
+
+/// Inserts staged ids, sorted by generation and key: random keys inserted
+/// in order touch each B-tree page once per batch instead of once per id.
+fn insert_sorted<'t>(
+    tx: &'t WriteTransaction,
+    tables: &mut HashMap<u64, Table<'t, u128, u64>>,
+    rows: &mut HashMap<u64, GenRow>,
+    staged: &mut Vec<(u64, Key, u64)>,
+    written: &mut Vec<(Key, u64)>,
+    e: &impl Fn(redb::Error) -> DedupError,
+) -> Result<(), DedupError> {
+    staged.sort_unstable_by_key(|&(gen, key, _)| (gen, key));
+    for (gen, key, t) in staged.drain(..) {
+        written.push((key, t));
+        let Some(row) = rows.get_mut(&gen) else {
+            continue; // aged out before it was written
+        };
+        let table = match tables.entry(gen) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                let name = store::ids_table_name(gen);
+                let t = tx.open_table(store::ids_table(&name));
+                v.insert(t.map_err(|x| e(x.into()))?)
+            }
+        };
+        if table
+            .insert(key.as_u128(), t)
+            .map_err(|x| e(x.into()))?
+            .is_none()
+        {
+            row.count += 1;
+        }
+    }
+    Ok(())
 }
