@@ -62,6 +62,8 @@ fn key(id: u8) -> Key {
 fn opts() -> DedupOptions {
     DedupOptions {
         capacity: 10_000,
+        // Tiny segments: ids spread over many tables per generation.
+        segment_ids: 3,
         ..DedupOptions::default()
     }
 }

@@ -114,6 +114,7 @@ impl Dedup {
             progress: checkpoint::Progress::new(loaded.checkpoint),
             sync_interval: opts.sync_interval,
             linger: opts.write_interval,
+            segment_ids: opts.segment_ids,
         };
         let handle = std::thread::Builder::new()
             .name("ferry-dedup-writer".into())

@@ -30,6 +30,11 @@ pub struct DedupOptions {
     /// Ids committed but not yet written to redb above which `begin` waits
     /// for the writer (back-pressure). Default: 262,144.
     pub max_pending: usize,
+    /// Ids per redb table segment. Keys are random, so a batch written into
+    /// a big B-tree rewrites about one leaf page per id; into a segment this
+    /// small, each leaf once for many ids. A bloom hit probes the hit
+    /// generation's segments, newest first. Default: 262,144.
+    pub segment_ids: u64,
     /// redb page cache. Default: 64 MiB.
     pub cache_bytes: usize,
 }
@@ -44,6 +49,7 @@ impl Default for DedupOptions {
             sync_interval: Duration::from_secs(1),
             write_interval: Duration::from_millis(250),
             max_pending: 262_144,
+            segment_ids: 1 << 18,
             cache_bytes: 64 << 20,
         }
     }
@@ -60,6 +66,9 @@ pub(crate) fn validate(o: &DedupOptions) -> Result<(), DedupError> {
     }
     if !(o.false_positive_rate > 0.0 && o.false_positive_rate < 1.0) {
         return bad("false_positive_rate must be between 0 and 1");
+    }
+    if o.segment_ids == 0 {
+        return bad("segment_ids must be positive");
     }
     if o.generations == 0 || o.generations > 63 {
         return bad("generations must be between 1 and 63");

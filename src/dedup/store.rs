@@ -2,8 +2,9 @@
 //! of bloom hits, and the read-only figures `ferry dedup stats` prints.
 //!
 //! Tables: `meta` (checkpoint and counters), `generations` (one row per held
-//! generation), `blooms` (persisted filters) and one `ids_<generation>` table
-//! per generation (key → first-seen time), dropped whole when it ages out so
+//! generation), `blooms` (persisted filters) and, per generation, segment
+//! tables `ids_<generation>_<segment>` (key → first-seen time) of about
+//! `DedupOptions::segment_ids` ids each, dropped whole when the generation ages out so
 //! expiry frees pages without touching ids one by one.
 
 use super::clock::to_ms;
@@ -18,9 +19,11 @@ use std::time::SystemTime;
 pub(crate) const FORMAT: u64 = 1;
 /// Counters and positions by name (see the `M_*` names).
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Generation id → (start ms, ids, filter bits, filter hashes, ids covered by the persisted filter).
-pub(crate) const GENS: TableDefinition<u64, (u64, u64, u64, u64, u64)> =
+/// Generation id → (start ms, ids, filter bits, filter hashes, ids covered
+/// by the persisted filter, segment tables).
+pub(crate) const GENS: TableDefinition<u64, (u64, u64, u64, u64, u64, u64)> =
     TableDefinition::new("generations");
+
 /// Generation id → its filter's bits, little-endian u64 words.
 pub(crate) const BLOOMS: TableDefinition<u64, &[u8]> = TableDefinition::new("blooms");
 
@@ -34,9 +37,9 @@ pub(crate) const M_DUPLICATES: &str = "duplicates";
 pub(crate) const M_WINDOW: &str = "window_ms";
 pub(crate) const M_CAPACITY: &str = "capacity";
 
-/// The name of a generation's id table.
-pub(crate) fn ids_table_name(id: u64) -> String {
-    format!("ids_{id:020}")
+/// The name of a generation's segment table.
+pub(crate) fn ids_table_name(id: u64, segment: u64) -> String {
+    format!("ids_{id:020}_{segment:06}")
 }
 
 /// A generation's id table: key → first-seen time (ms since the epoch).
@@ -53,25 +56,29 @@ pub(crate) struct GenRow {
     pub hashes: u64,
     /// Ids the persisted filter covers; it is usable only if this equals `count`.
     pub snapshot_count: u64,
+    /// Segment tables (`ids_table_name(id, 0..segments)`).
+    pub segments: u64,
 }
 
 impl GenRow {
-    pub fn from_tuple(t: (u64, u64, u64, u64, u64)) -> GenRow {
+    pub fn from_tuple(t: (u64, u64, u64, u64, u64, u64)) -> GenRow {
         GenRow {
             start_ms: t.0,
             count: t.1,
             num_bits: t.2,
             hashes: t.3,
             snapshot_count: t.4,
+            segments: t.5,
         }
     }
-    pub fn to_tuple(self) -> (u64, u64, u64, u64, u64) {
+    pub fn to_tuple(self) -> (u64, u64, u64, u64, u64, u64) {
         (
             self.start_ms,
             self.count,
             self.num_bits,
             self.hashes,
             self.snapshot_count,
+            self.segments,
         )
     }
 }
@@ -277,16 +284,18 @@ pub(crate) fn load(db: &Database, path: &Path) -> Result<Loaded, DedupError> {
             None => {
                 loaded.rebuilt += 1;
                 let mut bloom = bloom_from_bits(vec![0; words], row.hashes as u32);
-                let name = ids_table_name(id);
-                match tx.open_table(ids_table(&name)) {
-                    Ok(t) => {
-                        for r in t.iter().map_err(|e| DedupError::index(path, e))? {
-                            let (k, _) = r.map_err(|e| DedupError::index(path, e))?;
-                            bloom.insert_hash(Key::from_u128(k.value()).bloom_hash());
+                for seg in 0..row.segments {
+                    let name = ids_table_name(id, seg);
+                    match tx.open_table(ids_table(&name)) {
+                        Ok(t) => {
+                            for r in t.iter().map_err(|e| DedupError::index(path, e))? {
+                                let (k, _) = r.map_err(|e| DedupError::index(path, e))?;
+                                bloom.insert_hash(Key::from_u128(k.value()).bloom_hash());
+                            }
                         }
+                        Err(redb::TableError::TableDoesNotExist(_)) => {}
+                        Err(e) => return Err(DedupError::index(path, e)),
                     }
-                    Err(redb::TableError::TableDoesNotExist(_)) => {}
-                    Err(e) => return Err(DedupError::index(path, e)),
                 }
                 bloom
             }
@@ -309,23 +318,32 @@ pub(crate) fn lookup(
     queries: &[(Key, Vec<u64>)],
 ) -> Result<Vec<Option<SystemTime>>, DedupError> {
     let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
+    let rows = tx
+        .open_table(GENS)
+        .map_err(|e| DedupError::index(path, e))?;
     let mut out = Vec::with_capacity(queries.len());
     for (key, gens) in queries {
         let mut found = None;
-        for &id in gens {
-            let name = ids_table_name(id);
-            let t = match tx.open_table(ids_table(&name)) {
-                Ok(t) => t,
-                // Created in memory, not yet written: its ids are still pending.
-                Err(redb::TableError::TableDoesNotExist(_)) => continue,
-                Err(e) => return Err(DedupError::index(path, e)),
+        'gens: for &id in gens {
+            // Not written yet (created in memory): its ids are still pending.
+            let Some(row) = rows.get(id).map_err(|e| DedupError::index(path, e))? else {
+                continue;
             };
-            if let Some(v) = t
-                .get(key.as_u128())
-                .map_err(|e| DedupError::index(path, e))?
-            {
-                found = Some(super::clock::from_ms(v.value()));
-                break;
+            // Newest first: a retry usually repeats a recent id.
+            for seg in (0..GenRow::from_tuple(row.value()).segments).rev() {
+                let name = ids_table_name(id, seg);
+                let t = match tx.open_table(ids_table(&name)) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => continue,
+                    Err(e) => return Err(DedupError::index(path, e)),
+                };
+                if let Some(v) = t
+                    .get(key.as_u128())
+                    .map_err(|e| DedupError::index(path, e))?
+                {
+                    found = Some(super::clock::from_ms(v.value()));
+                    break 'gens;
+                }
             }
         }
         out.push(found);
@@ -358,12 +376,14 @@ pub(crate) fn file_figures(
     let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
     let rows = gen_rows(&tx, path)?;
     let mut ids_in_tables = 0;
-    for (id, _) in &rows {
-        let name = ids_table_name(*id);
-        match tx.open_table(ids_table(&name)) {
-            Ok(t) => ids_in_tables += t.len().map_err(|e| DedupError::index(path, e))?,
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(DedupError::index(path, e)),
+    for (id, row) in &rows {
+        for seg in 0..row.segments {
+            let name = ids_table_name(*id, seg);
+            match tx.open_table(ids_table(&name)) {
+                Ok(t) => ids_in_tables += t.len().map_err(|e| DedupError::index(path, e))?,
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(DedupError::index(path, e)),
+            }
         }
     }
     let early = meta(&tx, path, M_EARLY)?;
@@ -392,7 +412,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.redb");
         let mut db = open(&path, 1 << 20, 1, 1).unwrap();
-        let name = ids_table_name(0);
+        let name = ids_table_name(0, 0);
         let tx = db.begin_write().unwrap();
         {
             let mut t = tx.open_table(ids_table(&name)).unwrap();
@@ -403,7 +423,7 @@ mod tests {
         }
         tx.open_table(GENS)
             .unwrap()
-            .insert(0, (0, 200_000, 64, 1, 0))
+            .insert(0, (0, 200_000, 64, 1, 0, 1))
             .unwrap();
         tx.commit().unwrap();
         // Dense: nothing to do.

@@ -77,6 +77,8 @@ pub(crate) struct Writer {
     pub sync_interval: Duration,
     /// How long a batch gathers commits before it is written.
     pub linger: Duration,
+    /// Ids per segment table before a new one starts.
+    pub segment_ids: u64,
 }
 
 impl Writer {
@@ -193,7 +195,15 @@ impl Writer {
             let mut staged: Vec<(u64, Key, u64)> = Vec::new();
             for op in batch {
                 if matches!(op, Op::Change(_)) {
-                    insert_sorted(&tx, &mut tables, &mut rows, &mut staged, &mut written, &e)?;
+                    insert_sorted(
+                        &tx,
+                        &mut tables,
+                        &mut rows,
+                        &mut staged,
+                        &mut written,
+                        self.segment_ids,
+                        &e,
+                    )?;
                 }
                 match op {
                     Op::Change(Change::Created {
@@ -208,6 +218,7 @@ impl Writer {
                             num_bits,
                             hashes: u64::from(hashes),
                             snapshot_count: u64::MAX,
+                            segments: 0,
                         };
                         rows.insert(id, row);
                         let next = meta
@@ -230,13 +241,15 @@ impl Writer {
                         id,
                         early_boundary_ms,
                     }) => {
-                        tables.remove(&id);
-                        rows.remove(&id);
+                        tables.retain(|&(g, _), _| g != id);
+                        let segments = rows.remove(&id).map_or(0, |r| r.segments);
                         gens.remove(id).map_err(|x| e(x.into()))?;
                         blooms.remove(id).map_err(|x| e(x.into()))?;
-                        let name = store::ids_table_name(id);
-                        tx.delete_table(store::ids_table(&name))
-                            .map_err(|x| e(x.into()))?;
+                        for seg in 0..segments {
+                            let name = store::ids_table_name(id, seg);
+                            tx.delete_table(store::ids_table(&name))
+                                .map_err(|x| e(x.into()))?;
+                        }
                         meta.insert(store::M_EARLY, early_boundary_ms.unwrap_or(0))
                             .map_err(|x| e(x.into()))?;
                     }
@@ -248,7 +261,15 @@ impl Writer {
                     Op::Flush { .. } | Op::Hold | Op::Close | Op::Crash => {}
                 }
             }
-            insert_sorted(&tx, &mut tables, &mut rows, &mut staged, &mut written, &e)?;
+            insert_sorted(
+                &tx,
+                &mut tables,
+                &mut rows,
+                &mut staged,
+                &mut written,
+                self.segment_ids,
+                &e,
+            )?;
             drop(tables);
             if close {
                 // Persist every filter that does not cover its generation yet
@@ -289,24 +310,35 @@ impl Writer {
 
 /// Inserts staged ids, sorted by generation and key: random keys inserted
 /// in order touch each B-tree page once per batch instead of once per id.
+/// A generation's ids of one call go to its newest segment, or to a new one
+/// once that holds `segment_ids`.
 fn insert_sorted<'t>(
     tx: &'t WriteTransaction,
-    tables: &mut HashMap<u64, Table<'t, u128, u64>>,
+    tables: &mut HashMap<(u64, u64), Table<'t, u128, u64>>,
     rows: &mut HashMap<u64, GenRow>,
     staged: &mut Vec<(u64, Key, u64)>,
     written: &mut Vec<(Key, u64)>,
+    segment_ids: u64,
     e: &impl Fn(redb::Error) -> DedupError,
 ) -> Result<(), DedupError> {
     staged.sort_unstable_by_key(|&(gen, key, _)| (gen, key));
+    let mut current: Option<(u64, u64)> = None;
     for (gen, key, t) in staged.drain(..) {
         written.push((key, t));
         let Some(row) = rows.get_mut(&gen) else {
             continue; // aged out before it was written
         };
-        let table = match tables.entry(gen) {
+        if current.is_none_or(|(g, _)| g != gen) {
+            if row.segments == 0 || row.count >= row.segments * segment_ids {
+                row.segments += 1;
+            }
+            current = Some((gen, row.segments - 1));
+        }
+        let table = match tables.entry(current.unwrap()) {
             Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => {
-                let name = store::ids_table_name(gen);
+                let (gen, seg) = current.unwrap();
+                let name = store::ids_table_name(gen, seg);
                 let t = tx.open_table(store::ids_table(&name));
                 v.insert(t.map_err(|x| e(x.into()))?)
             }
