@@ -116,9 +116,16 @@ impl Dedup {
             linger: opts.write_interval,
             segment_ids: opts.segment_ids,
         };
+        let for_writer = shared.clone();
         let handle = std::thread::Builder::new()
             .name("ferry-dedup-writer".into())
-            .spawn(move || writer.run())
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| writer.run());
+                if std::panic::catch_unwind(run).is_err() {
+                    let _ = for_writer.failure.set("the dedup writer panicked".into());
+                    for_writer.drained.notify_waiters();
+                }
+            })
             .map_err(|e| DedupError::Failed(format!("cannot start the dedup writer: {e}")))?;
         Ok(Dedup {
             inner: Arc::new(Inner {
@@ -289,7 +296,8 @@ impl Dedup {
             let notified = shared.drained.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if shared.lock().pending.len() < shared.max_pending {
+            // After a writer failure `begin` reports it instead of waiting.
+            if shared.failure.get().is_some() || shared.lock().pending.len() < shared.max_pending {
                 return;
             }
             notified.await;

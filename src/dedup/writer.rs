@@ -147,6 +147,7 @@ impl Writer {
                 Err(e) => {
                     tracing::error!(error = %e, "dedup index write failed; dedup stops until restart");
                     let _ = self.shared.failure.set(e.to_string());
+                    self.shared.drained.notify_waiters();
                 }
             }
             for r in replies {
