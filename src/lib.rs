@@ -25,6 +25,7 @@
 //!   - `dedup/state.rs` — ids in flight and pending, the locked claim pass
 //!   - `dedup/ticket.rs` — a request's claim until commit or abort
 //!   - `dedup/checkpoint.rs` — the WAL offset below which all is indexed
+//!   - `dedup/reindex.rs` — start-up re-index of the WAL tail past the checkpoint
 //!   - `dedup/writer.rs` — the batching redb writer thread; durability reasoning
 //!   - `dedup/store.rs` — the redb tables, start-up loading, look-ups
 //!   - `dedup/stats.rs` — figures, live or from the file (`ferry dedup stats`)

@@ -3,7 +3,12 @@
 
 use super::clock::to_ms;
 use super::error::DedupError;
+use super::store::{
+    gen_rows, ids_table, ids_table_name, meta, M_CAPACITY, M_CHECKPOINT, M_DUPLICATES, M_EARLY,
+    M_WINDOW,
+};
 use super::{generations, store, Dedup};
+use redb::{Database, ReadableTableMetadata};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -67,7 +72,7 @@ impl Dedup {
 /// (`ferry dedup stats`). Fails if a running server holds it open.
 pub fn stats_from_file(path: &Path, now: SystemTime) -> Result<DedupStats, DedupError> {
     let db = store::open_read_only(path)?;
-    let f = store::file_figures(&db, path, now)?;
+    let f = file_figures(&db, path, now)?;
     drop(db);
     let now_ms = to_ms(now);
     Ok(DedupStats {
@@ -87,5 +92,53 @@ pub fn stats_from_file(path: &Path, now: SystemTime) -> Result<DedupStats, Dedup
         pending: 0,
         in_flight: 0,
         file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+    })
+}
+
+/// Figures read from an index file alone (`ferry dedup stats`).
+#[derive(Debug, Clone, serde::Serialize)]
+struct FileFigures {
+    pub window_ms: u64,
+    pub capacity: u64,
+    pub checkpoint: u64,
+    pub early_boundary_ms: Option<u64>,
+    pub duplicates: u64,
+    /// (bits, hashes, ids) per held generation, oldest first.
+    pub gens: Vec<(u64, u32, u64)>,
+    /// Ids actually in the tables (should equal the sum of the counts).
+    pub ids_in_tables: u64,
+    pub oldest_start_ms: Option<u64>,
+    pub now_ms: u64,
+}
+
+/// Reads the figures of an index opened with [`open_read_only`].
+fn file_figures(db: &Database, path: &Path, now: SystemTime) -> Result<FileFigures, DedupError> {
+    let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
+    let rows = gen_rows(&tx, path)?;
+    let mut ids_in_tables = 0;
+    for (id, row) in &rows {
+        for seg in 0..row.segments {
+            let name = ids_table_name(*id, seg);
+            match tx.open_table(ids_table(&name)) {
+                Ok(t) => ids_in_tables += t.len().map_err(|e| DedupError::index(path, e))?,
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(DedupError::index(path, e)),
+            }
+        }
+    }
+    let early = meta(&tx, path, M_EARLY)?;
+    Ok(FileFigures {
+        window_ms: meta(&tx, path, M_WINDOW)?,
+        capacity: meta(&tx, path, M_CAPACITY)?,
+        checkpoint: meta(&tx, path, M_CHECKPOINT)?,
+        early_boundary_ms: (early != 0).then_some(early),
+        duplicates: meta(&tx, path, M_DUPLICATES)?,
+        gens: rows
+            .iter()
+            .map(|(_, r)| (r.num_bits, r.hashes as u32, r.count))
+            .collect(),
+        ids_in_tables,
+        oldest_start_ms: rows.first().map(|(_, r)| r.start_ms),
+        now_ms: to_ms(now),
     })
 }

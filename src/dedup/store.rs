@@ -7,11 +7,10 @@
 //! `DedupOptions::segment_ids` ids each, dropped whole when the generation ages out so
 //! expiry frees pages without touching ids one by one.
 
-use super::clock::to_ms;
 use super::error::DedupError;
 use super::generations::{bloom_from_bits, Generation};
 use super::key::Key;
-use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadTransaction, ReadableTable, TableDefinition};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -349,58 +348,6 @@ pub(crate) fn lookup(
         out.push(found);
     }
     Ok(out)
-}
-
-/// Figures read from an index file alone (`ferry dedup stats`).
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct FileFigures {
-    pub window_ms: u64,
-    pub capacity: u64,
-    pub checkpoint: u64,
-    pub early_boundary_ms: Option<u64>,
-    pub duplicates: u64,
-    /// (bits, hashes, ids) per held generation, oldest first.
-    pub gens: Vec<(u64, u32, u64)>,
-    /// Ids actually in the tables (should equal the sum of the counts).
-    pub ids_in_tables: u64,
-    pub oldest_start_ms: Option<u64>,
-    pub now_ms: u64,
-}
-
-/// Reads the figures of an index opened with [`open_read_only`].
-pub(crate) fn file_figures(
-    db: &Database,
-    path: &Path,
-    now: SystemTime,
-) -> Result<FileFigures, DedupError> {
-    let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
-    let rows = gen_rows(&tx, path)?;
-    let mut ids_in_tables = 0;
-    for (id, row) in &rows {
-        for seg in 0..row.segments {
-            let name = ids_table_name(*id, seg);
-            match tx.open_table(ids_table(&name)) {
-                Ok(t) => ids_in_tables += t.len().map_err(|e| DedupError::index(path, e))?,
-                Err(redb::TableError::TableDoesNotExist(_)) => {}
-                Err(e) => return Err(DedupError::index(path, e)),
-            }
-        }
-    }
-    let early = meta(&tx, path, M_EARLY)?;
-    Ok(FileFigures {
-        window_ms: meta(&tx, path, M_WINDOW)?,
-        capacity: meta(&tx, path, M_CAPACITY)?,
-        checkpoint: meta(&tx, path, M_CHECKPOINT)?,
-        early_boundary_ms: (early != 0).then_some(early),
-        duplicates: meta(&tx, path, M_DUPLICATES)?,
-        gens: rows
-            .iter()
-            .map(|(_, r)| (r.num_bits, r.hashes as u32, r.count))
-            .collect(),
-        ids_in_tables,
-        oldest_start_ms: rows.first().map(|(_, r)| r.start_ms),
-        now_ms: to_ms(now),
-    })
 }
 
 #[cfg(test)]
