@@ -28,6 +28,20 @@
 //!   - `ingest/cors.rs` — CORS for browser SDKs
 //!   - `ingest/health.rs` — `/health` and `/ready`
 //!   - `ingest/error.rs` — ingest errors and their JSON answers
+//! - `dedup/` — exact, crash-safe (source, messageId) dedup (docs/dedup.md):
+//!   - `dedup/mod.rs` — the `Dedup` handle: open, begin, reindex, stats
+//!   - `dedup/options.rs` — window, capacity, false-positive rate, … (defaults)
+//!   - `dedup/key.rs` — the 128-bit key hash and its collision bound
+//!   - `dedup/clock.rs` — the injected clock the window runs on
+//!   - `dedup/generations.rs` — rotating bloom generations, window and capacity
+//!   - `dedup/state.rs` — ids in flight and pending, the locked claim pass
+//!   - `dedup/ticket.rs` — a request's claim until commit or abort
+//!   - `dedup/checkpoint.rs` — the WAL offset below which all is indexed
+//!   - `dedup/reindex.rs` — start-up re-index of the WAL tail past the checkpoint
+//!   - `dedup/writer.rs` — the batching redb writer thread; durability reasoning
+//!   - `dedup/store.rs` — the redb tables, start-up loading, look-ups
+//!   - `dedup/stats.rs` — figures, live or from the file (`ferry dedup stats`)
+//!   - `dedup/error.rs` — the dedup error type
 //! - `delivery/` — routing logged events to destinations:
 //!   - `delivery/config.rs` — `[[destinations]]` settings
 //!   - `delivery/event.rs` — routing fields of a stored event
@@ -48,6 +62,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod dedup;
 pub mod delivery;
 pub mod ingest;
 pub mod log;

@@ -3,6 +3,7 @@
 
 mod config_cmd;
 mod cursors_cmd;
+mod dedup_cmd;
 mod dlq_cmd;
 mod log_cmd;
 mod remote;
@@ -55,6 +56,9 @@ pub enum Command {
     /// Dead letters: list, show, replay, purge.
     #[command(subcommand)]
     Dlq(dlq_cmd::DlqCommand),
+    /// Look at the dedup index (read-only; refuses while a server holds it).
+    #[command(subcommand)]
+    Dedup(dedup_cmd::DedupCommand),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -66,6 +70,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Cursors(args) => cursors_cmd::run(args, cli.admin_token.as_deref()),
         Command::Dlq(cmd) => dlq_cmd::run(cmd, cli.admin_token.as_deref()),
         Command::Config(cmd) => config_cmd::run(cmd),
+        Command::Dedup(cmd) => dedup_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,

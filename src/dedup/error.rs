@@ -1,0 +1,55 @@
+//! Errors of the dedup layer. The index being unusable is its own variant so
+//! the ingest layer can answer 503 (retry later) instead of guessing.
+
+use std::path::PathBuf;
+
+/// Everything the dedup index can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum DedupError {
+    /// redb reported an error (I/O, lock, corruption inside redb).
+    #[error("dedup index {path}: {source}")]
+    Index {
+        /// The index file.
+        path: PathBuf,
+        /// The underlying error (boxed: redb's error type is large).
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// Another process (usually a running server) holds the index open.
+    #[error("dedup index {0} is in use by another process (a running server?)")]
+    InUse(PathBuf),
+    /// The index was not closed cleanly and needs recovery, which a read-only
+    /// open does not perform: start the server (it recovers on open).
+    #[error("dedup index {0} needs recovery after an unclean shutdown; open it read-write (start the server) first")]
+    NeedsRecovery(PathBuf),
+    /// The index holds data ferry cannot interpret.
+    #[error("dedup index {path} is corrupt: {reason}")]
+    Corruption {
+        /// The index file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A previous index write failed; dedup refuses new requests until the
+    /// process restarts and re-indexes from the write-ahead log.
+    #[error("the dedup index stopped after a write failure; restart to recover: {0}")]
+    Failed(String),
+    /// The options are unusable.
+    #[error("invalid dedup options: {0}")]
+    InvalidOptions(String),
+}
+
+impl DedupError {
+    /// Wraps any redb error with the index path.
+    pub(crate) fn index(path: &std::path::Path, e: impl Into<redb::Error>) -> DedupError {
+        let source: redb::Error = e.into();
+        match source {
+            redb::Error::DatabaseAlreadyOpen => DedupError::InUse(path.to_path_buf()),
+            redb::Error::RepairAborted => DedupError::NeedsRecovery(path.to_path_buf()),
+            source => DedupError::Index {
+                path: path.to_path_buf(),
+                source: Box::new(source),
+            },
+        }
+    }
+}

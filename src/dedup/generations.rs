@@ -1,0 +1,388 @@
+//! Rotating bloom-filter generations: which ids may have been seen, in memory,
+//! bounded by the window and the capacity (one filter per generation).
+//!
+//! A generation takes new ids until it is `window / generations` old or holds
+//! `capacity / generations` ids; then a new one starts. A generation is dropped
+//! once every id in it is older than the window (its successor started more than
+//! a window ago), or early, oldest first, when more than `generations + 1` exist:
+//! that is the capacity bound, and it shrinks the effective window.
+
+use super::key::Key;
+use fastbloom::BloomFilter;
+use std::collections::VecDeque;
+
+/// Fixed hasher seed of every filter. Filters are fed [`Key::bloom_hash`]
+/// directly, so the seed does not change which bits are set; it is pinned
+/// anyway so that a persisted filter never depends on a random seed.
+const BLOOM_SEED: u128 = 0x6665_7272_795f_626c_6f6f_6d5f_7365_6564;
+
+/// A new, empty filter for `items` ids at false-positive rate `fp`.
+pub(crate) fn new_bloom(items: u64, fp: f64) -> BloomFilter {
+    BloomFilter::with_false_pos(fp)
+        .seed(&BLOOM_SEED)
+        .expected_items(items.max(1) as usize)
+}
+
+/// A filter from its persisted bits.
+pub(crate) fn bloom_from_bits(bits: Vec<u64>, hashes: u32) -> BloomFilter {
+    BloomFilter::from_vec(bits).seed(&BLOOM_SEED).hashes(hashes)
+}
+
+/// One generation: the ids first seen during one stretch of time.
+#[derive(Debug)]
+pub(crate) struct Generation {
+    /// Identifier, increasing; also names its redb table.
+    pub id: u64,
+    /// When it started taking ids (ms since the epoch). Every id of the
+    /// previous generation was inserted before this instant.
+    pub start_ms: u64,
+    /// Ids inserted.
+    pub count: u64,
+    /// Its filter: every id inserted is in it.
+    pub bloom: BloomFilter,
+}
+
+/// A change the index file must follow, in this order.
+#[derive(Debug)]
+pub(crate) enum Change {
+    /// A generation started.
+    Created {
+        /// Its id.
+        id: u64,
+        /// Its start (ms since the epoch).
+        start_ms: u64,
+        /// Filter size in bits.
+        num_bits: u64,
+        /// Filter hash count.
+        hashes: u32,
+    },
+    /// A generation stopped taking ids: persist its filter once.
+    Sealed {
+        /// Its id.
+        id: u64,
+        /// Its filter bits.
+        bits: Vec<u64>,
+    },
+    /// A generation aged out (or was evicted early): forget its ids.
+    Dropped {
+        /// Its id.
+        id: u64,
+        /// The early-eviction boundary after this drop (see
+        /// [`Generations::early_boundary_ms`]).
+        early_boundary_ms: Option<u64>,
+    },
+}
+
+/// The generations held, oldest first; the last takes new ids.
+#[derive(Debug)]
+pub(crate) struct Generations {
+    /// Held generations, oldest first.
+    gens: VecDeque<Generation>,
+    /// The dedup window in ms.
+    window_ms: u64,
+    /// Longest time a generation takes ids, in ms.
+    span_ms: u64,
+    /// Ids a generation takes before the next starts.
+    per_gen: u64,
+    /// Most generations held at once (`generations + 1`).
+    max_gens: usize,
+    /// Target false-positive rate of each filter, so that the union over
+    /// `max_gens` filters meets the configured rate.
+    fp_per_gen: f64,
+    /// Configured capacity (ids guaranteed held within the window).
+    capacity: u64,
+    /// Id of the next generation.
+    pub next_id: u64,
+    /// After an early drop: the start of the oldest generation kept, i.e. the
+    /// oldest instant whose ids are all still held (ms since the epoch).
+    pub early_boundary_ms: Option<u64>,
+}
+
+impl Generations {
+    /// Generations for a window, a capacity, a false-positive rate and a
+    /// generation count, restored from `held` (oldest first).
+    pub fn new(
+        window_ms: u64,
+        capacity: u64,
+        fp: f64,
+        generations: u32,
+        held: Vec<Generation>,
+        next_id: u64,
+        early_boundary_ms: Option<u64>,
+    ) -> Generations {
+        let g = u64::from(generations.max(1));
+        Generations {
+            gens: held.into(),
+            window_ms,
+            span_ms: (window_ms / g).max(1),
+            per_gen: capacity.div_ceil(g).max(1),
+            max_gens: g as usize + 1,
+            fp_per_gen: fp / (g + 1) as f64,
+            capacity,
+            next_id,
+            early_boundary_ms,
+        }
+    }
+
+    /// Ages generations out and starts a new one when the active one is too
+    /// old (or none exists). Called before every classification.
+    pub fn maintain(&mut self, now_ms: u64, changes: &mut Vec<Change>) {
+        // A generation is dead once its successor started a window ago: all
+        // its ids were inserted before that start.
+        while self.gens.len() >= 2 && self.gens[1].start_ms.saturating_add(self.window_ms) <= now_ms
+        {
+            let g = self.gens.pop_front().unwrap();
+            changes.push(Change::Dropped {
+                id: g.id,
+                early_boundary_ms: self.early_boundary_ms,
+            });
+        }
+        let stale = match self.gens.back() {
+            None => true,
+            Some(g) => now_ms >= g.start_ms.saturating_add(self.span_ms),
+        };
+        if stale {
+            self.rotate(now_ms, changes);
+        }
+    }
+
+    /// Records `key` as seen in the active generation; returns its id.
+    pub fn insert(&mut self, key: Key, now_ms: u64, changes: &mut Vec<Change>) -> u64 {
+        self.maintain(now_ms, changes);
+        if self.gens.back().unwrap().count >= self.per_gen {
+            self.rotate(now_ms, changes);
+        }
+        let g = self.gens.back_mut().unwrap();
+        g.count += 1;
+        g.bloom.insert_hash(key.bloom_hash());
+        g.id
+    }
+
+    /// Ids of the generations whose filter may hold `key`, into `out`.
+    pub fn hits(&self, key: Key, out: &mut Vec<u64>) {
+        out.clear();
+        let h = key.bloom_hash();
+        for g in self.gens.iter().rev() {
+            if g.bloom.contains_hash(h) {
+                out.push(g.id);
+            }
+        }
+    }
+
+    /// Starts a new generation, sealing the active one and evicting the
+    /// oldest when more than the capacity allows would be held.
+    fn rotate(&mut self, now_ms: u64, changes: &mut Vec<Change>) {
+        if let Some(g) = self.gens.back() {
+            changes.push(Change::Sealed {
+                id: g.id,
+                bits: g.bloom.as_slice().to_vec(),
+            });
+        }
+        let bloom = new_bloom(self.per_gen, self.fp_per_gen);
+        let id = self.next_id;
+        self.next_id += 1;
+        changes.push(Change::Created {
+            id,
+            start_ms: now_ms,
+            num_bits: bloom.num_bits() as u64,
+            hashes: bloom.num_hashes(),
+        });
+        self.gens.push_back(Generation {
+            id,
+            start_ms: now_ms,
+            count: 0,
+            bloom,
+        });
+        while self.gens.len() > self.max_gens {
+            let g = self.gens.pop_front().unwrap();
+            let boundary = self.gens[0].start_ms;
+            self.early_boundary_ms = Some(boundary);
+            changes.push(Change::Dropped {
+                id: g.id,
+                early_boundary_ms: self.early_boundary_ms,
+            });
+            if boundary.saturating_add(self.window_ms) > now_ms {
+                tracing::warn!(
+                    dropped_ids = g.count,
+                    effective_window_s = (now_ms - boundary.min(now_ms)) / 1000,
+                    window_s = self.window_ms / 1000,
+                    "dedup capacity reached: the oldest ids aged out before the window; raise dedup capacity"
+                );
+            }
+        }
+    }
+
+    /// The look-back actually guaranteed now: the window, or less while ids
+    /// younger than the window have been evicted for capacity.
+    pub fn effective_window_ms(&self, now_ms: u64) -> u64 {
+        effective_window_ms(self.window_ms, self.early_boundary_ms, now_ms)
+    }
+
+    /// The configured capacity.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Ids held (inserted into a held generation).
+    pub fn ids_held(&self) -> u64 {
+        self.gens.iter().map(|g| g.count).sum()
+    }
+
+    /// Memory of all filters in bytes.
+    pub fn bloom_bytes(&self) -> u64 {
+        self.gens
+            .iter()
+            .map(|g| g.bloom.num_bits() as u64 / 8)
+            .sum()
+    }
+
+    /// Estimated chance that an id never seen hits at least one filter.
+    pub fn false_positive_rate(&self) -> f64 {
+        union_false_positive_rate(
+            self.gens
+                .iter()
+                .map(|g| (g.bloom.num_bits() as u64, g.bloom.num_hashes(), g.count)),
+        )
+    }
+
+    /// The held generations, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Generation> {
+        self.gens.iter()
+    }
+
+    /// The generation `id`, if held.
+    pub fn get(&self, id: u64) -> Option<&Generation> {
+        self.gens.iter().find(|g| g.id == id)
+    }
+}
+
+/// See [`Generations::effective_window_ms`]; shared with the read-only stats.
+pub(crate) fn effective_window_ms(window_ms: u64, early: Option<u64>, now_ms: u64) -> u64 {
+    match early {
+        Some(b) if b.saturating_add(window_ms) > now_ms => now_ms.saturating_sub(b),
+        _ => window_ms,
+    }
+}
+
+/// Estimated false-positive rate of filters with (bits, hashes, ids) each.
+pub(crate) fn union_false_positive_rate(filters: impl Iterator<Item = (u64, u32, u64)>) -> f64 {
+    // 1 − Π(1 − pᵢ), computed in log space so tiny rates do not round to 0.
+    let log_miss: f64 = filters
+        .map(|(bits, hashes, n)| {
+            let density = fastbloom::expected_density(hashes, bits as usize, n as usize);
+            (-fastbloom::expected_false_pos(hashes, density)).ln_1p()
+        })
+        .sum();
+    -log_miss.exp_m1()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: u64 = 3_600_000;
+
+    fn gens(capacity: u64) -> Generations {
+        Generations::new(24 * H, capacity, 0.01, 4, Vec::new(), 0, None)
+    }
+
+    fn key(i: u64) -> Key {
+        Key::new("s", &i.to_string())
+    }
+
+    #[test]
+    fn rotates_by_time_and_drops_after_the_window() {
+        let mut g = gens(1000);
+        let mut ch = Vec::new();
+        g.insert(key(1), 0, &mut ch);
+        assert!(matches!(
+            ch[0],
+            Change::Created {
+                id: 0,
+                start_ms: 0,
+                ..
+            }
+        ));
+        for hour in 1..=30 {
+            g.maintain(hour * H, &mut ch);
+        }
+        // Span 6 h: generations started at 0, 6, 12, 18, 24, 30 h; the one of
+        // hour 0 dies once the one of hour 6 is a window old (hour 30).
+        let starts: Vec<u64> = g.iter().map(|x| x.start_ms / H).collect();
+        assert_eq!(starts, vec![6, 12, 18, 24, 30]);
+        assert!(ch
+            .iter()
+            .any(|c| matches!(c, Change::Dropped { id: 0, .. })));
+        let mut hits = Vec::new();
+        g.hits(key(1), &mut hits);
+        assert!(hits.is_empty());
+        assert_eq!(g.effective_window_ms(30 * H), 24 * H);
+        assert_eq!(g.early_boundary_ms, None);
+    }
+
+    #[test]
+    fn ids_are_found_in_their_generation() {
+        let mut g = gens(1000);
+        let mut ch = Vec::new();
+        let a = g.insert(key(1), 0, &mut ch);
+        let b = g.insert(key(2), 7 * H, &mut ch);
+        assert_ne!(a, b);
+        let mut hits = Vec::new();
+        g.hits(key(1), &mut hits);
+        assert!(hits.contains(&a));
+        g.hits(key(2), &mut hits);
+        assert!(hits.contains(&b));
+        assert_eq!(g.ids_held(), 2);
+    }
+
+    #[test]
+    fn capacity_evicts_the_oldest_early_and_shrinks_the_window() {
+        let mut g = gens(100); // 25 per generation, at most 5 generations
+        let mut ch = Vec::new();
+        for i in 0..125 {
+            g.insert(key(i), i * 60_000, &mut ch);
+        }
+        assert_eq!(g.iter().count(), 5);
+        assert_eq!(g.early_boundary_ms, None);
+        g.insert(key(125), 125 * 60_000, &mut ch);
+        assert_eq!(g.iter().count(), 5);
+        assert_eq!(g.ids_held(), 101);
+        // The oldest kept generation started at id 25 (minute 25).
+        assert_eq!(g.early_boundary_ms, Some(25 * 60_000));
+        assert_eq!(g.effective_window_ms(125 * 60_000), 100 * 60_000);
+        // A window later the full window is back.
+        assert_eq!(g.effective_window_ms(25 * 60_000 + 24 * H), 24 * H);
+        assert!(g.bloom_bytes() > 0);
+    }
+
+    #[test]
+    fn estimated_false_positive_rate_meets_the_target_at_capacity() {
+        let mut g = gens(20_000);
+        let mut ch = Vec::new();
+        for i in 0..20_000 {
+            g.insert(key(i), 0, &mut ch);
+        }
+        let est = g.false_positive_rate();
+        assert!(est > 0.0 && est <= 0.0101, "{est}");
+        let mut hits = Vec::new();
+        let fp = (100_000..200_000u64)
+            .filter(|&i| {
+                g.hits(key(i), &mut hits);
+                !hits.is_empty()
+            })
+            .count();
+        let measured = fp as f64 / 100_000.0;
+        assert!(measured < 0.015, "measured {measured}, estimated {est}");
+        let one = &g.gens[0];
+        let single = one.bloom.expected_false_pos(one.count as usize);
+        let alone = union_false_positive_rate(std::iter::once((
+            one.bloom.num_bits() as u64,
+            one.bloom.num_hashes(),
+            one.count,
+        )));
+        assert!((alone - single).abs() < 1e-12);
+        // Few ids: tiny but not rounded to zero.
+        let sparse = union_false_positive_rate(std::iter::once((1 << 20, 10, 100)));
+        assert!(sparse > 0.0 && sparse < 1e-20, "{sparse}");
+    }
+}

@@ -1,0 +1,568 @@
+//! Exact, crash-safe deduplication of (source, messageId) within a window:
+//! bloom filters in memory answer "definitely new", a redb index confirms
+//! hits, and an id counts as seen only once its event is durable in the WAL.
+//!
+//! Flow for one request: [`Dedup::begin`] classifies its keys and claims the
+//! new ones (a concurrent request with the same id waits for the outcome);
+//! the caller appends the new events and waits for the fsync; then
+//! [`Ticket::commit`] with their offsets, or [`Ticket::abort`] if the append
+//! failed. On start-up, [`Dedup::reindex`] re-adds what the WAL holds past
+//! [`Dedup::checkpoint`]. Design and durability reasoning: docs/dedup.md.
+
+mod checkpoint;
+mod clock;
+mod error;
+mod generations;
+mod key;
+mod options;
+mod reindex;
+mod state;
+mod stats;
+mod store;
+mod ticket;
+mod writer;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::DedupError;
+pub use key::Key;
+pub use options::DedupOptions;
+pub use stats::{stats_from_file, DedupStats};
+pub use ticket::{Ticket, Verdict};
+
+use clock::to_ms;
+use generations::Generations;
+use state::{fresh, Class, Shared, State};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use writer::{Op, Writer};
+
+/// The index file's name inside a data directory.
+pub const INDEX_FILE: &str = "dedup.redb";
+
+/// The dedup index; cheap to clone (all clones share one index).
+#[derive(Clone)]
+pub struct Dedup {
+    inner: Arc<Inner>,
+}
+
+/// One open index.
+struct Inner {
+    /// State shared with tickets and the writer.
+    shared: Arc<Shared>,
+    /// The redb database (look-ups read it directly; the writer writes).
+    db: Arc<redb::Database>,
+    /// Its path.
+    path: PathBuf,
+    /// The writer thread, joined on close.
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Set by [`Dedup::crash`]: do not close cleanly.
+    crashed: AtomicBool,
+}
+
+impl Dedup {
+    /// Opens (or creates) the index at `path`. Restores the filters from
+    /// their persisted copies (rebuilding only those that do not cover their
+    /// generation, after a crash) and starts the writer thread. `clock` is
+    /// the time the window runs on.
+    pub fn open(
+        path: &Path,
+        opts: DedupOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Dedup, DedupError> {
+        options::validate(&opts)?;
+        let window_ms = opts.window.as_millis() as u64;
+        let db = store::open(path, opts.cache_bytes, window_ms, opts.capacity)?;
+        let loaded = store::load(&db, path)?;
+        if loaded.rebuilt > 0 {
+            tracing::info!(
+                generations = loaded.rebuilt,
+                "dedup: rebuilt bloom filters from the index"
+            );
+        }
+        let gens = Generations::new(
+            window_ms,
+            opts.capacity,
+            opts.false_positive_rate,
+            opts.generations,
+            loaded.gens,
+            loaded.next_gen,
+            loaded.early_boundary_ms,
+        );
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(gens, tx)),
+            duplicates: AtomicU64::new(loaded.duplicates),
+            durable_checkpoint: AtomicU64::new(loaded.checkpoint),
+            failure: OnceLock::new(),
+            drained: tokio::sync::Notify::new(),
+            clock,
+            window_ms,
+            max_pending: opts.max_pending.max(1),
+            halted: AtomicBool::new(false),
+            hold: Mutex::new(false),
+            hold_cv: std::sync::Condvar::new(),
+        });
+        let writer = Writer {
+            db: db.clone(),
+            path: path.to_path_buf(),
+            shared: shared.clone(),
+            rx,
+            progress: checkpoint::Progress::new(loaded.checkpoint),
+            sync_interval: opts.sync_interval,
+            linger: opts.write_interval,
+            segment_ids: opts.segment_ids,
+        };
+        let for_writer = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("ferry-dedup-writer".into())
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| writer.run());
+                if std::panic::catch_unwind(run).is_err() {
+                    let _ = for_writer.failure.set("the dedup writer panicked".into());
+                    for_writer.drained.notify_waiters();
+                }
+            })
+            .map_err(|e| DedupError::Failed(format!("cannot start the dedup writer: {e}")))?;
+        Ok(Dedup {
+            inner: Arc::new(Inner {
+                shared,
+                db,
+                path: path.to_path_buf(),
+                writer: Mutex::new(Some(handle)),
+                crashed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The WAL offset below which every record is durably indexed: re-index
+    /// from here after a restart; the WAL must keep the records above it.
+    pub fn checkpoint(&self) -> u64 {
+        self.inner.shared.durable_checkpoint.load(Ordering::Acquire)
+    }
+
+    /// Classifies the keys of one request, in order: repeats inside `keys`
+    /// are duplicates after the first; a key whose earlier copy is still in
+    /// flight waits for that append's outcome (committed → duplicate; aborted
+    /// → this request takes it over as new). New keys stay claimed until the
+    /// ticket is committed or aborted.
+    ///
+    /// Waits also while the writer is `max_pending` ids behind. A bloom hit
+    /// costs a redb read on the calling thread (page-cache speed; at the
+    /// configured false-positive rate of new ids, plus real duplicates).
+    pub async fn begin(&self, keys: &[Key]) -> Result<Ticket, DedupError> {
+        let shared = &self.inner.shared;
+        let first = first_occurrences(keys);
+        loop {
+            self.wait_for_room().await;
+            let now = to_ms(shared.clock.now());
+            let pass = {
+                let mut state = shared.lock();
+                if let Some(f) = shared.failure.get() {
+                    return Err(DedupError::Failed(f.clone()));
+                }
+                state.claim(keys, &first, now, shared.window_ms)
+            };
+            match pass {
+                Ok(classes) => return self.finish(keys, classes, now),
+                // The sender drops when the owner commits or aborts.
+                Err(mut rx) => while rx.changed().await.is_ok() {},
+            }
+        }
+    }
+
+    /// Confirms bloom hits in redb and builds the ticket.
+    fn finish(&self, keys: &[Key], classes: Vec<Class>, now: u64) -> Result<Ticket, DedupError> {
+        let shared = &self.inner.shared;
+        let mut verdicts = Vec::with_capacity(keys.len());
+        let mut queries = Vec::new();
+        let mut confirm_at = Vec::new();
+        for (i, c) in classes.into_iter().enumerate() {
+            verdicts.push(match c {
+                Class::Duplicate => Verdict::Duplicate,
+                Class::New => Verdict::New,
+                Class::Confirm(gens) => {
+                    queries.push((keys[i], gens));
+                    confirm_at.push(i);
+                    Verdict::New
+                }
+            });
+        }
+        let claimed = |v: &[Verdict]| -> Vec<Key> {
+            keys.iter()
+                .zip(v)
+                .filter(|(_, v)| **v == Verdict::New)
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        // From here the claims belong to the ticket: an error drops it,
+        // which releases them.
+        let mut ticket = Ticket {
+            dedup: self.clone(),
+            owned: claimed(&verdicts),
+            verdicts,
+        };
+        if !queries.is_empty() {
+            let found = store::lookup(&self.inner.db, &self.inner.path, &queries)?;
+            let mut seen = Vec::new();
+            for (i, f) in confirm_at.into_iter().zip(found) {
+                if f.is_some_and(|t| fresh(to_ms(t), now, shared.window_ms)) {
+                    ticket.verdicts[i] = Verdict::Duplicate;
+                    seen.push(keys[i]);
+                }
+            }
+            if !seen.is_empty() {
+                shared.lock().release(&seen);
+                ticket.owned = claimed(&ticket.verdicts);
+            }
+        }
+        let dups = ticket
+            .verdicts
+            .iter()
+            .filter(|v| **v == Verdict::Duplicate)
+            .count();
+        shared.duplicates.fetch_add(dups as u64, Ordering::Relaxed);
+        Ok(ticket)
+    }
+
+    /// Waits while the writer is too far behind.
+    async fn wait_for_room(&self) {
+        let shared = &self.inner.shared;
+        loop {
+            let notified = shared.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // After a writer failure `begin` reports it instead of waiting.
+            if shared.failure.get().is_some() || shared.lock().pending.len() < shared.max_pending {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Marks WAL offsets that carry no dedup key as indexed, so the
+    /// checkpoint can pass them. Every appended offset must be reported by a
+    /// commit or here; an unreported one holds the checkpoint back (costing
+    /// only re-index time at restart).
+    pub fn skip(&self, offsets: Range<u64>) {
+        let _ = self.inner.shared.lock().tx.send(Op::Skip(offsets));
+    }
+
+    /// Writes everything committed so far durably and waits for it
+    /// (blocking; for shutdown, tests and benchmarks).
+    pub fn flush(&self) -> Result<(), DedupError> {
+        self.write_queued(true)
+    }
+
+    /// Waits until the writer has written everything queued so far, durably
+    /// or not (blocking).
+    fn write_queued(&self, durable: bool) -> Result<(), DedupError> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        let stopped = || DedupError::Failed("the dedup writer has stopped".into());
+        let op = Op::Flush { reply, durable };
+        self.inner
+            .shared
+            .lock()
+            .tx
+            .send(op)
+            .map_err(|_| stopped())?;
+        rx.recv().map_err(|_| stopped())?
+    }
+
+    /// Tests only: waits until everything queued is written *without* an
+    /// fsync (`Durability::None`), as the writer does between syncs.
+    #[doc(hidden)]
+    pub fn write_non_durable(&self) -> Result<(), DedupError> {
+        self.write_queued(false)
+    }
+
+    /// Tests only: the writer finishes what is queued, then stops writing
+    /// until [`Dedup::release_writer`] (commits queue up meanwhile, as they
+    /// would while a batch is being written).
+    #[doc(hidden)]
+    pub fn hold_writer(&self) {
+        *self.inner.shared.lock_hold() = true;
+        let _ = self.inner.shared.lock().tx.send(Op::Hold);
+    }
+
+    /// Tests only: undoes [`Dedup::hold_writer`].
+    #[doc(hidden)]
+    pub fn release_writer(&self) {
+        *self.inner.shared.lock_hold() = false;
+        self.inner.shared.hold_cv.notify_all();
+    }
+
+    /// Tests only: stops the writer at once, dropping what it has not yet
+    /// written, as a crash would; the handle is then closed without the
+    /// final write. Reopen and [`Dedup::reindex`] to recover.
+    #[doc(hidden)]
+    pub fn crash(self) {
+        let shared = &self.inner.shared;
+        self.inner.crashed.store(true, Ordering::Release);
+        shared.halted.store(true, Ordering::Release);
+        {
+            let _held = shared.lock_hold();
+            shared.hold_cv.notify_all();
+        }
+        let _ = shared.lock().tx.send(Op::Crash);
+        if let Some(h) = self.inner.writer.lock().unwrap().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.crashed.load(Ordering::Acquire) {
+            let _ = self.shared.lock().tx.send(Op::Close);
+        }
+        // A test hold must not outlive the handle (the join would hang).
+        *self.shared.lock_hold() = false;
+        self.shared.hold_cv.notify_all();
+        if let Some(h) = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = h.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Dedup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dedup")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+/// `first[i]`: keys[i] does not occur earlier in `keys`.
+fn first_occurrences(keys: &[Key]) -> Vec<bool> {
+    let mut seen: state::KeyMap<()> = state::KeyMap::default();
+    seen.reserve(keys.len());
+    keys.iter().map(|k| seen.insert(*k, ()).is_none()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    const H: Duration = Duration::from_secs(3600);
+
+    fn t0() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn open(path: &Path, clock: &Arc<ManualClock>, opts: DedupOptions) -> Dedup {
+        Dedup::open(path, opts, clock.clone()).unwrap()
+    }
+
+    fn k(s: &str) -> Key {
+        Key::new("src", s)
+    }
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn repeats_in_a_request_and_across_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(t0()));
+        let d = open(&dir.path().join("d.redb"), &clock, DedupOptions::default());
+        run(async {
+            let t = d.begin(&[k("a"), k("a"), k("b")]).await.unwrap();
+            assert_eq!(
+                t.verdicts(),
+                [Verdict::New, Verdict::Duplicate, Verdict::New]
+            );
+            assert_eq!(t.new_keys(), [k("a"), k("b")]);
+            t.commit(0..2);
+            let t = d.begin(&[k("b"), k("c")]).await.unwrap();
+            assert_eq!(t.verdicts(), [Verdict::Duplicate, Verdict::New]);
+            t.abort();
+            let t = d.begin(&[k("c")]).await.unwrap();
+            assert_eq!(t.verdicts(), [Verdict::New]);
+            drop(t); // dropping aborts too
+            assert_eq!(d.begin(&[k("c")]).await.unwrap().verdicts(), [Verdict::New]);
+        });
+        d.flush().unwrap();
+        assert_eq!(d.checkpoint(), 2);
+        let s = d.stats();
+        assert_eq!((s.ids_held, s.pending, s.in_flight), (2, 0, 0));
+        assert_eq!(s.duplicates, 2);
+        // After the flush, "b" is answered from redb through a bloom hit.
+        run(async {
+            let t = d.begin(&[k("b")]).await.unwrap();
+            assert_eq!(t.verdicts(), [Verdict::Duplicate]);
+        });
+    }
+
+    #[test]
+    fn ids_age_out_exactly_at_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(t0()));
+        let d = open(&dir.path().join("d.redb"), &clock, DedupOptions::default());
+        run(async {
+            d.begin(&[k("a")]).await.unwrap().commit(0..1);
+            clock.advance(24 * H - Duration::from_millis(1));
+            let t = d.begin(&[k("a")]).await.unwrap();
+            assert_eq!(t.verdicts(), [Verdict::Duplicate]);
+            d.flush().unwrap();
+            clock.advance(Duration::from_millis(1));
+            let t = d.begin(&[k("a")]).await.unwrap();
+            assert_eq!(t.verdicts(), [Verdict::New]);
+            t.commit(1..2);
+            clock.advance(H);
+            assert_eq!(
+                d.begin(&[k("a")]).await.unwrap().verdicts(),
+                [Verdict::Duplicate]
+            );
+        });
+    }
+
+    #[test]
+    fn a_clean_restart_restores_filters_without_rebuilding() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.redb");
+        let clock = Arc::new(ManualClock::new(t0()));
+        let d = open(&path, &clock, DedupOptions::default());
+        run(async {
+            for i in 0..100u64 {
+                d.begin(&[k(&i.to_string())])
+                    .await
+                    .unwrap()
+                    .commit(i..i + 1);
+                clock.advance(H);
+            }
+        });
+        let before = d.stats();
+        drop(d);
+        let db = store::open(&path, 1 << 20, 0, 0).unwrap();
+        let loaded = store::load(&db, &path).unwrap();
+        assert_eq!(loaded.rebuilt, 0);
+        drop(db);
+        let d = open(&path, &clock, DedupOptions::default());
+        let after = d.stats();
+        assert_eq!(
+            (before.ids_held, before.bloom_bytes),
+            (after.ids_held, after.bloom_bytes)
+        );
+        // Nothing was flushed before the drop: closing wrote the checkpoint.
+        assert_eq!((before.checkpoint, after.checkpoint), (0, 100));
+        run(async {
+            // The last 24 ids (hours 76..99) are inside the window.
+            for i in 0..100u64 {
+                let v = d.begin(&[k(&i.to_string())]).await.unwrap().verdicts()[0];
+                let expect = if i >= 77 {
+                    Verdict::Duplicate
+                } else {
+                    Verdict::New
+                };
+                assert_eq!(v, expect, "id {i}");
+            }
+        });
+    }
+
+    #[test]
+    fn capacity_shrinks_the_effective_window_and_bounds_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(t0()));
+        let opts = DedupOptions {
+            capacity: 400,
+            ..DedupOptions::default()
+        };
+        let d = open(&dir.path().join("d.redb"), &clock, opts);
+        run(async {
+            for i in 0..2000u64 {
+                d.begin(&[k(&i.to_string())])
+                    .await
+                    .unwrap()
+                    .commit(i..i + 1);
+                clock.advance(Duration::from_secs(1));
+            }
+        });
+        d.flush().unwrap();
+        let s = d.stats();
+        assert!(s.ids_held >= 400 && s.ids_held <= 500, "{s:?}");
+        assert!(s.effective_window < s.window, "{s:?}");
+        assert!(s.effective_window >= Duration::from_secs(400), "{s:?}");
+        let f = stats_from_file(&dir.path().join("d.redb"), clock.now());
+        assert!(matches!(f, Err(DedupError::InUse(_))), "{f:?}");
+        drop(d);
+        let f = stats_from_file(&dir.path().join("d.redb"), clock.now()).unwrap();
+        assert_eq!(
+            (f.ids_held, f.effective_window),
+            (s.ids_held, s.effective_window)
+        );
+        assert!((f.false_positive_rate - s.false_positive_rate).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_file_stays_bounded_as_generations_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.redb");
+        let clock = Arc::new(ManualClock::new(t0()));
+        let opts = DedupOptions {
+            capacity: 20_000,
+            ..DedupOptions::default()
+        };
+        let d = open(&path, &clock, opts);
+        let mut size_after = Vec::new();
+        let mut next = 0u64;
+        run(async {
+            for day in 0..12 {
+                for _ in 0..20 {
+                    let keys: Vec<Key> = (next..next + 500).map(|i| k(&i.to_string())).collect();
+                    let t = d.begin(&keys).await.unwrap();
+                    t.commit(next..next + 500);
+                    next += 500;
+                    clock.advance(Duration::from_secs(3 * 3600 / 5));
+                }
+                d.flush().unwrap();
+                size_after.push((day, d.stats().file_bytes));
+            }
+        });
+        let (_, settled) = size_after[3];
+        let (_, last) = size_after[11];
+        assert!(last <= settled + settled / 2, "file grew: {size_after:?}");
+        assert!(d.stats().ids_held <= 25_000);
+    }
+
+    #[test]
+    fn invalid_options_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        for o in [
+            DedupOptions {
+                capacity: 0,
+                ..Default::default()
+            },
+            DedupOptions {
+                false_positive_rate: 1.0,
+                ..Default::default()
+            },
+            DedupOptions {
+                window: Duration::ZERO,
+                ..Default::default()
+            },
+            DedupOptions {
+                generations: 0,
+                ..Default::default()
+            },
+        ] {
+            let r = Dedup::open(&dir.path().join("x.redb"), o, clock.clone());
+            assert!(matches!(r, Err(DedupError::InvalidOptions(_))));
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Settings of the dedup index, each with its default.
+
+use super::error::DedupError;
+use std::time::Duration;
+
+/// Settings of the dedup index.
+#[derive(Debug, Clone)]
+pub struct DedupOptions {
+    /// How long an id is remembered after its event was stored. Default: 24 h
+    /// (Segment's look-back).
+    pub window: Duration,
+    /// Distinct ids the window is guaranteed to hold; beyond it the oldest
+    /// age out early (the effective window shrinks, with a warning). Sizes
+    /// the bloom filters and bounds the redb file. Default: 10,000,000.
+    pub capacity: u64,
+    /// Target chance that a new id needs a redb look-up. Default: 0.01.
+    pub false_positive_rate: f64,
+    /// Generations the window is split into: ids age out (and memory is
+    /// freed) one generation at a time, so an id is held between `window`
+    /// and `window × (1 + 1/generations)`, and up to `capacity × (1 +
+    /// 1/generations)` ids are held. Default: 4.
+    pub generations: u32,
+    /// Longest time between durable (fsynced) index commits; bounds the WAL
+    /// tail re-indexed after a crash. Default: 1 s.
+    pub sync_interval: Duration,
+    /// How long the writer gathers commits into one redb transaction (unless
+    /// a flush waits): fewer, larger transactions. Ids wait in the pending
+    /// set meanwhile, answered as duplicates. Default: 250 ms.
+    pub write_interval: Duration,
+    /// Ids committed but not yet written to redb above which `begin` waits
+    /// for the writer (back-pressure). Default: 262,144.
+    pub max_pending: usize,
+    /// Ids per redb table segment. Keys are random, so a batch written into
+    /// a big B-tree rewrites about one leaf page per id; into a segment this
+    /// small, each leaf once for many ids. A bloom hit probes the hit
+    /// generation's segments, newest first. Default: 262,144.
+    pub segment_ids: u64,
+    /// redb page cache. Default: 64 MiB.
+    pub cache_bytes: usize,
+}
+
+impl Default for DedupOptions {
+    fn default() -> Self {
+        DedupOptions {
+            window: Duration::from_secs(24 * 3600),
+            capacity: 10_000_000,
+            false_positive_rate: 0.01,
+            generations: 4,
+            sync_interval: Duration::from_secs(1),
+            write_interval: Duration::from_millis(250),
+            max_pending: 262_144,
+            segment_ids: 1 << 18,
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Rejects options that cannot work.
+pub(crate) fn validate(o: &DedupOptions) -> Result<(), DedupError> {
+    let bad = |m: &str| Err(DedupError::InvalidOptions(m.into()));
+    if o.window.as_millis() == 0 {
+        return bad("window must be positive");
+    }
+    if o.capacity == 0 {
+        return bad("capacity must be positive");
+    }
+    if !(o.false_positive_rate > 0.0 && o.false_positive_rate < 1.0) {
+        return bad("false_positive_rate must be between 0 and 1");
+    }
+    if o.segment_ids == 0 {
+        return bad("segment_ids must be positive");
+    }
+    if o.generations == 0 || o.generations > 63 {
+        return bad("generations must be between 1 and 63");
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! Figures about the dedup index: live from an open index, or read from
+//! the file alone for `ferry dedup stats`.
+
+use super::clock::to_ms;
+use super::error::DedupError;
+use super::store::{
+    gen_rows, ids_table, ids_table_name, meta, M_CAPACITY, M_CHECKPOINT, M_DUPLICATES, M_EARLY,
+    M_WINDOW,
+};
+use super::{generations, store, Dedup};
+use redb::{Database, ReadableTableMetadata};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+/// Figures about the index at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DedupStats {
+    /// Distinct ids held (across all generations).
+    pub ids_held: u64,
+    /// Configured window.
+    pub window: Duration,
+    /// Look-back actually guaranteed: the window, or less while capacity
+    /// forces ids out early.
+    pub effective_window: Duration,
+    /// Configured capacity.
+    pub capacity: u64,
+    /// Generations held.
+    pub generations: u64,
+    /// Memory of the bloom filters.
+    pub bloom_bytes: u64,
+    /// Estimated chance that a new id hits a filter (and costs a redb read).
+    pub false_positive_rate: f64,
+    /// Duplicates answered since the index was created.
+    pub duplicates: u64,
+    /// WAL offset below which every record is durably indexed.
+    pub checkpoint: u64,
+    /// Ids committed, not yet written to redb (0 when read from a file).
+    pub pending: u64,
+    /// Ids claimed by requests whose append is in flight (0 from a file).
+    pub in_flight: u64,
+    /// Size of the index file.
+    pub file_bytes: u64,
+}
+
+impl Dedup {
+    /// Figures about the index now.
+    pub fn stats(&self) -> DedupStats {
+        let shared = &self.inner.shared;
+        let now = to_ms(shared.clock.now());
+        let state = shared.lock();
+        DedupStats {
+            ids_held: state.gens.ids_held(),
+            window: Duration::from_millis(shared.window_ms),
+            effective_window: Duration::from_millis(state.gens.effective_window_ms(now)),
+            capacity: state.gens.capacity(),
+            generations: state.gens.iter().count() as u64,
+            bloom_bytes: state.gens.bloom_bytes(),
+            false_positive_rate: state.gens.false_positive_rate(),
+            duplicates: shared.duplicates.load(Ordering::Relaxed),
+            checkpoint: self.checkpoint(),
+            pending: state.pending.len() as u64,
+            in_flight: state.in_flight.len() as u64,
+            file_bytes: std::fs::metadata(&self.inner.path)
+                .map(|m| m.len())
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// Reads the figures of an index file without opening it for writing
+/// (`ferry dedup stats`). Fails if a running server holds it open.
+pub fn stats_from_file(path: &Path, now: SystemTime) -> Result<DedupStats, DedupError> {
+    let db = store::open_read_only(path)?;
+    let f = file_figures(&db, path, now)?;
+    drop(db);
+    let now_ms = to_ms(now);
+    Ok(DedupStats {
+        ids_held: f.ids_in_tables,
+        window: Duration::from_millis(f.window_ms),
+        effective_window: Duration::from_millis(generations::effective_window_ms(
+            f.window_ms,
+            f.early_boundary_ms,
+            now_ms,
+        )),
+        capacity: f.capacity,
+        generations: f.gens.len() as u64,
+        bloom_bytes: f.gens.iter().map(|g| g.0 / 8).sum(),
+        false_positive_rate: generations::union_false_positive_rate(f.gens.iter().copied()),
+        duplicates: f.duplicates,
+        checkpoint: f.checkpoint,
+        pending: 0,
+        in_flight: 0,
+        file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+    })
+}
+
+/// Figures read from an index file alone (`ferry dedup stats`).
+#[derive(Debug, Clone, serde::Serialize)]
+struct FileFigures {
+    pub window_ms: u64,
+    pub capacity: u64,
+    pub checkpoint: u64,
+    pub early_boundary_ms: Option<u64>,
+    pub duplicates: u64,
+    /// (bits, hashes, ids) per held generation, oldest first.
+    pub gens: Vec<(u64, u32, u64)>,
+    /// Ids actually in the tables (should equal the sum of the counts).
+    pub ids_in_tables: u64,
+    pub oldest_start_ms: Option<u64>,
+    pub now_ms: u64,
+}
+
+/// Reads the figures of an index opened with [`open_read_only`].
+fn file_figures(db: &Database, path: &Path, now: SystemTime) -> Result<FileFigures, DedupError> {
+    let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
+    let rows = gen_rows(&tx, path)?;
+    let mut ids_in_tables = 0;
+    for (id, row) in &rows {
+        for seg in 0..row.segments {
+            let name = ids_table_name(*id, seg);
+            match tx.open_table(ids_table(&name)) {
+                Ok(t) => ids_in_tables += t.len().map_err(|e| DedupError::index(path, e))?,
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(DedupError::index(path, e)),
+            }
+        }
+    }
+    let early = meta(&tx, path, M_EARLY)?;
+    Ok(FileFigures {
+        window_ms: meta(&tx, path, M_WINDOW)?,
+        capacity: meta(&tx, path, M_CAPACITY)?,
+        checkpoint: meta(&tx, path, M_CHECKPOINT)?,
+        early_boundary_ms: (early != 0).then_some(early),
+        duplicates: meta(&tx, path, M_DUPLICATES)?,
+        gens: rows
+            .iter()
+            .map(|(_, r)| (r.num_bits, r.hashes as u32, r.count))
+            .collect(),
+        ids_in_tables,
+        oldest_start_ms: rows.first().map(|(_, r)| r.start_ms),
+        now_ms: to_ms(now),
+    })
+}

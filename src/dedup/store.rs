@@ -1,0 +1,389 @@
+//! The dedup index file (redb): its tables, loading it at start-up, look-ups
+//! of bloom hits, and the read-only figures `ferry dedup stats` prints.
+//!
+//! Tables: `meta` (checkpoint and counters), `generations` (one row per held
+//! generation), `blooms` (persisted filters) and, per generation, segment
+//! tables `ids_<generation>_<segment>` (key → first-seen time) of about
+//! `DedupOptions::segment_ids` ids each, dropped whole when the generation ages out so
+//! expiry frees pages without touching ids one by one.
+
+use super::error::DedupError;
+use super::generations::{bloom_from_bits, Generation};
+use super::key::Key;
+use redb::{Database, ReadTransaction, ReadableTable, TableDefinition};
+use std::path::Path;
+use std::time::SystemTime;
+
+/// Layout version stored in `meta`; bump on any change of the tables.
+pub(crate) const FORMAT: u64 = 1;
+/// Counters and positions by name (see the `M_*` names).
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Generation id → (start ms, ids, filter bits, filter hashes, ids covered
+/// by the persisted filter, segment tables).
+pub(crate) const GENS: TableDefinition<u64, (u64, u64, u64, u64, u64, u64)> =
+    TableDefinition::new("generations");
+
+/// Generation id → its filter's bits, little-endian u64 words.
+pub(crate) const BLOOMS: TableDefinition<u64, &[u8]> = TableDefinition::new("blooms");
+
+/// `meta` names.
+pub(crate) const M_FORMAT: &str = "format";
+pub(crate) const M_CHECKPOINT: &str = "checkpoint";
+pub(crate) const M_NEXT_GEN: &str = "next_generation";
+/// Start (ms) of the oldest generation kept after an early eviction; 0 = none.
+pub(crate) const M_EARLY: &str = "early_boundary_ms";
+pub(crate) const M_DUPLICATES: &str = "duplicates";
+pub(crate) const M_WINDOW: &str = "window_ms";
+pub(crate) const M_CAPACITY: &str = "capacity";
+
+/// The name of a generation's segment table.
+pub(crate) fn ids_table_name(id: u64, segment: u64) -> String {
+    format!("ids_{id:020}_{segment:06}")
+}
+
+/// A generation's id table: key → first-seen time (ms since the epoch).
+pub(crate) fn ids_table(name: &str) -> TableDefinition<'_, u128, u64> {
+    TableDefinition::new(name)
+}
+
+/// One row of `generations`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GenRow {
+    pub start_ms: u64,
+    pub count: u64,
+    pub num_bits: u64,
+    pub hashes: u64,
+    /// Ids the persisted filter covers; it is usable only if this equals `count`.
+    pub snapshot_count: u64,
+    /// Segment tables (`ids_table_name(id, 0..segments)`).
+    pub segments: u64,
+}
+
+impl GenRow {
+    pub fn from_tuple(t: (u64, u64, u64, u64, u64, u64)) -> GenRow {
+        GenRow {
+            start_ms: t.0,
+            count: t.1,
+            num_bits: t.2,
+            hashes: t.3,
+            snapshot_count: t.4,
+            segments: t.5,
+        }
+    }
+    pub fn to_tuple(self) -> (u64, u64, u64, u64, u64, u64) {
+        (
+            self.start_ms,
+            self.count,
+            self.num_bits,
+            self.hashes,
+            self.snapshot_count,
+            self.segments,
+        )
+    }
+}
+
+/// Filter bits as stored bytes.
+pub(crate) fn bits_to_bytes(bits: &[u64]) -> Vec<u8> {
+    bits.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// Everything read from the file at start-up.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub checkpoint: u64,
+    pub next_gen: u64,
+    pub early_boundary_ms: Option<u64>,
+    pub duplicates: u64,
+    /// Held generations, oldest first, filters ready.
+    pub gens: Vec<Generation>,
+    /// Generations whose filter had to be rebuilt by scanning their ids.
+    pub rebuilt: usize,
+}
+
+/// Opens (or creates) the index read-write; redb recovers it after a crash.
+/// Records the window and capacity in use, for `ferry dedup stats`.
+pub(crate) fn open(
+    path: &Path,
+    cache_bytes: usize,
+    window_ms: u64,
+    capacity: u64,
+) -> Result<Database, DedupError> {
+    let db = Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)
+        .map_err(|e| DedupError::index(path, e))?;
+    let tx = db.begin_write().map_err(|e| DedupError::index(path, e))?;
+    {
+        let mut meta = tx
+            .open_table(META)
+            .map_err(|e| DedupError::index(path, e))?;
+        let format = meta
+            .get(M_FORMAT)
+            .map_err(|e| DedupError::index(path, e))?
+            .map(|v| v.value());
+        match format {
+            None => {
+                meta.insert(M_FORMAT, FORMAT)
+                    .map_err(|e| DedupError::index(path, e))?;
+            }
+            Some(FORMAT) => {}
+            Some(other) => {
+                return Err(DedupError::Corruption {
+                    path: path.to_path_buf(),
+                    reason: format!("unknown index format {other} (this ferry reads {FORMAT})"),
+                })
+            }
+        }
+        meta.insert(M_WINDOW, window_ms)
+            .map_err(|e| DedupError::index(path, e))?;
+        meta.insert(M_CAPACITY, capacity)
+            .map_err(|e| DedupError::index(path, e))?;
+        tx.open_table(GENS)
+            .map_err(|e| DedupError::index(path, e))?;
+        tx.open_table(BLOOMS)
+            .map_err(|e| DedupError::index(path, e))?;
+    }
+    tx.commit().map_err(|e| DedupError::index(path, e))?;
+    let mut db = db;
+    compact_if_sparse(&mut db, path, COMPACT_MIN_BYTES)?;
+    Ok(db)
+}
+
+/// Files smaller than this are never compacted at open.
+const COMPACT_MIN_BYTES: u64 = 256 << 20;
+
+/// Rough B-tree bytes per held id (key, value, page slack), from the
+/// benchmark's file size (docs/benchmarks.md).
+const BYTES_PER_ID: u64 = 110;
+
+/// redb files never shrink by themselves. Expiry frees whole generation
+/// tables whose pages the next generations reuse, so under steady load the
+/// file stays at its high-water mark; after load fell (or capacity was
+/// lowered) that mark can be far above what is held. Compacting then, at
+/// open, before any reader or writer exists, gives the space back. Returns
+/// whether it compacted.
+pub(crate) fn compact_if_sparse(
+    db: &mut Database,
+    path: &Path,
+    min_bytes: u64,
+) -> Result<bool, DedupError> {
+    let file = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if file < min_bytes {
+        return Ok(false);
+    }
+    let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
+    let live: u64 = gen_rows(&tx, path)?
+        .iter()
+        .map(|(_, r)| r.count * BYTES_PER_ID + 2 * r.num_bits / 8)
+        .sum();
+    drop(tx);
+    if file <= 3 * live.max(1 << 20) {
+        return Ok(false);
+    }
+    let started = std::time::Instant::now();
+    db.compact().map_err(|e| DedupError::index(path, e))?;
+    let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    tracing::info!(
+        before = file,
+        after,
+        secs = started.elapsed().as_secs_f64(),
+        "dedup index compacted"
+    );
+    Ok(true)
+}
+
+/// Opens an existing index for reading only: never creates it and refuses
+/// (instead of repairing) one that was not closed cleanly.
+pub(crate) fn open_read_only(path: &Path) -> Result<Database, DedupError> {
+    if !path.is_file() {
+        return Err(DedupError::Corruption {
+            path: path.to_path_buf(),
+            reason: "no such file".into(),
+        });
+    }
+    Database::builder()
+        .set_cache_size(16 << 20)
+        .set_repair_callback(|s| s.abort())
+        .open(path)
+        .map_err(|e| DedupError::index(path, e))
+}
+
+/// Reads a `meta` value (0 when absent).
+pub(crate) fn meta(tx: &ReadTransaction, path: &Path, name: &str) -> Result<u64, DedupError> {
+    let t = tx
+        .open_table(META)
+        .map_err(|e| DedupError::index(path, e))?;
+    let v = t.get(name).map_err(|e| DedupError::index(path, e))?;
+    Ok(v.map(|v| v.value()).unwrap_or(0))
+}
+
+/// The rows of `generations`, oldest first.
+pub(crate) fn gen_rows(
+    tx: &ReadTransaction,
+    path: &Path,
+) -> Result<Vec<(u64, GenRow)>, DedupError> {
+    let t = tx
+        .open_table(GENS)
+        .map_err(|e| DedupError::index(path, e))?;
+    let mut rows = Vec::new();
+    for r in t.iter().map_err(|e| DedupError::index(path, e))? {
+        let (k, v) = r.map_err(|e| DedupError::index(path, e))?;
+        rows.push((k.value(), GenRow::from_tuple(v.value())));
+    }
+    Ok(rows)
+}
+
+/// Loads positions, counters and every held generation's filter: the
+/// persisted one when it covers all the generation's ids, else rebuilt by a
+/// scan of its id table (after a crash: at most the active generation).
+pub(crate) fn load(db: &Database, path: &Path) -> Result<Loaded, DedupError> {
+    let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
+    let early = meta(&tx, path, M_EARLY)?;
+    let mut loaded = Loaded {
+        checkpoint: meta(&tx, path, M_CHECKPOINT)?,
+        next_gen: meta(&tx, path, M_NEXT_GEN)?,
+        early_boundary_ms: (early != 0).then_some(early),
+        duplicates: meta(&tx, path, M_DUPLICATES)?,
+        gens: Vec::new(),
+        rebuilt: 0,
+    };
+    let blooms = tx
+        .open_table(BLOOMS)
+        .map_err(|e| DedupError::index(path, e))?;
+    for (id, row) in gen_rows(&tx, path)? {
+        let words = row.num_bits.div_ceil(64) as usize;
+        let corrupt = |reason: String| DedupError::Corruption {
+            path: path.to_path_buf(),
+            reason: format!("generation {id}: {reason}"),
+        };
+        if words == 0 || row.hashes == 0 || row.hashes > 64 {
+            return Err(corrupt(format!("bad filter shape {row:?}")));
+        }
+        let snapshot = if row.snapshot_count == row.count {
+            blooms.get(id).map_err(|e| DedupError::index(path, e))?
+        } else {
+            None
+        };
+        let bloom = match snapshot {
+            Some(bytes) => {
+                let bytes = bytes.value();
+                if bytes.len() != words * 8 {
+                    return Err(corrupt(format!(
+                        "filter of {} bytes, expected {}",
+                        bytes.len(),
+                        words * 8
+                    )));
+                }
+                let bits = bytes
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                bloom_from_bits(bits, row.hashes as u32)
+            }
+            None => {
+                loaded.rebuilt += 1;
+                let mut bloom = bloom_from_bits(vec![0; words], row.hashes as u32);
+                for seg in 0..row.segments {
+                    let name = ids_table_name(id, seg);
+                    match tx.open_table(ids_table(&name)) {
+                        Ok(t) => {
+                            for r in t.iter().map_err(|e| DedupError::index(path, e))? {
+                                let (k, _) = r.map_err(|e| DedupError::index(path, e))?;
+                                bloom.insert_hash(Key::from_u128(k.value()).bloom_hash());
+                            }
+                        }
+                        Err(redb::TableError::TableDoesNotExist(_)) => {}
+                        Err(e) => return Err(DedupError::index(path, e)),
+                    }
+                }
+                bloom
+            }
+        };
+        loaded.gens.push(Generation {
+            id,
+            start_ms: row.start_ms,
+            count: row.count,
+            bloom,
+        });
+    }
+    Ok(loaded)
+}
+
+/// Confirms bloom hits: for each (key, generations whose filter hit), the
+/// first-seen time if the key is in one of those generations' tables.
+pub(crate) fn lookup(
+    db: &Database,
+    path: &Path,
+    queries: &[(Key, Vec<u64>)],
+) -> Result<Vec<Option<SystemTime>>, DedupError> {
+    let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
+    let rows = tx
+        .open_table(GENS)
+        .map_err(|e| DedupError::index(path, e))?;
+    let mut out = Vec::with_capacity(queries.len());
+    for (key, gens) in queries {
+        let mut found = None;
+        'gens: for &id in gens {
+            // Not written yet (created in memory): its ids are still pending.
+            let Some(row) = rows.get(id).map_err(|e| DedupError::index(path, e))? else {
+                continue;
+            };
+            // Newest first: a retry usually repeats a recent id.
+            for seg in (0..GenRow::from_tuple(row.value()).segments).rev() {
+                let name = ids_table_name(id, seg);
+                let t = match tx.open_table(ids_table(&name)) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => continue,
+                    Err(e) => return Err(DedupError::index(path, e)),
+                };
+                if let Some(v) = t
+                    .get(key.as_u128())
+                    .map_err(|e| DedupError::index(path, e))?
+                {
+                    found = Some(super::clock::from_ms(v.value()));
+                    break 'gens;
+                }
+            }
+        }
+        out.push(found);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sparse_file_is_compacted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.redb");
+        let mut db = open(&path, 1 << 20, 1, 1).unwrap();
+        let name = ids_table_name(0, 0);
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(ids_table(&name)).unwrap();
+            for i in 0..200_000u128 {
+                t.insert(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835), 1)
+                    .unwrap();
+            }
+        }
+        tx.open_table(GENS)
+            .unwrap()
+            .insert(0, (0, 200_000, 64, 1, 0, 1))
+            .unwrap();
+        tx.commit().unwrap();
+        // Dense: nothing to do.
+        assert!(!compact_if_sparse(&mut db, &path, 0).unwrap());
+        let tx = db.begin_write().unwrap();
+        tx.delete_table(ids_table(&name)).unwrap();
+        tx.open_table(GENS).unwrap().remove(0).unwrap();
+        tx.commit().unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        // Below the size threshold: left alone.
+        assert!(!compact_if_sparse(&mut db, &path, before + 1).unwrap());
+        assert!(compact_if_sparse(&mut db, &path, 0).unwrap());
+        let after = std::fs::metadata(&path).unwrap().len();
+        assert!(after < before / 2, "{before} -> {after}");
+    }
+}

@@ -1,0 +1,356 @@
+//! The index writer: one thread owns redb's single write transaction and
+//! folds every commit queued meanwhile into it, so the index costs one redb
+//! transaction per group of commits, never one per event.
+//!
+//! Durability: most transactions commit with `Durability::None` (no fsync).
+//! That is safe because the WAL already holds every id durably and the
+//! checkpoint is stored *in the same transaction* as the ids it covers: a
+//! crash rolls redb back to its last durable transaction, whose checkpoint is
+//! old enough that re-indexing the WAL tail from it restores everything lost.
+//! A durable (`Immediate`) commit happens every `sync_interval`, on flush and
+//! on close; it bounds the WAL tail to re-index and lets redb reuse pages.
+
+use super::checkpoint::Progress;
+use super::error::DedupError;
+use super::generations::Change;
+use super::key::Key;
+use super::state::Shared;
+use super::store::{self, GenRow};
+use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most operations folded into one transaction.
+const MAX_OPS: usize = 4096;
+
+/// Work for the writer, applied in the order sent.
+pub(crate) enum Op {
+    /// A generation started, was sealed or dropped.
+    Change(Change),
+    /// Ids made durable by the WAL: (generation, key, first-seen ms), and the
+    /// WAL offsets their append covered.
+    Insert {
+        entries: Vec<(u64, Key, u64)>,
+        offsets: Range<u64>,
+    },
+    /// WAL offsets that carry no id (or hold only already-indexed ids).
+    Skip(Range<u64>),
+    /// Write what is queued (durably if `durable`) and answer.
+    Flush {
+        reply: SyncSender<Result<(), DedupError>>,
+        durable: bool,
+    },
+    /// Tests: write what is queued, then wait until released or halted.
+    Hold,
+    /// Last operation: persist stale filters, commit durably, stop.
+    Close,
+    /// Tests: stop at once without writing what is queued (a crash).
+    Crash,
+}
+
+impl Op {
+    /// Someone waits for this to be processed: write without lingering.
+    fn urgent(&self) -> bool {
+        matches!(self, Op::Flush { .. } | Op::Hold | Op::Close | Op::Crash)
+    }
+}
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    /// The index.
+    pub db: Arc<Database>,
+    /// Its path, for errors.
+    pub path: PathBuf,
+    /// State shared with the handles.
+    pub shared: Arc<Shared>,
+    /// Incoming work.
+    pub rx: Receiver<Op>,
+    /// Contiguous-offset tracking behind the checkpoint.
+    pub progress: Progress,
+    /// Longest time between durable commits while there is unsynced work.
+    pub sync_interval: Duration,
+    /// How long a batch gathers commits before it is written.
+    pub linger: Duration,
+    /// Ids per segment table before a new one starts.
+    pub segment_ids: u64,
+}
+
+impl Writer {
+    /// The thread body: batch, write, repeat until closed.
+    pub fn run(mut self) {
+        let mut last_durable = Instant::now();
+        let mut dirty = false;
+        loop {
+            let wait = if dirty {
+                self.sync_interval.saturating_sub(last_durable.elapsed())
+            } else {
+                Duration::from_secs(3600)
+            };
+            let mut batch = Vec::new();
+            match self.rx.recv_timeout(wait) {
+                Ok(op) => batch.push(op),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => batch.push(Op::Close),
+            }
+            // Gather for `linger` unless something waits for the write: few
+            // large transactions copy far fewer B-tree pages than many small.
+            let deadline = Instant::now() + self.linger;
+            while !batch.is_empty()
+                && batch.len() < MAX_OPS
+                && !batch.last().is_some_and(Op::urgent)
+            {
+                match self
+                    .rx
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                {
+                    Ok(op) => batch.push(op),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => batch.push(Op::Close),
+                }
+            }
+            let shared = self.shared.clone();
+            let halted = || shared.halted.load(Ordering::Acquire);
+            if halted() || batch.iter().any(|op| matches!(op, Op::Crash)) {
+                return;
+            }
+            let hold = matches!(batch.last(), Some(Op::Hold));
+            let close = batch.iter().any(|op| matches!(op, Op::Close));
+            let mut replies = Vec::new();
+            let mut forced = close;
+            for op in &batch {
+                if let Op::Flush { reply, durable } = op {
+                    replies.push(reply.clone());
+                    forced |= *durable;
+                }
+            }
+            let durable = forced || (dirty && last_durable.elapsed() >= self.sync_interval);
+            let result = match self.shared.failure.get() {
+                Some(f) => Err(DedupError::Failed(f.clone())),
+                None if batch.is_empty() && !durable => Ok(()),
+                None => self.write(batch, durable, close),
+            };
+            match &result {
+                Ok(()) if durable => {
+                    last_durable = Instant::now();
+                    dirty = false;
+                    self.shared
+                        .durable_checkpoint
+                        .store(self.progress.checkpoint(), Ordering::Release);
+                }
+                Ok(()) => dirty = true,
+                Err(e) => {
+                    tracing::error!(error = %e, "dedup index write failed; dedup stops until restart");
+                    let _ = self.shared.failure.set(e.to_string());
+                    self.shared.drained.notify_waiters();
+                }
+            }
+            for r in replies {
+                let _ = r.send(match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(DedupError::Failed(e.to_string())),
+                });
+            }
+            if close {
+                return;
+            }
+            if hold {
+                let mut held = shared.lock_hold();
+                while *held && !halted() {
+                    held = shared.hold_cv.wait(held).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+    }
+
+    /// Applies a batch in one write transaction, then retires the written
+    /// ids from the pending set.
+    fn write(&mut self, batch: Vec<Op>, durable: bool, close: bool) -> Result<(), DedupError> {
+        let p = self.path.clone();
+        let e = |err: redb::Error| DedupError::index(&p, err);
+        let mut tx = self.db.begin_write().map_err(|x| e(x.into()))?;
+        tx.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        });
+        // Saves redb's allocator state so recovery after a crash is quick
+        // instead of a walk over the whole file.
+        tx.set_quick_repair(durable);
+        let mut written: Vec<(Key, u64)> = Vec::new();
+        {
+            let mut gens = tx.open_table(store::GENS).map_err(|x| e(x.into()))?;
+            let mut blooms = tx.open_table(store::BLOOMS).map_err(|x| e(x.into()))?;
+            let mut meta = tx.open_table(store::META).map_err(|x| e(x.into()))?;
+            let mut rows: HashMap<u64, GenRow> = HashMap::new();
+            for r in gens.iter().map_err(|x| e(x.into()))? {
+                let (k, v) = r.map_err(|x| e(x.into()))?;
+                rows.insert(k.value(), GenRow::from_tuple(v.value()));
+            }
+            let mut tables = HashMap::new();
+            let mut staged: Vec<(u64, Key, u64)> = Vec::new();
+            for op in batch {
+                if matches!(op, Op::Change(_)) {
+                    insert_sorted(
+                        &tx,
+                        &mut tables,
+                        &mut rows,
+                        &mut staged,
+                        &mut written,
+                        self.segment_ids,
+                        &e,
+                    )?;
+                }
+                match op {
+                    Op::Change(Change::Created {
+                        id,
+                        start_ms,
+                        num_bits,
+                        hashes,
+                    }) => {
+                        let row = GenRow {
+                            start_ms,
+                            count: 0,
+                            num_bits,
+                            hashes: u64::from(hashes),
+                            snapshot_count: u64::MAX,
+                            segments: 0,
+                        };
+                        rows.insert(id, row);
+                        let next = meta
+                            .get(store::M_NEXT_GEN)
+                            .map_err(|x| e(x.into()))?
+                            .map(|v| v.value())
+                            .unwrap_or(0);
+                        meta.insert(store::M_NEXT_GEN, next.max(id + 1))
+                            .map_err(|x| e(x.into()))?;
+                    }
+                    Op::Change(Change::Sealed { id, bits }) => {
+                        if let Some(row) = rows.get_mut(&id) {
+                            blooms
+                                .insert(id, store::bits_to_bytes(&bits).as_slice())
+                                .map_err(|x| e(x.into()))?;
+                            row.snapshot_count = row.count;
+                        }
+                    }
+                    Op::Change(Change::Dropped {
+                        id,
+                        early_boundary_ms,
+                    }) => {
+                        tables.retain(|&(g, _), _| g != id);
+                        let segments = rows.remove(&id).map_or(0, |r| r.segments);
+                        gens.remove(id).map_err(|x| e(x.into()))?;
+                        blooms.remove(id).map_err(|x| e(x.into()))?;
+                        for seg in 0..segments {
+                            let name = store::ids_table_name(id, seg);
+                            tx.delete_table(store::ids_table(&name))
+                                .map_err(|x| e(x.into()))?;
+                        }
+                        meta.insert(store::M_EARLY, early_boundary_ms.unwrap_or(0))
+                            .map_err(|x| e(x.into()))?;
+                    }
+                    Op::Insert { entries, offsets } => {
+                        staged.extend(entries);
+                        self.progress.complete(offsets);
+                    }
+                    Op::Skip(r) => self.progress.complete(r),
+                    Op::Flush { .. } | Op::Hold | Op::Close | Op::Crash => {}
+                }
+            }
+            insert_sorted(
+                &tx,
+                &mut tables,
+                &mut rows,
+                &mut staged,
+                &mut written,
+                self.segment_ids,
+                &e,
+            )?;
+            drop(tables);
+            if close {
+                // Persist every filter that does not cover its generation yet
+                // (the active one), so a clean restart rebuilds nothing.
+                let state = self.shared.lock();
+                for (id, row) in rows.iter_mut() {
+                    if row.snapshot_count != row.count {
+                        if let Some(g) = state.gens.get(*id) {
+                            blooms
+                                .insert(*id, store::bits_to_bytes(g.bloom.as_slice()).as_slice())
+                                .map_err(|x| e(x.into()))?;
+                            row.snapshot_count = row.count;
+                        }
+                    }
+                }
+            }
+            for (id, row) in &rows {
+                gens.insert(*id, row.to_tuple()).map_err(|x| e(x.into()))?;
+            }
+            meta.insert(store::M_CHECKPOINT, self.progress.checkpoint())
+                .map_err(|x| e(x.into()))?;
+            let dups = self.shared.duplicates.load(Ordering::Relaxed);
+            meta.insert(store::M_DUPLICATES, dups)
+                .map_err(|x| e(x.into()))?;
+        }
+        tx.commit().map_err(|x| e(x.into()))?;
+        let mut state = self.shared.lock();
+        for (key, t) in written {
+            if state.pending.get(&key) == Some(&t) {
+                state.pending.remove(&key);
+            }
+        }
+        drop(state);
+        self.shared.drained.notify_waiters();
+        Ok(())
+    }
+}
+
+/// Inserts staged ids, sorted by generation and key: random keys inserted
+/// in order touch each B-tree page once per batch instead of once per id.
+/// A generation's ids of one call go to its newest segment, or to a new one
+/// once that holds `segment_ids`.
+fn insert_sorted<'t>(
+    tx: &'t WriteTransaction,
+    tables: &mut HashMap<(u64, u64), Table<'t, u128, u64>>,
+    rows: &mut HashMap<u64, GenRow>,
+    staged: &mut Vec<(u64, Key, u64)>,
+    written: &mut Vec<(Key, u64)>,
+    segment_ids: u64,
+    e: &impl Fn(redb::Error) -> DedupError,
+) -> Result<(), DedupError> {
+    staged.sort_unstable_by_key(|&(gen, key, _)| (gen, key));
+    let mut current: Option<(u64, u64)> = None;
+    for (gen, key, t) in staged.drain(..) {
+        written.push((key, t));
+        let Some(row) = rows.get_mut(&gen) else {
+            continue; // aged out before it was written
+        };
+        if current.is_none_or(|(g, _)| g != gen) {
+            if row.segments == 0 || row.count >= row.segments * segment_ids {
+                row.segments += 1;
+            }
+            current = Some((gen, row.segments - 1));
+        }
+        let table = match tables.entry(current.unwrap()) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                let (gen, seg) = current.unwrap();
+                let name = store::ids_table_name(gen, seg);
+                let t = tx.open_table(store::ids_table(&name));
+                v.insert(t.map_err(|x| e(x.into()))?)
+            }
+        };
+        if table
+            .insert(key.as_u128(), t)
+            .map_err(|x| e(x.into()))?
+            .is_none()
+        {
+            row.count += 1;
+        }
+    }
+    Ok(())
+}
