@@ -36,6 +36,8 @@ pub struct Config {
     pub cors: Cors,
     /// Disk budget of the write-ahead log. Default: see [`LogConfig`].
     pub log: LogConfig,
+    /// Duplicate suppression by (source, messageId). Default: see [`DedupConfig`].
+    pub dedup: DedupConfig,
     /// Bearer token of the admin API (`/admin/…`); without it the admin API
     /// is off. Default: none.
     pub admin_token: Option<String>,
@@ -87,6 +89,50 @@ pub struct Cors {
     pub max_age_secs: u64,
 }
 
+/// Deduplication of events by (source, messageId) before they are stored.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupConfig {
+    /// Whether duplicates are dropped. Default: true.
+    pub enabled: bool,
+    /// How long an id is remembered. Default: "24h".
+    #[serde(
+        deserialize_with = "crate::delivery::config::duration",
+        serialize_with = "crate::delivery::config::serialize_duration"
+    )]
+    pub window: std::time::Duration,
+    /// Distinct ids held within the window; beyond it the oldest age out
+    /// early (reported as the effective window). Default: 10000000.
+    pub capacity: u64,
+    /// Bloom filter false-positive target (a hit costs one index read).
+    /// Default: 0.01.
+    pub false_positive_rate: f64,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        let d = crate::dedup::DedupOptions::default();
+        DedupConfig {
+            enabled: true,
+            window: d.window,
+            capacity: d.capacity,
+            false_positive_rate: d.false_positive_rate,
+        }
+    }
+}
+
+impl DedupConfig {
+    /// The index options these settings give.
+    pub fn options(&self) -> crate::dedup::DedupOptions {
+        crate::dedup::DedupOptions {
+            window: self.window,
+            capacity: self.capacity,
+            false_positive_rate: self.false_positive_rate,
+            ..crate::dedup::DedupOptions::default()
+        }
+    }
+}
+
 /// Limits of the write-ahead log; past them ingestion answers 503 with
 /// `Retry-After` until space is freed.
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
@@ -126,6 +172,7 @@ impl Default for Config {
             log: LogConfig::default(),
             destinations: Vec::new(),
             admin_token: None,
+            dedup: DedupConfig::default(),
         }
     }
 }
@@ -299,6 +346,18 @@ impl Config {
         }
         if self.log.segment_bytes == Some(0) {
             return invalid("log.segment_bytes".to_owned(), "must be greater than 0");
+        }
+        if self.dedup.window.is_zero() {
+            return invalid("dedup.window".to_owned(), "must be greater than 0");
+        }
+        if self.dedup.capacity == 0 {
+            return invalid("dedup.capacity".to_owned(), "must be greater than 0");
+        }
+        if !(self.dedup.false_positive_rate > 0.0 && self.dedup.false_positive_rate < 0.5) {
+            return invalid(
+                "dedup.false_positive_rate".to_owned(),
+                "must be between 0 and 0.5",
+            );
         }
         if self
             .admin_token

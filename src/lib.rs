@@ -24,6 +24,7 @@
 //!   - `ingest/body.rs` — size caps on the wire and while inflating gzip
 //!   - `ingest/event.rs` — validation and normalisation of one event
 //!   - `ingest/timestamp.rs` — RFC 3339 parsing/formatting, skew correction
+//!   - `ingest/reindex.rs` — start-up dedup re-index from the log tail
 //!   - `ingest/pixel.rs` — tracking pixels (query string → event, 1×1 GIF)
 //!   - `ingest/cors.rs` — CORS for browser SDKs
 //!   - `ingest/health.rs` — `/health` and `/ready`

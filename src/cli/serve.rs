@@ -9,6 +9,8 @@ use anyhow::{Context, Result};
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::dedup::{Dedup, SystemClock};
+use crate::delivery::RetentionFloor;
 use crate::delivery::{make_sink, Delivery};
 use crate::ingest::{self, AppState};
 use crate::log::{CommitObserver, Log, LogOptions};
@@ -56,6 +58,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let log = Log::open(&log_dir, log_options(&config, &metrics))
         .with_context(|| format!("cannot open the log in {}", log_dir.display()))?;
     let store = Arc::new(StateStore::open(&config.data_dir.join("state.redb"))?);
+    let dedup = open_dedup(&config, &log)?;
+    // Retention keeps what the dedup index would re-index after a crash.
+    let floor: Option<RetentionFloor> = dedup
+        .clone()
+        .map(|d| Arc::new(move || d.checkpoint()) as RetentionFloor);
     if config.destinations.is_empty() {
         tracing::warn!("no destinations configured: events are stored but not delivered");
     }
@@ -78,9 +85,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
         for (d, _) in &destinations {
             tracing::info!(destination = %d.name, kind = ?d.kind, "delivering to {}", d.name);
         }
-        let delivery =
-            Delivery::start_with(log.clone(), store.clone(), destinations, metrics.clone())?;
-        let state = AppState::with_metrics(&config, log.clone(), metrics);
+        let delivery = Delivery::start_with(
+            log.clone(),
+            store.clone(),
+            destinations,
+            metrics.clone(),
+            floor,
+        )?;
+        let state = AppState::build(&config, log.clone(), metrics, dedup);
         let mut app = ingest::router(state);
         if let Some(token) = &config.admin_token {
             let admin = AdminState::new(token.clone(), delivery.destinations.clone(), store, log);
@@ -112,6 +124,20 @@ pub fn run(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// Opens the dedup index (when enabled) and re-indexes the log tail past
+/// its checkpoint before any request is taken.
+fn open_dedup(config: &Config, log: &Log) -> Result<Option<Dedup>> {
+    if !config.dedup.enabled {
+        tracing::info!("dedup is disabled: every event is stored, duplicates included");
+        return Ok(None);
+    }
+    let path = config.data_dir.join(crate::dedup::INDEX_FILE);
+    let dedup = Dedup::open(&path, config.dedup.options(), Arc::new(SystemClock))
+        .with_context(|| format!("cannot open the dedup index {}", path.display()))?;
+    ingest::reindex_from_log(log, &dedup)?;
+    Ok(Some(dedup))
+}
+
 /// Creates the data directory if needed, and refuses one that holds other
 /// things than ferry's (a typo in `--data-dir` must not scatter files into,
 /// say, a home directory).
@@ -123,6 +149,7 @@ fn prepare_data_dir(dir: &std::path::Path) -> Result<()> {
         let ours = [
             "log",
             "state.redb",
+            crate::dedup::INDEX_FILE,
             crate::config::DEV_WRITE_KEY_FILE,
             "events.jsonl",
             SERVER_FILE,

@@ -34,10 +34,16 @@ use tokio_util::task::TaskTracker;
 /// How often retention looks at the cursors.
 pub const RETENTION_EVERY: Duration = Duration::from_secs(5);
 
+/// A lower bound retention must respect besides the cursors: the dedup
+/// index's checkpoint (it re-indexes from there after a crash).
+pub type RetentionFloor = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// The committed cursor of every running destination (retention reads it).
 #[derive(Default)]
 pub struct CursorBoard {
     cursors: Mutex<HashMap<String, u64>>,
+    /// Another holder of log segments, if any.
+    floor: Option<RetentionFloor>,
 }
 
 impl CursorBoard {
@@ -52,15 +58,16 @@ impl CursorBoard {
     pub fn get(&self, dest: &str) -> Option<u64> {
         self.lock().get(dest).copied()
     }
-    /// The lowest committed cursor over `dests`, if every one has committed.
+    /// The lowest committed cursor over `dests` (and the floor), if every
+    /// one has committed.
     pub fn min_over(&self, dests: &[String]) -> Option<u64> {
         let map = self.lock();
-        dests
+        let cursors = dests
             .iter()
             .map(|d| map.get(d).copied())
-            .collect::<Option<Vec<u64>>>()?
-            .into_iter()
-            .min()
+            .collect::<Option<Vec<u64>>>()?;
+        let floor = self.floor.as_ref().map(|f| f());
+        cursors.into_iter().chain(floor).min()
     }
 }
 
@@ -90,11 +97,12 @@ impl Delivery {
         store: Arc<StateStore>,
         dests: Vec<(DestinationConfig, Arc<dyn Sink>)>,
     ) -> Result<Delivery, crate::store::StoreError> {
-        Self::start_with(log, store, dests, Arc::new(Metrics::new()))
+        Self::start_with(log, store, dests, Arc::new(Metrics::new()), None)
     }
 
     /// Starts delivery of `log` to `dests` with the given sinks (one per
-    /// destination, same order), reporting into `metrics`. Cursors of
+    /// destination, same order), reporting into `metrics`; retention also
+    /// keeps everything at or above `floor` when given. Cursors of
     /// destinations no longer configured stop holding segments back (logged
     /// once here).
     pub fn start_with(
@@ -102,8 +110,12 @@ impl Delivery {
         store: Arc<StateStore>,
         dests: Vec<(DestinationConfig, Arc<dyn Sink>)>,
         metrics: Arc<Metrics>,
+        floor: Option<RetentionFloor>,
     ) -> Result<Delivery, crate::store::StoreError> {
-        let board = Arc::new(CursorBoard::default());
+        let board = Arc::new(CursorBoard {
+            floor,
+            ..CursorBoard::default()
+        });
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let names: Vec<String> = dests.iter().map(|(c, _)| c.name.clone()).collect();

@@ -14,7 +14,8 @@ use time::OffsetDateTime;
 use super::error::IngestError;
 use super::event::{self, Envelope, EventType};
 use super::{body, timestamp, AppState};
-use crate::metrics::EventLabels;
+use crate::dedup::{Key, Verdict};
+use crate::metrics::{EventLabels, SourceLabels};
 
 /// How the events of a request are laid out in its body.
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +113,7 @@ pub(crate) async fn store(
     let max_event = state.limits().max_event_bytes;
     let mut records = Vec::with_capacity(items.len());
     let mut types = Vec::with_capacity(items.len());
+    let mut ids = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
         let size = compact_size(&item);
         if size > max_event {
@@ -124,6 +126,12 @@ pub(crate) async fn store(
         let normalised = event::normalise(item, forced, envelope, source)
             .map_err(|reason| IngestError::InvalidEvent { index, reason })?;
         types.push(normalised["type"].as_str().unwrap_or_default().to_owned());
+        ids.push(
+            normalised["messageId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
         records.push(
             serde_json::to_vec(&normalised).map_err(|e| IngestError::InvalidEvent {
                 index,
@@ -133,8 +141,48 @@ pub(crate) async fn store(
     }
     let count = records.len();
     let retry_after = state.limits().retry_after_secs;
+    // Dedup: drop events whose (source, messageId) is already durable; a
+    // copy still being appended by another request is waited for. The ticket
+    // holds the new ids until the append's outcome is known.
+    let ticket = match state.dedup() {
+        None => None,
+        Some(dedup) => {
+            let keys: Vec<Key> = ids.iter().map(|id| Key::new(source, id)).collect();
+            let ticket = dedup
+                .begin(&keys)
+                .await
+                .map_err(|e| IngestError::StorageUnavailable {
+                    reason: e.to_string(),
+                    retry_after,
+                })?;
+            let mut verdicts = ticket.verdicts().iter();
+            let before = records.len();
+            records.retain(|_| verdicts.next() == Some(&Verdict::New));
+            let mut verdicts = ticket.verdicts().iter();
+            types.retain(|_| verdicts.next() == Some(&Verdict::New));
+            let duplicates = (before - records.len()) as u64;
+            if duplicates > 0 {
+                let labels = SourceLabels {
+                    source: source.to_string(),
+                };
+                state
+                    .metrics()
+                    .duplicates
+                    .get_or_create(&labels)
+                    .inc_by(duplicates);
+            }
+            Some(ticket)
+        }
+    };
+    if records.is_empty() {
+        // Every event was a duplicate: answered exactly like a success.
+        return Ok(count);
+    }
     match state.log().append(records).await {
-        Ok(_) => {
+        Ok(offsets) => {
+            if let Some(ticket) = ticket {
+                ticket.commit(offsets);
+            }
             state.set_full(false);
             for kind in types {
                 let labels = EventLabels {
@@ -146,6 +194,8 @@ pub(crate) async fn store(
             Ok(count)
         }
         Err(e) => {
+            // Dropping the ticket releases the ids: a retry stores them.
+            drop(ticket);
             let err = IngestError::from_log(e, retry_after);
             if matches!(err, IngestError::StorageFull { .. }) {
                 state.set_full(true);

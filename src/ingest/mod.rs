@@ -10,6 +10,7 @@ mod event;
 mod handler;
 mod health;
 mod pixel;
+mod reindex;
 mod timestamp;
 
 use std::future::Future;
@@ -29,8 +30,10 @@ use tokio::sync::Semaphore;
 
 pub use error::IngestError;
 pub use event::{EventType, FERRY_FIELD, MAX_MESSAGE_ID_CHARS};
+pub use reindex::{reindex_from_log, stored_key, ReindexError};
 
 use crate::config::{Config, Limits};
+use crate::dedup::Dedup;
 use crate::log::Log;
 use crate::metrics::{Metrics, RequestLabels};
 use handler::Shape;
@@ -58,6 +61,8 @@ struct Shared {
     cors: crate::config::Cors,
     /// Where request and event counts go (shared with delivery).
     metrics: Arc<Metrics>,
+    /// Duplicate suppression by (source, messageId); `None` when disabled.
+    dedup: Option<Dedup>,
 }
 
 impl AppState {
@@ -67,8 +72,19 @@ impl AppState {
         Self::with_metrics(config, log, Arc::new(Metrics::new()))
     }
 
-    /// Like [`AppState::new`], reporting into `metrics`.
+    /// Like [`AppState::new`], reporting into `metrics`, without dedup.
     pub fn with_metrics(config: &Config, log: Log, metrics: Arc<Metrics>) -> AppState {
+        Self::build(config, log, metrics, None)
+    }
+
+    /// The full constructor: metrics shared with delivery, and the dedup
+    /// index every request is checked against (after its re-index).
+    pub fn build(
+        config: &Config,
+        log: Log,
+        metrics: Arc<Metrics>,
+        dedup: Option<Dedup>,
+    ) -> AppState {
         AppState {
             inner: Arc::new(Shared {
                 log,
@@ -78,12 +94,17 @@ impl AppState {
                 full: AtomicBool::new(false),
                 cors: config.cors.clone(),
                 metrics,
+                dedup,
             }),
         }
     }
 
     fn log(&self) -> &Log {
         &self.inner.log
+    }
+
+    fn dedup(&self) -> Option<&Dedup> {
+        self.inner.dedup.as_ref()
     }
 
     /// The metrics this server reports into.

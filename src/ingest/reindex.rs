@@ -1,0 +1,86 @@
+//! Start-up re-index of the dedup index from the log: the ids of events
+//! stored past the index's checkpoint (a crash can fall between a WAL fsync
+//! and the index write) go back in before the server takes requests. This
+//! file knows how ingestion stores events; the dedup index does not.
+
+use crate::dedup::{Dedup, DedupError, Key};
+use crate::log::{Log, LogError};
+use serde::Deserialize;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Why the re-index failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReindexError {
+    /// Reading the log failed.
+    #[error("re-indexing dedup from the log: {0}")]
+    Log(#[from] LogError),
+    /// The index failed.
+    #[error("re-indexing dedup from the log: {0}")]
+    Dedup(#[from] DedupError),
+}
+
+/// The fields of a stored event that make its dedup key.
+#[derive(Deserialize)]
+struct Stored<'a> {
+    #[serde(rename = "_ferry")]
+    ferry: Option<Tag<'a>>,
+    #[serde(rename = "messageId", borrow)]
+    message_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "receivedAt", borrow)]
+    received_at: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Tag<'a> {
+    #[serde(borrow)]
+    source: std::borrow::Cow<'a, str>,
+}
+
+/// The dedup key and receipt time of a stored event, if it has them.
+pub fn stored_key(payload: &[u8]) -> Option<(Key, SystemTime)> {
+    let s: Stored = serde_json::from_slice(payload).ok()?;
+    let key = Key::new(&s.ferry?.source, &s.message_id?);
+    let at = time::OffsetDateTime::parse(
+        &s.received_at?,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok()?;
+    let ms = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()?;
+    Some((key, UNIX_EPOCH + Duration::from_millis(ms)))
+}
+
+/// Re-indexes every event from the index's checkpoint to the log's durable
+/// end. Offsets no longer in the log (deleted by retention) are reported as
+/// done. Blocking; returns the number of ids added.
+pub fn reindex_from_log(log: &Log, dedup: &Dedup) -> Result<u64, ReindexError> {
+    let checkpoint = dedup.checkpoint();
+    let start = log.start_offset().max(checkpoint);
+    if checkpoint < start {
+        dedup.skip(checkpoint..start);
+    }
+    let end = log.durable_end();
+    if start >= end {
+        return Ok(0);
+    }
+    let mut reader = log.reader(start)?;
+    let mut failure = None;
+    let records = std::iter::from_fn(|| match reader.next_below(end) {
+        Ok(Some(r)) => Some((r.offset, stored_key(&r.payload))),
+        Ok(None) => None,
+        Err(e) => {
+            failure = Some(e);
+            None
+        }
+    });
+    let added = dedup.reindex(records)?;
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    tracing::info!(
+        from = start,
+        to = end,
+        added,
+        "dedup: re-indexed the log tail past the checkpoint"
+    );
+    Ok(added)
+}

@@ -1,0 +1,227 @@
+//! Dedup through the real server: each (source, messageId) is stored once
+//! within the window — across requests, inside one batch, under concurrent
+//! requests, across a restart and across kill -9 (the index is completed
+//! from the log tail on start-up) — and an event whose request failed is
+//! stored when retried.
+
+mod common;
+
+use common::{config, read_events, spawn_server, APP_KEY, WEB_KEY};
+use ferry::config::Config;
+use ferry::dedup::{Dedup, DedupOptions, SystemClock};
+use ferry::ingest::{self, AppState};
+use ferry::log::{Log, LogOptions, LogView};
+use ferry::metrics::Metrics;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+fn ev(id: &str) -> Value {
+    json!({"type": "track", "event": "E", "userId": "u1", "messageId": id})
+}
+
+/// messageId → how many times it is stored in the data directory's log.
+fn stored(data: &std::path::Path) -> HashMap<(String, String), usize> {
+    let view = LogView::open(&data.join("log")).unwrap();
+    let mut r = view.reader(view.start_offset()).unwrap();
+    let mut out = HashMap::new();
+    while let Some(rec) = r.next().unwrap() {
+        let v: Value = serde_json::from_slice(&rec.payload).unwrap();
+        let key = (
+            v["_ferry"]["source"].as_str().unwrap().to_string(),
+            v["messageId"].as_str().unwrap().to_string(),
+        );
+        *out.entry(key).or_default() += 1;
+    }
+    out
+}
+
+fn write_config(dir: &std::path::Path) -> String {
+    let path = dir.join("ferry.toml");
+    std::fs::write(&path, format!("[[sources]]\nname = \"web\"\nwrite_key = \"{WEB_KEY}\"\n[[sources]]\nname = \"app\"\nwrite_key = \"{APP_KEY}\"\n")).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+async fn post(http: &reqwest::Client, url: &str, key: &str, batch: Vec<Value>) -> u16 {
+    let r = http
+        .post(url)
+        .basic_auth(key, Some(""))
+        .json(&json!({ "batch": batch }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    if status == 200 {
+        assert_eq!(
+            body["success"], true,
+            "a duplicate is answered exactly like a success"
+        );
+    }
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_id_is_stored_once_across_requests_batches_concurrency_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let args = [
+        "--config",
+        cfg.as_str(),
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        "data",
+    ];
+    let http = reqwest::Client::new();
+    let server = spawn_server(dir.path(), &args, &[]);
+    let url = server.url("/v1/batch");
+
+    // Inside one batch, and across requests; the same id from another source is another event.
+    assert_eq!(
+        post(&http, &url, WEB_KEY, vec![ev("a"), ev("a"), ev("b")]).await,
+        200
+    );
+    assert_eq!(
+        post(&http, &url, WEB_KEY, vec![ev("a"), ev("b"), ev("c")]).await,
+        200
+    );
+    assert_eq!(post(&http, &url, APP_KEY, vec![ev("a")]).await, 200);
+    // Concurrent requests racing on the same ids.
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let batch = (0..10)
+                .map(|i| ev(&format!("race-{}", (i + t) % 12)))
+                .collect();
+            post(&http, &url, WEB_KEY, batch).await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    // A graceful restart: the index persists.
+    assert!(server.terminate().success());
+    let server = spawn_server(dir.path(), &args, &[]);
+    let url = server.url("/v1/batch");
+    assert_eq!(
+        post(&http, &url, WEB_KEY, vec![ev("a"), ev("race-3"), ev("d")]).await,
+        200
+    );
+    let metrics = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ferry_ingest_duplicates_total{source=\"web\"} 2"),
+        "{metrics}"
+    );
+    assert!(server.terminate().success());
+
+    let got = stored(&dir.path().join("data"));
+    let web = |id: &str| {
+        got.get(&("web".to_string(), id.to_string()))
+            .copied()
+            .unwrap_or(0)
+    };
+    for id in ["a", "b", "c", "d"] {
+        assert_eq!(web(id), 1, "{id}");
+    }
+    for i in 0..12 {
+        assert_eq!(web(&format!("race-{i}")), 1, "race-{i}");
+    }
+    assert_eq!(got[&("app".to_string(), "a".to_string())], 1);
+    assert_eq!(got.values().sum::<usize>(), 4 + 12 + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_the_log_tail_is_reindexed_before_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let args = [
+        "--config",
+        cfg.as_str(),
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        "data",
+    ];
+    let http = reqwest::Client::new();
+    let mut server = spawn_server(dir.path(), &args, &[]);
+    let url = server.url("/v1/batch");
+    let batches: Vec<Vec<Value>> = (0..20)
+        .map(|b| (0..5).map(|i| ev(&format!("k{b}-{i}"))).collect())
+        .collect();
+    for b in &batches {
+        assert_eq!(post(&http, &url, WEB_KEY, b.clone()).await, 200);
+    }
+    // Killed right after the acks: the index's batched writes have not landed.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let server = spawn_server(dir.path(), &args, &[]);
+    let url = server.url("/v1/batch");
+    for b in &batches {
+        assert_eq!(post(&http, &url, WEB_KEY, b.clone()).await, 200);
+    }
+    assert!(server.terminate().success());
+    let got = stored(&dir.path().join("data"));
+    assert_eq!(got.len(), 100);
+    assert!(
+        got.values().all(|n| *n == 1),
+        "an acknowledged event was stored twice after the crash"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_refused_with_503_is_stored_when_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        &dir.path().join("log"),
+        LogOptions {
+            segment_bytes: 2048,
+            max_log_bytes: Some(6000),
+            min_free_bytes: 0,
+            ..LogOptions::default()
+        },
+    )
+    .unwrap();
+    let dedup = Dedup::open(
+        &dir.path().join("dedup.redb"),
+        DedupOptions::default(),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let config: Config = config();
+    let state = AppState::build(&config, log.clone(), Arc::new(Metrics::new()), Some(dedup));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/batch", listener.local_addr().unwrap());
+    tokio::spawn(ingest::run(listener, state, std::future::pending()));
+    let http = reqwest::Client::new();
+    let filler = |i: usize| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("f{i}"), "properties": {"pad": "x".repeat(400)}});
+    let mut i = 0;
+    while post(&http, &url, WEB_KEY, vec![filler(i)]).await == 200 {
+        i += 1;
+        assert!(i < 100, "the budget never filled");
+    }
+    // The disk budget refuses "late" (larger than the filler that did not
+    // fit): nothing stored, the id not marked seen.
+    let late = json!({"type": "track", "event": "E", "userId": "u", "messageId": "late", "properties": {"pad": "y".repeat(600)}});
+    assert_eq!(post(&http, &url, WEB_KEY, vec![late.clone()]).await, 503);
+    let count = |id: &str| {
+        read_events(&log)
+            .iter()
+            .filter(|e| e["messageId"] == id)
+            .count()
+    };
+    assert_eq!(count("late"), 0);
+    // Space returns; the SDK's retry of the same event is stored, once.
+    assert!(log.delete_segments_below(log.durable_end()).unwrap() > 0);
+    assert_eq!(post(&http, &url, WEB_KEY, vec![late.clone()]).await, 200);
+    assert_eq!(post(&http, &url, WEB_KEY, vec![late]).await, 200);
+    assert_eq!(count("late"), 1);
+}
