@@ -5,7 +5,8 @@
 #   benches/ingest_load.sh                 # 10 s per scenario
 #   DURATION=30s CONNS=64 RATE=5000 benches/ingest_load.sh
 #
-# Scenarios, each against ferry and against the bare handler:
+# Scenarios, each against ferry (dedup on, the default), ferry with dedup off,
+# and the bare handler (two ferry servers idle while the third target is loaded):
 #   1. POST /v1/batch, 100 events of ~300 B each, $CONNS connections, open loop
 #   2. POST /v1/track, one event, $CONNS connections, open loop
 #   3. POST /v1/track at a fixed $RATE req/s (latency at a fixed load)
@@ -40,23 +41,32 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "bare_axum" and m.get("executable"):
         print(m["executable"])')"
 
-cat > "$WORK/ferry.toml" <<TOML
-listen = "127.0.0.1:$FERRY_PORT"
-data_dir = "$WORK/data"
+NODEDUP_PORT="${NODEDUP_PORT:-18082}"
+for variant in "ferry:$FERRY_PORT:true" "ferry-nodedup:$NODEDUP_PORT:false"; do
+  IFS=: read -r vname vport vdedup <<<"$variant"
+  cat > "$WORK/$vname.toml" <<TOML
+listen = "127.0.0.1:$vport"
+data_dir = "$WORK/$vname-data"
 [[sources]]
 name = "load"
 write_key = "$KEY"
 [limits]
 max_in_flight = 4096
+[dedup]
+enabled = $vdedup
 TOML
+done
 
 python3 - "$WORK" <<'PY'
 import json, sys
 work = sys.argv[1]
 pad = "x" * 150
 def event(i):
+    # No messageId: the server generates a UUID per event, so every request
+    # stores new events even though oha sends the same body (with ids, dedup
+    # would rightly store only the first request).
     return {"type": "track", "userId": f"user-{i % 97}", "event": "Product Viewed",
-            "messageId": f"load-{i}", "properties": {"sku": f"sku-{i}", "price": 9.99, "pad": pad},
+            "properties": {"sku": f"sku-{i}", "price": 9.99, "pad": pad},
             "context": {"library": {"name": "oha"}}}
 batch = {"batch": [event(i) for i in range(100)], "sentAt": "2024-05-01T12:00:00.000Z"}
 open(f"{work}/batch.json", "w").write(json.dumps(batch))
@@ -66,11 +76,13 @@ sizes = [len(json.dumps(e)) for e in batch["batch"]]
 print(f"batch body {len(json.dumps(batch))} B, events ~{sum(sizes)//len(sizes)} B each", file=sys.stderr)
 PY
 
-"${CARGO_TARGET_DIR:-target}/release/ferry" serve --config "$WORK/ferry.toml" >"$WORK/ferry.out" 2>"$WORK/ferry.err" &
-PIDS+=($!)
+for vname in ferry ferry-nodedup; do
+  "${CARGO_TARGET_DIR:-target}/release/ferry" serve --config "$WORK/$vname.toml" >"$WORK/$vname.out" 2>"$WORK/$vname.err" &
+  PIDS+=($!)
+done
 FERRY_BARE_LISTEN="127.0.0.1:$BARE_PORT" "$BARE_BIN" >"$WORK/bare.out" 2>&1 &
 PIDS+=($!)
-for url in "http://127.0.0.1:$FERRY_PORT/health" "http://127.0.0.1:$BARE_PORT/"; do
+for url in "http://127.0.0.1:$FERRY_PORT/health" "http://127.0.0.1:$NODEDUP_PORT/health" "http://127.0.0.1:$BARE_PORT/"; do
   for _ in $(seq 100); do
     curl -s -o /dev/null "$url" && break
     sleep 0.1
@@ -85,7 +97,7 @@ run() { # name url body extra-args...
     -D "$WORK/$body" "$@" "$url" | grep -E "Success rate|Requests/sec|50.00%|99.00%|99.90%|\[[0-9]{3}\] [0-9]+ responses"
 }
 
-for target in "ferry:$FERRY_PORT" "bare-axum:$BARE_PORT"; do
+for target in "ferry:$FERRY_PORT" "ferry-nodedup:$NODEDUP_PORT" "bare-axum:$BARE_PORT"; do
   name="${target%%:*}"; port="${target##*:}"
   run "$name /v1/batch x100 events" "http://127.0.0.1:$port/v1/batch" batch.json -c "$CONNS"
   run "$name /v1/track" "http://127.0.0.1:$port/v1/track" track.json -c "$CONNS"
