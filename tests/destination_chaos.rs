@@ -202,11 +202,14 @@ async fn connection(chaos: Arc<Chaos>, stream: TcpStream) {
                 return;
             }
         };
-        if reader.get_mut().write_all(out.as_bytes()).await.is_err() {
-            return;
-        }
+        // Marked before the answer leaves: once ferry reads it, it may send
+        // the user's next event on another connection at once. (If the
+        // answer is lost, ferry retries the same event, which is allowed.)
         if matches!(act, Act::Ok | Act::SlowOk(_)) {
             chaos.answered_ok(&events);
+        }
+        if reader.get_mut().write_all(out.as_bytes()).await.is_err() {
+            return;
         }
     }
 }
@@ -292,12 +295,31 @@ async fn chaos_run(name: &str, extra: &str, seed: u64) {
         .await
         .unwrap_or_else(|_| {
             panic!(
-                "{name}: only {} of {total} delivered; acts {:?}",
+                "{name}: only {} of {total} delivered; acts {:?}; order violations {:?}",
                 *delivered.borrow(),
-                chaos.acts.lock().unwrap()
+                chaos.acts.lock().unwrap(),
+                chaos.violations.lock().unwrap()
             )
         })
         .unwrap();
+    // A 2xx may have been lost on the way (reset, timeout): ferry then
+    // retries that event. Wait for its committed cursor (every 100 ms) to
+    // pass everything, bounded.
+    let committed = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            if store.cursors().unwrap().get(name) == Some(&(total as u64)) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        committed.is_ok(),
+        "{name}: the cursor never reached {total}: {:?}",
+        store.cursors()
+    );
     delivery.shutdown().await;
 
     let violations = chaos.violations.lock().unwrap().clone();
