@@ -13,7 +13,8 @@ pub(crate) fn parse(text: &str) -> Option<OffsetDateTime> {
 /// Formats as UTC RFC 3339 with exactly three fraction digits
 /// (`2024-05-01T12:00:00.123Z`); `None` outside the years 0000–9999.
 pub(crate) fn format(t: OffsetDateTime) -> Option<String> {
-    let utc = t.to_offset(UtcOffset::UTC);
+    // `to_offset` panics when the offset pushes the time past the year 9999.
+    let utc = t.checked_to_offset(UtcOffset::UTC)?;
     if !(0..=9999).contains(&utc.year()) {
         return None;
     }
@@ -89,6 +90,13 @@ mod tests {
             format(datetime!(2024-05-01 12:00 UTC)).unwrap(),
             "2024-05-01T12:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn an_offset_past_the_last_year_is_out_of_range_not_a_panic() {
+        // Found by tests/bad_input.rs: the handler panicked on this.
+        assert!(format(parse("9999-12-31T23:59:59-23:59").unwrap()).is_none());
+        assert!(format(parse("0000-01-01T00:00:00+23:59").unwrap()).is_none());
     }
 
     #[test]

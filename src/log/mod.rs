@@ -398,6 +398,11 @@ impl Log {
         if victims.is_empty() {
             return Ok(0);
         }
+        // Oldest first, each removal made durable before the next: removals
+        // not yet fsynced may each survive a crash or not, so deleting
+        // several under one directory fsync could bring back an old segment
+        // without the ones after it — a gap in the log. This way a crash
+        // leaves a suffix of the segments.
         for (_, path) in &victims {
             let len = shared
                 .storage
@@ -409,13 +414,13 @@ impl Log {
                 .remove(path)
                 .map_err(|e| LogError::io(path, e))?;
             shared.total_bytes.fetch_sub(len, Ordering::Relaxed);
+            if let Err(e) = shared.storage.sync_dir(&shared.dir) {
+                let reason = format!("fsync of directory {} failed: {e}", shared.dir.display());
+                tracing::error!("{reason}; the log refuses appends until ferry restarts");
+                let _ = shared.failure.set(reason.clone());
+                return Err(LogError::Failed(reason));
+            }
             tracing::info!(segment = %path.display(), "retention deleted segment");
-        }
-        if let Err(e) = shared.storage.sync_dir(&shared.dir) {
-            let reason = format!("fsync of directory {} failed: {e}", shared.dir.display());
-            tracing::error!("{reason}; the log refuses appends until ferry restarts");
-            let _ = shared.failure.set(reason.clone());
-            return Err(LogError::Failed(reason));
         }
         Ok(victims.len())
     }

@@ -96,7 +96,9 @@ pub(crate) fn scan_segment(file: Arc<dyn StorageFile>, base: u64) -> io::Result<
                     h.offset, expected
                 )
             }
-            Decoded::Record(h, _) if batch_due.is_some_and(|due| h.batch_remaining + 1 != due) => {
+            // `due` ≥ 1 here; `batch_remaining + 1` overflowed on a record
+            // claiming u32::MAX followers (found by tests/fuzz_log.rs).
+            Decoded::Record(h, _) if batch_due.is_some_and(|due| h.batch_remaining != due - 1) => {
                 format!("record at offset {} breaks its append's sequence", h.offset)
             }
             Decoded::Record(h, _) => {

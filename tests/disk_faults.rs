@@ -1,0 +1,377 @@
+//! Disk faults seen through the HTTP API, on the fault-injecting storage:
+//! fsync EIO under load (also in a segment roll and in retention) stops
+//! acknowledgements with 503 and `/health` says why, and a restart on the
+//! crash image keeps every acknowledged event; ENOSPC on write answers 503
+//! with Retry-After, leaves no part of the refused request after a crash,
+//! and ingestion resumes once space returns.
+
+mod common;
+
+use common::{config, expect_error, expect_ok, read_events, WEB_KEY};
+use ferry::ingest::{self, AppState};
+use ferry::log::sim::SimStorage;
+use ferry::log::{Log, LogOptions};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+const DIR: &str = "/sim/data/log";
+/// Crash images checked per scenario.
+const SEEDS: u64 = 16;
+
+fn options(segment_bytes: u64) -> LogOptions {
+    LogOptions {
+        segment_bytes,
+        min_free_bytes: 0,
+        ..LogOptions::default()
+    }
+}
+
+/// An ingest server whose log lives at [`DIR`] on `storage`, so a crash
+/// image of that storage can be served again at the same place.
+struct Server {
+    addr: SocketAddr,
+    log: Log,
+    http: reqwest::Client,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn serve(storage: &SimStorage, segment_bytes: u64) -> Server {
+    let log = Log::open_with(
+        Arc::new(storage.clone()),
+        Path::new(DIR),
+        options(segment_bytes),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let state = AppState::new(&config(), log.clone());
+    let task = tokio::spawn(ingest::run(listener, state, async move {
+        token.cancelled().await
+    }));
+    Server {
+        addr,
+        log,
+        http: reqwest::Client::new(),
+        stop,
+        task,
+    }
+}
+
+impl Server {
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("http://{}{path}", self.addr))
+            .basic_auth(WEB_KEY, Some(""))
+    }
+    async fn health(&self) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("http://{}/health", self.addr))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+    async fn shutdown(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn batch(tag: &str, n: usize) -> Value {
+    let items: Vec<Value> = (0..n)
+        .map(|k| {
+            json!({"type": "track", "userId": tag, "event": "E", "messageId": format!("{tag}-{k}"),
+                        "properties": {"pad": "y".repeat(60)}})
+        })
+        .collect();
+    json!({ "batch": items })
+}
+
+/// Recovers each crash image and checks: every acknowledged request whole,
+/// every stored request whole (never a part), none twice, nothing in `never`.
+fn check_images(storage: &SimStorage, acked: &[String], per_request: usize, never: &[&str]) {
+    for seed in 0..SEEDS {
+        let image = storage.crash_image(seed);
+        let log = Log::open_with(Arc::new(image), Path::new(DIR), options(1 << 20))
+            .unwrap_or_else(|e| panic!("seed {seed}: recovery failed: {e}"));
+        let events = read_events(&log);
+        let mut per_tag: HashMap<String, usize> = HashMap::new();
+        let mut ids = HashSet::new();
+        for e in &events {
+            let id = e["messageId"].as_str().unwrap();
+            assert!(ids.insert(id.to_string()), "seed {seed}: {id} stored twice");
+            *per_tag
+                .entry(e["userId"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+        for tag in acked {
+            assert_eq!(
+                per_tag.get(tag),
+                Some(&per_request),
+                "seed {seed}: acknowledged request {tag} lost or torn"
+            );
+        }
+        for (tag, n) in &per_tag {
+            assert_eq!(*n, per_request, "seed {seed}: request {tag} stored in part");
+            assert!(
+                !never.contains(&tag.as_str()),
+                "seed {seed}: refused request {tag} was stored"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_eio_under_load_stops_acks_and_a_restart_keeps_every_ack() {
+    let sim = SimStorage::new();
+    let s = Arc::new(serve(&sim, 4096).await);
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (count_tx, mut count_rx) = tokio::sync::watch::channel(0usize);
+    let count_tx = Arc::new(count_tx);
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (s, acked, count_tx) = (s.clone(), acked.clone(), count_tx.clone());
+        clients.push(tokio::spawn(async move {
+            for n in 0.. {
+                let tag = format!("c{c}r{n}");
+                let r = s
+                    .post("/v1/batch")
+                    .json(&batch(&tag, 3))
+                    .send()
+                    .await
+                    .unwrap();
+                match r.status().as_u16() {
+                    200 => {
+                        acked.lock().unwrap().push(tag);
+                        count_tx.send_modify(|k| *k += 1);
+                    }
+                    503 => {
+                        assert!(r.headers().contains_key("retry-after"));
+                        expect_error(r, 503, "storage_unavailable").await;
+                        return n;
+                    }
+                    other => panic!("client {c}: status {other}"),
+                }
+            }
+            unreachable!()
+        }));
+    }
+    count_rx.wait_for(|k| *k >= 40).await.unwrap();
+    sim.fail_syncs(true);
+    for c in clients {
+        c.await.unwrap();
+    }
+    // Stopped for good: later requests are refused too, even with fsync working again.
+    sim.fail_syncs(false);
+    for k in 0..5 {
+        let r = s
+            .post("/v1/batch")
+            .json(&batch(&format!("late{k}"), 3))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 503, "storage_unavailable").await;
+    }
+    let (status, h) = s.health().await;
+    assert_eq!(
+        (status, &h["status"], &h["accepting"]),
+        (503, &json!("failed"), &json!(false)),
+        "{h}"
+    );
+    assert!(
+        h["log"]["failure"].as_str().unwrap().contains("fdatasync"),
+        "{h}"
+    );
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 40);
+    check_images(
+        &sim,
+        &acked,
+        3,
+        &["late0", "late1", "late2", "late3", "late4"],
+    );
+
+    // Restart on a crash image: recovered, healthy, accepting.
+    let image = sim.crash_image(1);
+    Arc::into_inner(s).unwrap().shutdown().await;
+    let s = serve(&image, 4096).await;
+    assert_eq!(s.health().await.0, 200);
+    expect_ok(
+        s.post("/v1/batch")
+            .json(&batch("after", 3))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let tags: HashSet<String> = read_events(&s.log)
+        .iter()
+        .map(|e| e["userId"].as_str().unwrap().to_string())
+        .collect();
+    assert!(acked.iter().all(|t| tags.contains(t)) && tags.contains("after"));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn fsync_eio_while_rolling_a_segment_is_reported_and_recovers() {
+    let sim = SimStorage::new();
+    // Tiny segments: every request after the first of a segment rolls.
+    let s = serve(&sim, 64).await;
+    expect_ok(
+        s.post("/v1/batch")
+            .json(&batch("a", 2))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect_ok(
+        s.post("/v1/batch")
+            .json(&batch("b", 2))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let segments_before = s.log.stats().segments;
+    sim.fail_syncs(true);
+    let r = s
+        .post("/v1/batch")
+        .json(&batch("c", 2))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 503, "storage_unavailable").await;
+    let (status, h) = s.health().await;
+    assert_eq!(status, 503);
+    assert!(
+        h["log"]["failure"].as_str().unwrap().contains("rolling"),
+        "{h}"
+    );
+    assert!(s.log.stats().segments <= segments_before + 1);
+    check_images(&sim, &["a".into(), "b".into()], 2, &["c"]);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn directory_fsync_eio_in_retention_stops_acks_and_leaves_no_gap() {
+    let sim = SimStorage::new();
+    let s = serve(&sim, 1024).await;
+    let mut acked = Vec::new();
+    for n in 0..12 {
+        let tag = format!("r{n}");
+        expect_ok(
+            s.post("/v1/batch")
+                .json(&batch(&tag, 2))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        acked.push(tag);
+    }
+    assert!(s.log.stats().segments > 4);
+    sim.fail_syncs(true);
+    let below = s.log.durable_end();
+    assert!(s.log.delete_segments_below(below).is_err());
+    sim.fail_syncs(false);
+    let r = s
+        .post("/v1/batch")
+        .json(&batch("refused", 2))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 503, "storage_unavailable").await;
+    let (_, h) = s.health().await;
+    assert!(
+        h["log"]["failure"].as_str().unwrap().contains("directory"),
+        "{h}"
+    );
+    // Whatever deletions survive the crash, the log reads from its start
+    // without a gap and still ends with the last acknowledged request.
+    for seed in 0..SEEDS {
+        let log = Log::open_with(
+            Arc::new(sim.crash_image(seed)),
+            Path::new(DIR),
+            options(1024),
+        )
+        .unwrap();
+        let events = read_events(&log);
+        assert_eq!(log.durable_end(), below, "seed {seed}");
+        assert_eq!(
+            events.len() as u64,
+            below - log.start_offset(),
+            "seed {seed}"
+        );
+        assert_eq!(events.last().unwrap()["userId"], "r11", "seed {seed}");
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn enospc_on_write_refuses_with_503_stores_nothing_and_resumes() {
+    let sim = SimStorage::new();
+    let s = serve(&sim, 4096).await;
+    let mut acked = Vec::new();
+    for n in 0..5 {
+        let tag = format!("ok{n}");
+        expect_ok(
+            s.post("/v1/batch")
+                .json(&batch(&tag, 4))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        acked.push(tag);
+    }
+    sim.set_disk_full(true);
+    for k in 0..3 {
+        let r = s
+            .post("/v1/batch")
+            .json(&batch(&format!("full{k}"), 4))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["retry-after"], "1");
+        expect_error(r, 503, "storage_full").await;
+    }
+    let (status, h) = s.health().await;
+    assert_eq!(
+        (status, &h["accepting"], &h["log"]["full"]),
+        (200, &json!(false), &json!(true)),
+        "{h}"
+    );
+    assert!(h["log"]["failure"].is_null(), "ENOSPC is not fatal: {h}");
+    // A crash now: no part of a refused request is visible after recovery.
+    check_images(&sim, &acked, 4, &["full0", "full1", "full2"]);
+
+    sim.set_disk_full(false);
+    expect_ok(
+        s.post("/v1/batch")
+            .json(&batch("back", 4))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    acked.push("back".into());
+    let (status, h) = s.health().await;
+    assert_eq!((status, &h["accepting"]), (200, &json!(true)), "{h}");
+    check_images(&sim, &acked, 4, &["full0", "full1", "full2"]);
+    let stored: Vec<String> = read_events(&s.log)
+        .iter()
+        .map(|e| e["userId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stored.len(), 6 * 4);
+    assert!(stored.iter().all(|t| !t.starts_with("full")));
+    s.shutdown().await;
+}
