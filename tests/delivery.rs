@@ -555,3 +555,56 @@ async fn retention_waits_for_every_committed_cursor() {
     assert!(e.log.start_offset() <= 120, "never past the lowest cursor");
     assert!(e.log.reader(120).is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_refused_is_retried_until_the_destination_comes_up() {
+    let e = env();
+    // A port with nothing listening: connections are refused.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cfg = webhook("late", &format!("http://127.0.0.1:{port}/hook"), "");
+    e.log
+        .append(vec![event("u", 0), event("u", 1)])
+        .await
+        .unwrap();
+    let delivery = Delivery::start(
+        e.log.clone(),
+        e.store.clone(),
+        vec![(cfg.clone(), make_sink(&cfg).unwrap())],
+    )
+    .unwrap();
+    let handle = delivery.destination("late").unwrap().clone();
+    // Wait (bounded) until the refusal has been seen and is being retried.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !handle
+        .status()
+        .last_error
+        .is_some_and(|e| e.contains("connection"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no connection error seen: {:?}",
+            handle.status()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        e.store.dead_letters("late").unwrap().is_empty(),
+        "a refused connection is retried, not dead-lettered"
+    );
+    // The destination comes up on that port: both events arrive, in order.
+    let mock = Arc::new(Mock::default());
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(mock_handler))
+        .with_state(mock.clone());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    mock.seen.wait_until(|s| s.len() == 2).await;
+    assert_eq!(mock.seen.snapshot(), ["u-0", "u-1"]);
+    delivery.shutdown().await;
+    assert_eq!(e.store.cursors().unwrap()["late"], 2);
+}

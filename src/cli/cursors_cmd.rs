@@ -34,6 +34,9 @@ pub struct CursorsArgs {
 #[derive(Debug, Subcommand)]
 pub enum CursorsAction {
     /// Moves a destination's cursor: it next delivers from there.
+    #[command(
+        after_help = "Examples:\n  ferry cursors reset hook --to earliest\n  ferry cursors reset hook --to 1042\n  ferry cursors reset hook --to 2026-11-26T10:00:00Z\n  FERRY_ADMIN_TOKEN=… ferry cursors reset hook --to latest   # while a server runs"
+    )]
     Reset {
         /// The destination.
         dest: String,
