@@ -3,7 +3,7 @@
 # both release builds on this machine, driven by oha (cargo install oha).
 #
 #   benches/ingest_load.sh                 # 10 s per scenario
-#   DURATION=30s CONNS=64 RATE=5000 benches/ingest_load.sh
+#   DURATION=30s CONNS=64 RATE=5000 ROUNDS=3 benches/ingest_load.sh
 #
 # Scenarios, each against ferry (dedup on, the default), ferry with dedup off,
 # and the bare handler (two ferry servers idle while the third target is loaded):
@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10s}"
 CONNS="${CONNS:-64}"
 RATE="${RATE:-5000}"
+ROUNDS="${ROUNDS:-3}"
 FERRY_PORT="${FERRY_PORT:-18080}"
 BARE_PORT="${BARE_PORT:-18081}"
 KEY="wk_load_test"
@@ -97,10 +98,21 @@ run() { # name url body extra-args...
     -D "$WORK/$body" "$@" "$url" | grep -E "Success rate|Requests/sec|50.00%|99.00%|99.90%|\[[0-9]{3}\] [0-9]+ responses"
 }
 
+# Dedup on and off alternate, $ROUNDS rounds each, so drift on this shared
+# machine hits both alike: quote the medians.
+for round in $(seq "$ROUNDS"); do
+  for target in "ferry:$FERRY_PORT" "ferry-nodedup:$NODEDUP_PORT"; do
+    name="${target%%:*}"; port="${target##*:}"
+    run "$name /v1/batch x100 events, round $round" "http://127.0.0.1:$port/v1/batch" batch.json -c "$CONNS"
+    run "$name /v1/track, round $round" "http://127.0.0.1:$port/v1/track" track.json -c "$CONNS"
+  done
+done
 for target in "ferry:$FERRY_PORT" "ferry-nodedup:$NODEDUP_PORT" "bare-axum:$BARE_PORT"; do
   name="${target%%:*}"; port="${target##*:}"
-  run "$name /v1/batch x100 events" "http://127.0.0.1:$port/v1/batch" batch.json -c "$CONNS"
-  run "$name /v1/track" "http://127.0.0.1:$port/v1/track" track.json -c "$CONNS"
+  if [ "$name" = bare-axum ]; then
+    run "$name /v1/batch x100 events" "http://127.0.0.1:$port/v1/batch" batch.json -c "$CONNS"
+    run "$name /v1/track" "http://127.0.0.1:$port/v1/track" track.json -c "$CONNS"
+  fi
   run "$name /v1/track at $RATE req/s" "http://127.0.0.1:$port/v1/track" track.json -c "$CONNS" -q "$RATE"
 done
-echo "settings: DURATION=$DURATION CONNS=$CONNS RATE=$RATE, $(nproc) cores shared by oha and the server"
+echo "settings: DURATION=$DURATION CONNS=$CONNS RATE=$RATE ROUNDS=$ROUNDS, $(nproc) cores shared by oha and the server"

@@ -132,7 +132,10 @@ pub(crate) fn normalise(
 
     match e.get("messageId") {
         None | Some(Value::Null) => {
-            e.insert("messageId".into(), uuid::Uuid::new_v4().to_string().into());
+            // A v4 UUID from the thread's CSPRNG: `Uuid::new_v4` makes a
+            // getrandom system call per id, which showed up in profiles.
+            let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+            e.insert("messageId".into(), id.to_string().into());
         }
         Some(Value::String(id)) if !id.is_empty() && id.chars().count() <= MAX_MESSAGE_ID_CHARS => {
         }
