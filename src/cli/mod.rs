@@ -43,7 +43,7 @@ pub enum Command {
     /// Look inside the write-ahead log (read-only; safe while a server runs).
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
-    /// Run the HTTP ingestion server until SIGINT or SIGTERM.
+    /// Ingest events and deliver them to the destinations until SIGINT or SIGTERM.
     #[command(
         after_help = "Examples:\n  ferry serve                          # embedded default: 127.0.0.1:8080, ./ferry-data\n  ferry serve --config /etc/ferry/ferry.toml\n  FERRY_LISTEN=0.0.0.0:8080 ferry serve --data-dir /var/lib/ferry"
     )]
