@@ -294,12 +294,11 @@ impl SimStorage {
         Ok(())
     }
 
-    fn handle(&self, path: &Path, file: FileRef, writable: bool) -> Arc<dyn StorageFile> {
+    fn handle(&self, file: FileRef, writable: bool) -> Arc<dyn StorageFile> {
         Arc::new(SimHandle {
             storage: self.clone(),
             file,
             writable,
-            path: path.to_path_buf(),
         })
     }
 }
@@ -308,8 +307,6 @@ struct SimHandle {
     storage: SimStorage,
     file: FileRef,
     writable: bool,
-    #[allow(dead_code)]
-    path: PathBuf,
 }
 
 impl SimHandle {
@@ -427,17 +424,17 @@ impl Storage for SimStorage {
         let file = FileRef::default();
         st.names.insert(path.to_path_buf(), file.clone());
         drop(st);
-        Ok(self.handle(path, file, true))
+        Ok(self.handle(file, true))
     }
     fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
         let file = lock(&self.state).names.get(path).cloned();
         let file = file.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        Ok(self.handle(path, file, true))
+        Ok(self.handle(file, true))
     }
     fn open_read(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
         let file = lock(&self.state).names.get(path).cloned();
         let file = file.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        Ok(self.handle(path, file, false))
+        Ok(self.handle(file, false))
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut st = lock(&self.state);
