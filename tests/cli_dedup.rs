@@ -3,20 +3,11 @@
 
 use ferry::dedup::{Dedup, DedupOptions, Key, SystemClock, INDEX_FILE};
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 
-fn ferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env_remove("FERRY_DATA_DIR")
-        .output()
-        .unwrap()
-}
+mod common;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{ferry_cli as ferry, text};
 
 /// An index holding 300 ids, 120 duplicates answered.
 fn make_index(data_dir: &Path) -> Dedup {

@@ -4,19 +4,10 @@
 use ferry::log::{Log, LogOptions};
 use ferry::store::{DeadLetter, StateStore};
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn ferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env_remove("FERRY_DATA_DIR")
-        .output()
-        .unwrap()
-}
+mod common;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{ferry_cli as ferry, text};
 
 fn data_dir(root: &Path) {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -3,19 +3,10 @@
 
 use ferry::log::{Log, LogOptions};
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn ferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env_remove("FERRY_DATA_DIR")
-        .output()
-        .unwrap()
-}
+mod common;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{ferry_cli as ferry, text};
 
 /// A data dir with 60 records over several segments: JSON, text and binary payloads.
 fn make_data_dir(root: &Path) -> Vec<String> {

@@ -2,13 +2,13 @@
 //! reset` to rewind or skip for replay. Works offline on a data directory.
 
 use super::remote::{open_state, StateAccess};
+use crate::delivery::event::EventMeta;
 use crate::log::LogView;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// Cursor commands.
@@ -126,12 +126,6 @@ pub(crate) fn open_log(data_dir: &Path) -> Result<LogView> {
         .with_context(|| format!("cannot read the log in {}", data_dir.display()))
 }
 
-/// Seconds since `receivedAt` of a stored event, if it has one.
-fn received_at(payload: &[u8]) -> Option<OffsetDateTime> {
-    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
-    OffsetDateTime::parse(v.get("receivedAt")?.as_str()?, &Rfc3339).ok()
-}
-
 /// (events, payload bytes, age in seconds of the oldest) not yet delivered.
 fn lag(log: &LogView, cursor: u64) -> Result<(u64, u64, Option<i64>)> {
     let end = log.end_offset();
@@ -144,7 +138,8 @@ fn lag(log: &LogView, cursor: u64) -> Result<(u64, u64, Option<i64>)> {
     let mut age = None;
     while let Some(r) = reader.next()? {
         if age.is_none() {
-            age = received_at(&r.payload).map(|t| (OffsetDateTime::now_utc() - t).whole_seconds());
+            let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+            age = EventMeta::received_ms(&r.payload).map(|ms| (now_ms - ms as i64) / 1000);
         }
         bytes += r.payload.len() as u64;
     }

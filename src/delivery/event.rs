@@ -6,9 +6,6 @@ use super::config::{DestinationConfig, EventFilter};
 use serde::Deserialize;
 use std::sync::Arc;
 
-/// Top-level field ingestion adds to every stored event: `{"source": name}`.
-pub const FERRY_FIELD: &str = "_ferry";
-
 /// A stored event read back from the log, with its routing fields.
 #[derive(Debug, Clone)]
 pub struct LoggedEvent {

@@ -272,3 +272,18 @@ pub fn serve_fails(cwd: &std::path::Path, args: &[&str]) -> String {
     assert!(!out.status.success(), "ferry serve should have failed");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Runs the real `ferry` binary with `args` (no `FERRY_DATA_DIR` from the
+/// environment) and returns its output.
+pub fn ferry_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env_remove("FERRY_DATA_DIR")
+        .output()
+        .unwrap()
+}
+
+/// Output bytes as text, for assertions and failure messages.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
