@@ -59,9 +59,17 @@ pub(crate) fn create_segment(
     let file = storage.create(&path).map_err(|e| LogError::io(&path, e))?;
     file.write_all_at(&format::encode_segment_header(base), 0)
         .map_err(|e| LogError::io(&path, e))?;
-    file.sync_data().map_err(|e| LogError::io(&path, e))?;
-    storage.sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
+    file.sync_data()
+        .map_err(|e| LogError::io(&path, failed("fdatasync", e)))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| LogError::io(dir, failed("directory fsync", e)))?;
     Ok((path, file))
+}
+
+/// Names the operation in an I/O error, so a refusal says which sync failed.
+fn failed(op: &str, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{op} failed: {e}"))
 }
 
 /// Opens (creating if needed) the log in `dir` and recovers its tail.
