@@ -2,6 +2,7 @@
 //! for `GET /metrics`. Label values are bounded: sources and destinations come
 //! from the configuration, types from the Segment spec, statuses from HTTP.
 
+use crate::dedup::DedupStats;
 use crate::log::LogStats;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -88,8 +89,25 @@ pub struct Metrics {
     pub backoff_seconds: Family<DestLabels, FloatGauge>,
     /// The destination's cursor (next offset to deliver).
     pub cursor_offset: Family<DestLabels, Gauge>,
+    /// Dedup gauges, refreshed while rendering (absent with dedup off).
+    dedup: DedupGauges,
     /// Serialises rendering (log gauges are refreshed while rendering).
     render_lock: Mutex<()>,
+}
+
+/// The dedup index's figures (`ferry dedup stats`) as gauges.
+#[derive(Default)]
+struct DedupGauges {
+    ids: Gauge,
+    pending: Gauge,
+    in_flight: Gauge,
+    window: FloatGauge,
+    effective_window: FloatGauge,
+    capacity: Gauge,
+    bloom_bytes: Gauge,
+    false_positive: FloatGauge,
+    checkpoint: Gauge,
+    index_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -122,6 +140,7 @@ impl Metrics {
             lag_seconds: Family::default(),
             backoff_seconds: Family::default(),
             cursor_offset: Family::default(),
+            dedup: DedupGauges::default(),
             render_lock: Mutex::new(()),
         };
         let r = &mut m.registry;
@@ -220,7 +239,68 @@ impl Metrics {
             "Next offset to deliver",
             m.cursor_offset.clone(),
         );
+        m.register_dedup();
         m
+    }
+
+    /// Registers the dedup gauges (a separate step: `new` is long enough).
+    fn register_dedup(&mut self) {
+        let (r, d) = (&mut self.registry, &self.dedup);
+        let gauges: [(&str, &str, Gauge); 6] = [
+            (
+                "ferry_dedup_ids",
+                "Distinct ids the dedup index holds",
+                d.ids.clone(),
+            ),
+            (
+                "ferry_dedup_pending_ids",
+                "Ids durable in the log, not yet written to the dedup index",
+                d.pending.clone(),
+            ),
+            (
+                "ferry_dedup_in_flight_ids",
+                "Ids claimed by requests whose append is in flight",
+                d.in_flight.clone(),
+            ),
+            (
+                "ferry_dedup_capacity_ids",
+                "Configured dedup capacity",
+                d.capacity.clone(),
+            ),
+            (
+                "ferry_dedup_bloom_bytes",
+                "Memory of the dedup bloom filters",
+                d.bloom_bytes.clone(),
+            ),
+            (
+                "ferry_dedup_checkpoint_offset",
+                "Log offset below which every record is durably indexed",
+                d.checkpoint.clone(),
+            ),
+        ];
+        for (name, help, g) in gauges {
+            r.register(name, help, g);
+        }
+        r.register(
+            "ferry_dedup_index_size_bytes",
+            "Size of the dedup index file",
+            d.index_bytes.clone(),
+        );
+        r.register(
+            "ferry_dedup_window_seconds",
+            "Configured dedup window",
+            d.window.clone(),
+        );
+        r.register(
+            "ferry_dedup_effective_window_seconds",
+            "Dedup look-back actually held: the window, or less while capacity forces ids out early",
+            d.effective_window.clone(),
+        );
+        r.register(
+            "ferry_dedup_false_positive_ratio",
+            "Estimated chance that a new id needs a dedup index look-up",
+            d.false_positive.clone(),
+        );
     }
 
     /// Records one commit group of the log (called from the writer thread).
@@ -236,13 +316,27 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition, with the log gauges taken from `log`.
-    pub fn render(&self, log: &LogStats) -> String {
+    /// The Prometheus text exposition, with the log gauges taken from `log`
+    /// and the dedup gauges from `dedup` (left at 0 when dedup is off).
+    pub fn render(&self, log: &LogStats, dedup: Option<&DedupStats>) -> String {
         let _guard = self.render_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.log_bytes.set(log.bytes as i64);
         self.log_segments.set(log.segments as i64);
         self.log_first_offset.set(log.start_offset as i64);
         self.log_end_offset.set(log.durable_end as i64);
+        if let Some(s) = dedup {
+            let d = &self.dedup;
+            d.ids.set(s.ids_held as i64);
+            d.pending.set(s.pending as i64);
+            d.in_flight.set(s.in_flight as i64);
+            d.capacity.set(s.capacity as i64);
+            d.bloom_bytes.set(s.bloom_bytes as i64);
+            d.checkpoint.set(s.checkpoint as i64);
+            d.index_bytes.set(s.file_bytes as i64);
+            d.window.set(s.window.as_secs_f64());
+            d.effective_window.set(s.effective_window.as_secs_f64());
+            d.false_positive.set(s.false_positive_rate);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
@@ -259,7 +353,7 @@ mod tests {
         let m = Metrics::new();
         m.delivered.get_or_create(&Metrics::dest("hook")).inc_by(3);
         m.observe_group(Duration::from_micros(300), 5);
-        let text = m.render(&LogStats {
+        let log = LogStats {
             start_offset: 0,
             durable_end: 9,
             segments: 1,
@@ -267,7 +361,32 @@ mod tests {
             fsyncs: 1,
             records_synced: 5,
             appends_synced: 1,
-        });
+        };
+        let dedup = DedupStats {
+            ids_held: 42,
+            window: Duration::from_secs(86_400),
+            effective_window: Duration::from_secs(3_600),
+            capacity: 100,
+            generations: 2,
+            bloom_bytes: 1024,
+            false_positive_rate: 0.005,
+            duplicates: 7,
+            checkpoint: 8,
+            pending: 3,
+            in_flight: 1,
+            file_bytes: 4096,
+        };
+        let text = m.render(&log, Some(&dedup));
+        for line in [
+            "ferry_dedup_ids 42",
+            "ferry_dedup_pending_ids 3",
+            "ferry_dedup_effective_window_seconds 3600.0",
+            "ferry_dedup_window_seconds 86400.0",
+            "ferry_dedup_false_positive_ratio 0.005",
+            "ferry_dedup_index_size_bytes 4096",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
         assert!(
             text.contains("ferry_delivery_delivered_total{destination=\"hook\"} 3"),
             "{text}"

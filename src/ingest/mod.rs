@@ -209,7 +209,8 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 
 /// `GET /metrics`: Prometheus text exposition.
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    let text = state.metrics().render(&state.log().stats());
+    let dedup = state.dedup().map(|d| d.stats());
+    let text = state.metrics().render(&state.log().stats(), dedup.as_ref());
     (
         [(
             axum::http::header::CONTENT_TYPE,
