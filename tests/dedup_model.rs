@@ -62,8 +62,9 @@ fn key(id: u8) -> Key {
 fn opts() -> DedupOptions {
     DedupOptions {
         capacity: 10_000,
-        // Tiny segments: ids spread over many tables per generation.
-        segment_ids: 3,
+        // Tiny runs: ids spread over many runs per generation, merged and
+        // left unmerged at the cap.
+        max_run_ids: 8,
         ..DedupOptions::default()
     }
 }

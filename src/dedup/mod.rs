@@ -16,6 +16,7 @@ mod generations;
 mod key;
 mod options;
 mod reindex;
+mod runs;
 mod state;
 mod stats;
 mod store;
@@ -105,6 +106,7 @@ impl Dedup {
             halted: AtomicBool::new(false),
             hold: Mutex::new(false),
             hold_cv: std::sync::Condvar::new(),
+            writer_thread: OnceLock::new(),
         });
         let writer = Writer {
             db: db.clone(),
@@ -114,7 +116,8 @@ impl Dedup {
             progress: checkpoint::Progress::new(loaded.checkpoint),
             sync_interval: opts.sync_interval,
             linger: opts.write_interval,
-            segment_ids: opts.segment_ids,
+            max_run_ids: opts.max_run_ids,
+            bufs: Default::default(),
         };
         let for_writer = shared.clone();
         let handle = std::thread::Builder::new()
@@ -127,6 +130,7 @@ impl Dedup {
                 }
             })
             .map_err(|e| DedupError::Failed(format!("cannot start the dedup writer: {e}")))?;
+        let _ = shared.writer_thread.set(handle.thread().clone());
         Ok(Dedup {
             inner: Arc::new(Inner {
                 shared,
@@ -155,21 +159,21 @@ impl Dedup {
     /// configured false-positive rate of new ids, plus real duplicates).
     pub async fn begin(&self, keys: &[Key]) -> Result<Ticket, DedupError> {
         let shared = &self.inner.shared;
-        let first = first_occurrences(keys);
         loop {
-            self.wait_for_room().await;
             let now = to_ms(shared.clock.now());
             let pass = {
                 let mut state = shared.lock();
                 if let Some(f) = shared.failure.get() {
                     return Err(DedupError::Failed(f.clone()));
                 }
-                state.claim(keys, &first, now, shared.window_ms)
+                (state.pending < shared.max_pending)
+                    .then(|| state.claim(keys, now, shared.window_ms))
             };
             match pass {
-                Ok(classes) => return self.finish(keys, classes, now),
+                Some(Ok(classes)) => return self.finish(keys, classes, now),
                 // The sender drops when the owner commits or aborts.
-                Err(mut rx) => while rx.changed().await.is_ok() {},
+                Some(Err(mut rx)) => while rx.changed().await.is_ok() {},
+                None => self.wait_for_room().await,
             }
         }
     }
@@ -236,7 +240,7 @@ impl Dedup {
             tokio::pin!(notified);
             notified.as_mut().enable();
             // After a writer failure `begin` reports it instead of waiting.
-            if shared.failure.get().is_some() || shared.lock().pending.len() < shared.max_pending {
+            if shared.failure.get().is_some() || shared.lock().pending < shared.max_pending {
                 return;
             }
             notified.await;
@@ -263,12 +267,7 @@ impl Dedup {
         let (reply, rx) = mpsc::sync_channel(1);
         let stopped = || DedupError::Failed("the dedup writer has stopped".into());
         let op = Op::Flush { reply, durable };
-        self.inner
-            .shared
-            .lock()
-            .tx
-            .send(op)
-            .map_err(|_| stopped())?;
+        self.inner.shared.send_urgent(op).map_err(|_| stopped())?;
         rx.recv().map_err(|_| stopped())?
     }
 
@@ -285,7 +284,7 @@ impl Dedup {
     #[doc(hidden)]
     pub fn hold_writer(&self) {
         *self.inner.shared.lock_hold() = true;
-        let _ = self.inner.shared.lock().tx.send(Op::Hold);
+        let _ = self.inner.shared.send_urgent(Op::Hold);
     }
 
     /// Tests only: undoes [`Dedup::hold_writer`].
@@ -307,7 +306,7 @@ impl Dedup {
             let _held = shared.lock_hold();
             shared.hold_cv.notify_all();
         }
-        let _ = shared.lock().tx.send(Op::Crash);
+        let _ = shared.send_urgent(Op::Crash);
         if let Some(h) = self.inner.writer.lock().unwrap().take() {
             let _ = h.join();
         }
@@ -317,7 +316,7 @@ impl Dedup {
 impl Drop for Inner {
     fn drop(&mut self) {
         if !self.crashed.load(Ordering::Acquire) {
-            let _ = self.shared.lock().tx.send(Op::Close);
+            let _ = self.shared.send_urgent(Op::Close);
         }
         // A test hold must not outlive the handle (the join would hang).
         *self.shared.lock_hold() = false;
@@ -339,13 +338,6 @@ impl std::fmt::Debug for Dedup {
             .field("path", &self.inner.path)
             .finish()
     }
-}
-
-/// `first[i]`: keys[i] does not occur earlier in `keys`.
-fn first_occurrences(keys: &[Key]) -> Vec<bool> {
-    let mut seen: state::KeyMap<()> = state::KeyMap::default();
-    seen.reserve(keys.len());
-    keys.iter().map(|k| seen.insert(*k, ()).is_none()).collect()
 }
 
 #[cfg(test)]
@@ -405,6 +397,44 @@ mod tests {
         run(async {
             let t = d.begin(&[k("b")]).await.unwrap();
             assert_eq!(t.verdicts(), [Verdict::Duplicate]);
+        });
+    }
+
+    #[test]
+    fn batches_merge_into_few_runs_up_to_the_largest_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.redb");
+        let clock = Arc::new(ManualClock::new(t0()));
+        let opts = DedupOptions {
+            max_run_ids: 64,
+            ..Default::default()
+        };
+        let d = open(&path, &clock, opts);
+        run(async {
+            for i in 0..200u64 {
+                let t = d.begin(&[k(&i.to_string())]).await.unwrap();
+                t.commit(i..i + 1);
+                d.write_non_durable().unwrap();
+            }
+        });
+        // One id per batch: binary-counter merges give full runs of 64 and
+        // the rest (200 = 3 × 64 + 8), never more than log₂ small runs.
+        let tx = d.inner.db.begin_read().unwrap();
+        let runs = tx.open_table(runs::RUNS).unwrap();
+        let sizes: Vec<u64> = store::held_runs(&runs, 0)
+            .unwrap()
+            .into_iter()
+            .map(|(_, ids)| ids)
+            .collect();
+        assert_eq!(sizes, [64, 64, 64, 8]);
+        drop((runs, tx));
+        assert_eq!(d.stats().ids_held, 200);
+        // Every id is answered from redb (nothing pending) as a duplicate.
+        assert_eq!(d.stats().pending, 0);
+        run(async {
+            let keys: Vec<Key> = (0..200u64).map(|i| k(&i.to_string())).collect();
+            let t = d.begin(&keys).await.unwrap();
+            assert!(t.verdicts().iter().all(|v| *v == Verdict::Duplicate));
         });
     }
 

@@ -30,11 +30,12 @@ pub struct DedupOptions {
     /// Ids committed but not yet written to redb above which `begin` waits
     /// for the writer (back-pressure). Default: 262,144.
     pub max_pending: usize,
-    /// Ids per redb table segment. Keys are random, so a batch written into
-    /// a big B-tree rewrites about one leaf page per id; into a segment this
-    /// small, each leaf once for many ids. A bloom hit probes the hit
-    /// generation's segments, newest first. Default: 262,144.
-    pub segment_ids: u64,
+    /// Largest sorted run a merge may produce. Each writer batch is one run;
+    /// runs no larger than the newest are merged into it, so an id is
+    /// rewritten about log₂(this / batch size) times, and a bloom hit probes
+    /// one chunk per run of the hit generation (about capacity /
+    /// (generations × this) + log₂ of it). Default: 1,048,576.
+    pub max_run_ids: u64,
     /// redb page cache. Default: 64 MiB.
     pub cache_bytes: usize,
 }
@@ -49,7 +50,7 @@ impl Default for DedupOptions {
             sync_interval: Duration::from_secs(1),
             write_interval: Duration::from_millis(250),
             max_pending: 262_144,
-            segment_ids: 1 << 18,
+            max_run_ids: 1 << 20,
             cache_bytes: 64 << 20,
         }
     }
@@ -67,8 +68,8 @@ pub(crate) fn validate(o: &DedupOptions) -> Result<(), DedupError> {
     if !(o.false_positive_rate > 0.0 && o.false_positive_rate < 1.0) {
         return bad("false_positive_rate must be between 0 and 1");
     }
-    if o.segment_ids == 0 {
-        return bad("segment_ids must be positive");
+    if o.max_run_ids == 0 {
+        return bad("max_run_ids must be positive");
     }
     if o.generations == 0 || o.generations > 63 {
         return bad("generations must be between 1 and 63");

@@ -35,7 +35,7 @@ impl Dedup {
             if c.end - c.start >= 4096 {
                 self.skip(chunk.take().unwrap());
             }
-            if shared.lock().pending.len() >= shared.max_pending / 2 {
+            if shared.lock().pending >= shared.max_pending / 2 {
                 self.flush()?;
             }
         }
@@ -49,7 +49,7 @@ impl Dedup {
     /// Adds one re-indexed id unless it is already held; true if added.
     fn reindex_one(&self, key: Key, t: u64, now: u64) -> Result<bool, DedupError> {
         let shared = &self.inner.shared;
-        let class = shared.lock().claim(&[key], &[true], now, shared.window_ms);
+        let class = shared.lock().claim(&[key], now, shared.window_ms);
         let Ok(mut class) = class else {
             return Ok(false); // claimed by a live request: it is being stored now
         };

@@ -1,11 +1,13 @@
 //! The state shared by the handle, tickets and the writer thread: ids in
 //! flight (claimed, append not finished), ids pending (durable in the WAL,
-//! not yet written to redb) and the bloom generations, behind one mutex.
+//! not yet written to redb) in one map, and the bloom generations, behind
+//! one mutex.
 
 use super::clock::Clock;
 use super::generations::{Change, Generations};
 use super::key::Key;
 use super::writer::Op;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -41,6 +43,9 @@ pub(crate) struct Shared {
     pub hold: Mutex<bool>,
     /// Signalled when `hold` is released or `halted` is set.
     pub hold_cv: Condvar,
+    /// The writer thread, unparked by whoever sends it an op that waits for
+    /// the write (it lingers parked, not woken by ordinary commits).
+    pub writer_thread: OnceLock<std::thread::Thread>,
 }
 
 impl Shared {
@@ -48,6 +53,15 @@ impl Shared {
     /// change under the lock leaves it consistent).
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends an op someone waits for, and wakes the writer for it.
+    pub fn send_urgent(&self, op: Op) -> Result<(), std::sync::mpsc::SendError<Op>> {
+        let sent = self.lock().tx.send(op);
+        if let Some(t) = self.writer_thread.get() {
+            t.unpark();
+        }
+        sent
     }
 
     /// Locks the test hold flag.
@@ -67,18 +81,37 @@ pub(crate) enum Class {
     Confirm(Vec<u64>),
 }
 
+/// An id the shared state knows about beyond the filters and redb.
+#[derive(Debug)]
+pub(crate) enum Slot {
+    /// Claimed by the `begin` pass `owner`, whose append has not finished.
+    /// The first waiter creates the channel (most ids never have one);
+    /// waiters subscribe and wake when it is dropped (commit or abort).
+    Claimed {
+        /// The claiming pass.
+        owner: u64,
+        /// Dropped when the claim ends.
+        waiters: Option<watch::Sender<()>>,
+    },
+    /// Durable in the WAL since this time (ms), not yet written to redb.
+    Pending(u64),
+}
+
 /// The mutable shared state.
 pub(crate) struct State {
     /// Bloom generations: which ids may have been seen.
     pub gens: Generations,
-    /// Ids claimed by a request whose append has not finished. The first
-    /// waiter creates the channel (most ids never have one); waiters
-    /// subscribe and wake when it is dropped (commit or abort). Bounded by
-    /// the keys of requests in flight.
-    pub in_flight: KeyMap<Option<watch::Sender<()>>>,
-    /// Ids durable in the WAL, not yet written to redb: id → first-seen ms.
-    /// Bounded by `max_pending` (requests wait beyond it).
-    pub pending: KeyMap<u64>,
+    /// Ids claimed by a request in flight, or pending (durable in the WAL,
+    /// not yet in redb): one map, so an id costs one hash look-up per step.
+    /// Bounded by the keys of requests in flight plus `max_pending`.
+    ids: KeyMap<Slot>,
+    /// `Claimed` entries in `ids`.
+    pub in_flight: usize,
+    /// `Pending` entries in `ids`; requests wait beyond `max_pending`.
+    pub pending: usize,
+    /// Identifies the next `begin` pass (repeats inside a request find
+    /// their own pass's claim).
+    next_owner: u64,
     /// To the writer thread; sent to under this lock so that changes and
     /// inserts reach it in the order they happened.
     pub tx: Sender<Op>,
@@ -98,8 +131,10 @@ impl State {
     pub fn new(gens: Generations, tx: Sender<Op>) -> State {
         State {
             gens,
-            in_flight: KeyMap::default(),
-            pending: KeyMap::default(),
+            ids: KeyMap::default(),
+            in_flight: 0,
+            pending: 0,
+            next_owner: 0,
             tx,
             changes: Vec::new(),
             hits: Vec::new(),
@@ -113,39 +148,58 @@ impl State {
         }
     }
 
-    /// One locked pass over a request's keys (`first[i]`: the first
-    /// occurrence of that key in the request). If any is claimed by another
-    /// request, claims nothing and returns that key's receiver to wait on;
-    /// else claims every key that is not a known duplicate. Taking all claims
-    /// in one pass, only after all waiting is over, is what rules out
-    /// deadlock: a request never holds a claim while it waits.
+    /// One locked pass over a request's keys. If any is claimed by another
+    /// request, gives back what this pass claimed and returns that key's
+    /// receiver to wait on; else every key that is not a known duplicate
+    /// (pending and fresh, or a repeat inside `keys`) ends up claimed.
+    /// Holding no claim while waiting is what rules out deadlock.
     pub fn claim(
         &mut self,
         keys: &[Key],
-        first: &[bool],
         now_ms: u64,
         window_ms: u64,
     ) -> Result<Vec<Class>, watch::Receiver<()>> {
         self.gens.maintain(now_ms, &mut self.changes);
         self.send_changes();
-        for (k, _) in keys.iter().zip(first).filter(|(_, f)| **f) {
-            if let Some(s) = self.in_flight.get_mut(k) {
-                return Err(s.get_or_insert_with(|| watch::channel(()).0).subscribe());
-            }
-        }
+        let owner = self.next_owner;
+        self.next_owner += 1;
         let mut out = Vec::with_capacity(keys.len());
-        for (k, f) in keys.iter().zip(first) {
-            if !f
-                || self
-                    .pending
-                    .get(k)
-                    .is_some_and(|&t| fresh(t, now_ms, window_ms))
-            {
-                out.push(Class::Duplicate);
-                continue;
+        for (i, k) in keys.iter().enumerate() {
+            match self.ids.entry(*k) {
+                Entry::Occupied(mut o) => match o.get_mut() {
+                    Slot::Claimed { owner: o, .. } if *o == owner => {
+                        out.push(Class::Duplicate);
+                        continue;
+                    }
+                    Slot::Claimed { waiters, .. } => {
+                        let rx = waiters
+                            .get_or_insert_with(|| watch::channel(()).0)
+                            .subscribe();
+                        self.release_pass(&keys[..i], &out);
+                        return Err(rx);
+                    }
+                    Slot::Pending(t) if fresh(*t, now_ms, window_ms) => {
+                        out.push(Class::Duplicate);
+                        continue;
+                    }
+                    // Pending but older than the window: seen too long ago.
+                    slot @ Slot::Pending(_) => {
+                        *slot = Slot::Claimed {
+                            owner,
+                            waiters: None,
+                        };
+                        self.pending -= 1;
+                    }
+                },
+                Entry::Vacant(v) => {
+                    v.insert(Slot::Claimed {
+                        owner,
+                        waiters: None,
+                    });
+                }
             }
+            self.in_flight += 1;
             self.gens.hits(*k, &mut self.hits);
-            self.in_flight.insert(*k, None);
             out.push(if self.hits.is_empty() {
                 Class::New
             } else {
@@ -155,16 +209,31 @@ impl State {
         Ok(out)
     }
 
-    /// Gives up claims: waiters wake and look again.
-    pub fn release(&mut self, keys: &[Key]) {
-        for k in keys {
-            self.in_flight.remove(k);
+    /// Gives back the claims of an unfinished pass: `keys[j]` was claimed
+    /// by it when `classes[j]` is not a duplicate.
+    fn release_pass(&mut self, keys: &[Key], classes: &[Class]) {
+        for (k, c) in keys.iter().zip(classes) {
+            if !matches!(c, Class::Duplicate) {
+                self.release(std::slice::from_ref(k));
+            }
         }
     }
 
-    /// Marks ids durable in the WAL as seen: into the active generation's
-    /// filter and the pending set, claims released, writer told. `offsets`
-    /// completes once the writer has written them.
+    /// Gives up claims: waiters wake and look again.
+    pub fn release(&mut self, keys: &[Key]) {
+        for k in keys {
+            if let Entry::Occupied(o) = self.ids.entry(*k) {
+                if matches!(o.get(), Slot::Claimed { .. }) {
+                    o.remove();
+                    self.in_flight -= 1;
+                }
+            }
+        }
+    }
+
+    /// Marks claimed ids durable in the WAL as seen: into the active
+    /// generation's filter and pending, claims ended (waiters wake), writer
+    /// told. `offsets` completes once the writer has written them.
     pub fn commit(&mut self, entries: &[(Key, u64)], now_ms: u64, offsets: Range<u64>) {
         let mut batch = Vec::with_capacity(entries.len());
         for &(k, t) in entries {
@@ -179,12 +248,27 @@ impl State {
                 self.send_changes();
             }
             batch.push((gen, k, t));
-            self.pending.insert(k, t);
-            self.in_flight.remove(&k);
+            match self.ids.insert(k, Slot::Pending(t)) {
+                Some(Slot::Claimed { .. }) => self.in_flight -= 1,
+                Some(Slot::Pending(_)) => self.pending -= 1,
+                None => {}
+            }
+            self.pending += 1;
         }
         let _ = self.tx.send(Op::Insert {
             entries: batch,
             offsets,
         });
+    }
+
+    /// The writer wrote `key` first seen at `t`: it leaves the pending set
+    /// unless it was claimed or committed again meanwhile.
+    pub fn retire(&mut self, key: &Key, t: u64) {
+        if let Entry::Occupied(o) = self.ids.entry(*key) {
+            if matches!(o.get(), Slot::Pending(p) if *p == t) {
+                o.remove();
+                self.pending -= 1;
+            }
+        }
     }
 }

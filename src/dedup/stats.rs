@@ -3,12 +3,12 @@
 
 use super::clock::to_ms;
 use super::error::DedupError;
+use super::runs::RUNS;
 use super::store::{
-    gen_rows, ids_table, ids_table_name, meta, M_CAPACITY, M_CHECKPOINT, M_DUPLICATES, M_EARLY,
-    M_WINDOW,
+    gen_rows, held_runs, meta, M_CAPACITY, M_CHECKPOINT, M_DUPLICATES, M_EARLY, M_WINDOW,
 };
 use super::{generations, store, Dedup};
-use redb::{Database, ReadableTableMetadata};
+use redb::Database;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -59,8 +59,8 @@ impl Dedup {
             false_positive_rate: state.gens.false_positive_rate(),
             duplicates: shared.duplicates.load(Ordering::Relaxed),
             checkpoint: self.checkpoint(),
-            pending: state.pending.len() as u64,
-            in_flight: state.in_flight.len() as u64,
+            pending: state.pending as u64,
+            in_flight: state.in_flight as u64,
             file_bytes: std::fs::metadata(&self.inner.path)
                 .map(|m| m.len())
                 .unwrap_or(0),
@@ -105,7 +105,7 @@ struct FileFigures {
     pub duplicates: u64,
     /// (bits, hashes, ids) per held generation, oldest first.
     pub gens: Vec<(u64, u32, u64)>,
-    /// Ids actually in the tables (should equal the sum of the counts).
+    /// Ids in the runs (should equal the sum of the counts).
     pub ids_in_tables: u64,
     pub oldest_start_ms: Option<u64>,
     pub now_ms: u64,
@@ -115,16 +115,13 @@ struct FileFigures {
 fn file_figures(db: &Database, path: &Path, now: SystemTime) -> Result<FileFigures, DedupError> {
     let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
     let rows = gen_rows(&tx, path)?;
+    let runs = tx
+        .open_table(RUNS)
+        .map_err(|e| DedupError::index(path, e))?;
     let mut ids_in_tables = 0;
-    for (id, row) in &rows {
-        for seg in 0..row.segments {
-            let name = ids_table_name(*id, seg);
-            match tx.open_table(ids_table(&name)) {
-                Ok(t) => ids_in_tables += t.len().map_err(|e| DedupError::index(path, e))?,
-                Err(redb::TableError::TableDoesNotExist(_)) => {}
-                Err(e) => return Err(DedupError::index(path, e)),
-            }
-        }
+    for (id, _) in &rows {
+        let held = held_runs(&runs, *id).map_err(|e| DedupError::index(path, e))?;
+        ids_in_tables += held.iter().map(|(_, ids)| ids).sum::<u64>();
     }
     let early = meta(&tx, path, M_EARLY)?;
     Ok(FileFigures {

@@ -2,24 +2,27 @@
 //! of bloom hits, and the read-only figures `ferry dedup stats` prints.
 //!
 //! Tables: `meta` (checkpoint and counters), `generations` (one row per held
-//! generation), `blooms` (persisted filters) and, per generation, segment
-//! tables `ids_<generation>_<segment>` (key → first-seen time) of about
-//! `DedupOptions::segment_ids` ids each, dropped whole when the generation ages out so
-//! expiry frees pages without touching ids one by one.
+//! generation), `blooms` (persisted filters), `runs` (the sorted runs of each
+//! generation) and, per generation, a chunk table `chunks_<generation>`
+//! holding its runs (layout in `runs.rs`), dropped whole when the generation
+//! ages out so expiry frees pages without touching ids one by one.
 
 use super::error::DedupError;
 use super::generations::{bloom_from_bits, Generation};
 use super::key::Key;
+use super::runs::{self, RUNS};
 use redb::{Database, ReadTransaction, ReadableTable, TableDefinition};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::SystemTime;
 
 /// Layout version stored in `meta`; bump on any change of the tables.
-pub(crate) const FORMAT: u64 = 1;
+/// 1: one B-tree row per id (segment tables); 2: sorted runs in chunks.
+pub(crate) const FORMAT: u64 = 2;
 /// Counters and positions by name (see the `M_*` names).
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Generation id → (start ms, ids, filter bits, filter hashes, ids covered
-/// by the persisted filter, segment tables).
+/// by the persisted filter, next run id).
 pub(crate) const GENS: TableDefinition<u64, (u64, u64, u64, u64, u64, u64)> =
     TableDefinition::new("generations");
 
@@ -36,16 +39,6 @@ pub(crate) const M_DUPLICATES: &str = "duplicates";
 pub(crate) const M_WINDOW: &str = "window_ms";
 pub(crate) const M_CAPACITY: &str = "capacity";
 
-/// The name of a generation's segment table.
-pub(crate) fn ids_table_name(id: u64, segment: u64) -> String {
-    format!("ids_{id:020}_{segment:06}")
-}
-
-/// A generation's id table: key → first-seen time (ms since the epoch).
-pub(crate) fn ids_table(name: &str) -> TableDefinition<'_, u128, u64> {
-    TableDefinition::new(name)
-}
-
 /// One row of `generations`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct GenRow {
@@ -55,8 +48,8 @@ pub(crate) struct GenRow {
     pub hashes: u64,
     /// Ids the persisted filter covers; it is usable only if this equals `count`.
     pub snapshot_count: u64,
-    /// Segment tables (`ids_table_name(id, 0..segments)`).
-    pub segments: u64,
+    /// The id the generation's next run takes.
+    pub next_run: u64,
 }
 
 impl GenRow {
@@ -67,7 +60,7 @@ impl GenRow {
             num_bits: t.2,
             hashes: t.3,
             snapshot_count: t.4,
-            segments: t.5,
+            next_run: t.5,
         }
     }
     pub fn to_tuple(self) -> (u64, u64, u64, u64, u64, u64) {
@@ -77,7 +70,7 @@ impl GenRow {
             self.num_bits,
             self.hashes,
             self.snapshot_count,
-            self.segments,
+            self.next_run,
         )
     }
 }
@@ -108,10 +101,26 @@ pub(crate) fn open(
     window_ms: u64,
     capacity: u64,
 ) -> Result<Database, DedupError> {
-    let db = Database::builder()
-        .set_cache_size(cache_bytes)
-        .create(path)
-        .map_err(|e| DedupError::index(path, e))?;
+    let create = || {
+        Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| DedupError::index(path, e))
+    };
+    let mut db = create()?;
+    if stored_format(&db, path)? == Some(1) {
+        // The layout of an earlier ferry. Every id it holds is also in the
+        // log above its checkpoint or older; a new index re-indexed from
+        // the log keeps every retained id, and can only forget older ones
+        // (a duplicate stored, never an event dropped).
+        tracing::warn!(
+            path = %path.display(),
+            "the dedup index has an earlier layout (format 1); starting a new one, re-indexed from the log"
+        );
+        drop(db);
+        std::fs::remove_file(path).map_err(|e| DedupError::index(path, e))?;
+        db = create()?;
+    }
     let tx = db.begin_write().map_err(|e| DedupError::index(path, e))?;
     {
         let mut meta = tx
@@ -142,19 +151,32 @@ pub(crate) fn open(
             .map_err(|e| DedupError::index(path, e))?;
         tx.open_table(BLOOMS)
             .map_err(|e| DedupError::index(path, e))?;
+        tx.open_table(RUNS)
+            .map_err(|e| DedupError::index(path, e))?;
     }
     tx.commit().map_err(|e| DedupError::index(path, e))?;
-    let mut db = db;
     compact_if_sparse(&mut db, path, COMPACT_MIN_BYTES)?;
     Ok(db)
+}
+
+/// The layout version a file records, if it records one.
+fn stored_format(db: &Database, path: &Path) -> Result<Option<u64>, DedupError> {
+    let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
+    let t = match tx.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(DedupError::index(path, e)),
+    };
+    let v = t.get(M_FORMAT).map_err(|e| DedupError::index(path, e))?;
+    Ok(v.map(|v| v.value()))
 }
 
 /// Files smaller than this are never compacted at open.
 const COMPACT_MIN_BYTES: u64 = 256 << 20;
 
-/// Rough B-tree bytes per held id (key, value, page slack), from the
-/// benchmark's file size (docs/benchmarks.md).
-const BYTES_PER_ID: u64 = 110;
+/// Rough bytes per held id: a 24-byte entry in a chunk of 160 that fills
+/// a 4 KiB page, plus branch pages.
+const BYTES_PER_ID: u64 = 27;
 
 /// redb files never shrink by themselves. Expiry frees whole generation
 /// tables whose pages the next generations reuse, so under steady load the
@@ -283,18 +305,14 @@ pub(crate) fn load(db: &Database, path: &Path) -> Result<Loaded, DedupError> {
             None => {
                 loaded.rebuilt += 1;
                 let mut bloom = bloom_from_bits(vec![0; words], row.hashes as u32);
-                for seg in 0..row.segments {
-                    let name = ids_table_name(id, seg);
-                    match tx.open_table(ids_table(&name)) {
-                        Ok(t) => {
-                            for r in t.iter().map_err(|e| DedupError::index(path, e))? {
-                                let (k, _) = r.map_err(|e| DedupError::index(path, e))?;
-                                bloom.insert_hash(Key::from_u128(k.value()).bloom_hash());
-                            }
-                        }
-                        Err(redb::TableError::TableDoesNotExist(_)) => {}
-                        Err(e) => return Err(DedupError::index(path, e)),
-                    }
+                let name = runs::chunks_table_name(id);
+                match tx.open_table(runs::chunks_table(&name)) {
+                    Ok(t) => runs::for_each_key(&t, |k| {
+                        bloom.insert_hash(Key::from_u128(k).bloom_hash());
+                    })
+                    .map_err(|e| e.at(path))?,
+                    Err(redb::TableError::TableDoesNotExist(_)) => {}
+                    Err(e) => return Err(DedupError::index(path, e)),
                 }
                 bloom
             }
@@ -309,38 +327,61 @@ pub(crate) fn load(db: &Database, path: &Path) -> Result<Loaded, DedupError> {
     Ok(loaded)
 }
 
+/// The runs of generation `id`, oldest first: (run, ids).
+pub(crate) fn held_runs(
+    table: &impl ReadableTable<(u64, u64), u64>,
+    id: u64,
+) -> Result<Vec<(u64, u64)>, redb::StorageError> {
+    let mut out = Vec::new();
+    for r in table.range((id, 0)..=(id, u64::MAX))? {
+        let (k, v) = r?;
+        out.push((k.value().1, v.value()));
+    }
+    Ok(out)
+}
+
 /// Confirms bloom hits: for each (key, generations whose filter hit), the
-/// first-seen time if the key is in one of those generations' tables.
+/// first-seen time if the key is in one of those generations' runs. Runs are
+/// probed newest first (a retry usually repeats a recent id), one chunk each.
 pub(crate) fn lookup(
     db: &Database,
     path: &Path,
     queries: &[(Key, Vec<u64>)],
 ) -> Result<Vec<Option<SystemTime>>, DedupError> {
-    let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
-    let rows = tx
-        .open_table(GENS)
-        .map_err(|e| DedupError::index(path, e))?;
+    let e = |err: redb::StorageError| DedupError::index(path, err);
+    let tx = db.begin_read().map_err(|x| DedupError::index(path, x))?;
+    let runs_table = tx
+        .open_table(RUNS)
+        .map_err(|x| DedupError::index(path, x))?;
+    // Per generation of this call: its chunk table and its runs, newest first.
+    let mut opened = HashMap::new();
     let mut out = Vec::with_capacity(queries.len());
     for (key, gens) in queries {
         let mut found = None;
         'gens: for &id in gens {
-            // Not written yet (created in memory): its ids are still pending.
-            let Some(row) = rows.get(id).map_err(|e| DedupError::index(path, e))? else {
-                continue;
+            let (table, held) = match opened.entry(id) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let name = runs::chunks_table_name(id);
+                    let table = match tx.open_table(runs::chunks_table(&name)) {
+                        Ok(t) => Some(t),
+                        // Not written yet: its ids are all still pending.
+                        Err(redb::TableError::TableDoesNotExist(_)) => None,
+                        Err(x) => return Err(DedupError::index(path, x)),
+                    };
+                    let mut held: Vec<u64> = held_runs(&runs_table, id)
+                        .map_err(e)?
+                        .into_iter()
+                        .map(|(run, _)| run)
+                        .collect();
+                    held.reverse();
+                    v.insert((table, held))
+                }
             };
-            // Newest first: a retry usually repeats a recent id.
-            for seg in (0..GenRow::from_tuple(row.value()).segments).rev() {
-                let name = ids_table_name(id, seg);
-                let t = match tx.open_table(ids_table(&name)) {
-                    Ok(t) => t,
-                    Err(redb::TableError::TableDoesNotExist(_)) => continue,
-                    Err(e) => return Err(DedupError::index(path, e)),
-                };
-                if let Some(v) = t
-                    .get(key.as_u128())
-                    .map_err(|e| DedupError::index(path, e))?
-                {
-                    found = Some(super::clock::from_ms(v.value()));
+            let Some(table) = table else { continue };
+            for &run in held.iter() {
+                if let Some(t) = runs::find(table, run, key.as_u128()).map_err(|x| x.at(path))? {
+                    found = Some(super::clock::from_ms(t));
                     break 'gens;
                 }
             }
@@ -359,24 +400,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.redb");
         let mut db = open(&path, 1 << 20, 1, 1).unwrap();
-        let name = ids_table_name(0, 0);
+        let name = runs::chunks_table_name(0);
         let tx = db.begin_write().unwrap();
         {
-            let mut t = tx.open_table(ids_table(&name)).unwrap();
-            for i in 0..200_000u128 {
-                t.insert(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835), 1)
-                    .unwrap();
-            }
+            let mut t = tx.open_table(runs::chunks_table(&name)).unwrap();
+            let mut ids: Vec<runs::Entry> = (0..1_000_000u128)
+                .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835), 1))
+                .collect();
+            runs::sort_unique(&mut ids);
+            runs::write_run(&mut t, 0, &ids).unwrap();
         }
         tx.open_table(GENS)
             .unwrap()
-            .insert(0, (0, 200_000, 64, 1, 0, 1))
+            .insert(0, (0, 1_000_000, 64, 1, 0, 1))
             .unwrap();
         tx.commit().unwrap();
         // Dense: nothing to do.
         assert!(!compact_if_sparse(&mut db, &path, 0).unwrap());
         let tx = db.begin_write().unwrap();
-        tx.delete_table(ids_table(&name)).unwrap();
+        tx.delete_table(runs::chunks_table(&name)).unwrap();
         tx.open_table(GENS).unwrap().remove(0).unwrap();
         tx.commit().unwrap();
         let before = std::fs::metadata(&path).unwrap().len();
@@ -385,5 +427,41 @@ mod tests {
         assert!(compact_if_sparse(&mut db, &path, 0).unwrap());
         let after = std::fs::metadata(&path).unwrap().len();
         assert!(after < before / 2, "{before} -> {after}");
+    }
+
+    #[test]
+    fn an_index_of_the_earlier_layout_is_replaced_by_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut meta = tx.open_table(META).unwrap();
+                meta.insert(M_FORMAT, 1).unwrap();
+                meta.insert(M_CHECKPOINT, 500).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let db = open(&path, 1 << 20, 1, 1).unwrap();
+        let loaded = load(&db, &path).unwrap();
+        // Re-indexing starts from the beginning of the log.
+        assert_eq!(loaded.checkpoint, 0);
+        let tx = db.begin_read().unwrap();
+        assert_eq!(meta(&tx, &path, M_FORMAT).unwrap(), FORMAT);
+    }
+
+    #[test]
+    fn an_unknown_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(META).unwrap().insert(M_FORMAT, 99).unwrap();
+            tx.commit().unwrap();
+        }
+        let err = open(&path, 1 << 20, 1, 1).unwrap_err();
+        assert!(err.to_string().contains("unknown index format 99"), "{err}");
     }
 }

@@ -14,20 +14,26 @@ use super::checkpoint::Progress;
 use super::error::DedupError;
 use super::generations::Change;
 use super::key::Key;
+use super::runs::{self, Entry, RUNS};
 use super::state::Shared;
 use super::store::{self, GenRow};
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Most operations folded into one transaction.
 const MAX_OPS: usize = 4096;
+
+/// Entries each run buffer keeps allocated between batches (6 MiB).
+const KEEP_ENTRIES: usize = 1 << 18;
+
+/// Written ids retired from the pending set per hold of the state lock.
+const RETIRE_SLICE: usize = 4096;
 
 /// Work for the writer, applied in the order sent.
 pub(crate) enum Op {
@@ -77,8 +83,10 @@ pub(crate) struct Writer {
     pub sync_interval: Duration,
     /// How long a batch gathers commits before it is written.
     pub linger: Duration,
-    /// Ids per segment table before a new one starts.
-    pub segment_ids: u64,
+    /// Largest run a merge may produce.
+    pub max_run_ids: u64,
+    /// Run buffers reused from batch to batch.
+    pub bufs: RunBuffers,
 }
 
 impl Writer {
@@ -99,19 +107,24 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => batch.push(Op::Close),
             }
             // Gather for `linger` unless something waits for the write: few
-            // large transactions copy far fewer B-tree pages than many small.
+            // large transactions cost far less than many small. Ordinary
+            // ops do not wake this thread (that would be a context switch
+            // per commit); those that wait for the write unpark it.
             let deadline = Instant::now() + self.linger;
-            while !batch.is_empty()
-                && batch.len() < MAX_OPS
-                && !batch.last().is_some_and(Op::urgent)
-            {
-                match self
-                    .rx
-                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                {
-                    Ok(op) => batch.push(op),
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => batch.push(Op::Close),
+            while !batch.is_empty() && !batch.last().is_some_and(Op::urgent) {
+                while batch.len() < MAX_OPS && !batch.last().is_some_and(Op::urgent) {
+                    match self.rx.try_recv() {
+                        Ok(op) => batch.push(op),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => batch.push(Op::Close),
+                    }
+                }
+                let now = Instant::now();
+                if batch.len() >= MAX_OPS || now >= deadline {
+                    break;
+                }
+                if !batch.last().is_some_and(Op::urgent) {
+                    std::thread::park_timeout(deadline - now);
                 }
             }
             let shared = self.shared.clone();
@@ -187,6 +200,7 @@ impl Writer {
             let mut gens = tx.open_table(store::GENS).map_err(|x| e(x.into()))?;
             let mut blooms = tx.open_table(store::BLOOMS).map_err(|x| e(x.into()))?;
             let mut meta = tx.open_table(store::META).map_err(|x| e(x.into()))?;
+            let mut run_rows = tx.open_table(RUNS).map_err(|x| e(x.into()))?;
             let mut rows: HashMap<u64, GenRow> = HashMap::new();
             for r in gens.iter().map_err(|x| e(x.into()))? {
                 let (k, v) = r.map_err(|x| e(x.into()))?;
@@ -196,15 +210,16 @@ impl Writer {
             let mut staged: Vec<(u64, Key, u64)> = Vec::new();
             for op in batch {
                 if matches!(op, Op::Change(_)) {
-                    insert_sorted(
-                        &tx,
-                        &mut tables,
-                        &mut rows,
-                        &mut staged,
-                        &mut written,
-                        self.segment_ids,
-                        &e,
-                    )?;
+                    let mut to = Target {
+                        tx: &tx,
+                        tables: &mut tables,
+                        run_rows: &mut run_rows,
+                        rows: &mut rows,
+                        max_run_ids: self.max_run_ids,
+                        bufs: &mut self.bufs,
+                    };
+                    to.insert_runs(&mut staged, &mut written)
+                        .map_err(|x| x.at(&p))?;
                 }
                 match op {
                     Op::Change(Change::Created {
@@ -219,7 +234,7 @@ impl Writer {
                             num_bits,
                             hashes: u64::from(hashes),
                             snapshot_count: u64::MAX,
-                            segments: 0,
+                            next_run: 0,
                         };
                         rows.insert(id, row);
                         let next = meta
@@ -242,15 +257,16 @@ impl Writer {
                         id,
                         early_boundary_ms,
                     }) => {
-                        tables.retain(|&(g, _), _| g != id);
-                        let segments = rows.remove(&id).map_or(0, |r| r.segments);
+                        tables.remove(&id);
+                        rows.remove(&id);
                         gens.remove(id).map_err(|x| e(x.into()))?;
                         blooms.remove(id).map_err(|x| e(x.into()))?;
-                        for seg in 0..segments {
-                            let name = store::ids_table_name(id, seg);
-                            tx.delete_table(store::ids_table(&name))
-                                .map_err(|x| e(x.into()))?;
-                        }
+                        run_rows
+                            .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
+                            .map_err(|x| e(x.into()))?;
+                        let name = runs::chunks_table_name(id);
+                        tx.delete_table(runs::chunks_table(&name))
+                            .map_err(|x| e(x.into()))?;
                         meta.insert(store::M_EARLY, early_boundary_ms.unwrap_or(0))
                             .map_err(|x| e(x.into()))?;
                     }
@@ -262,15 +278,16 @@ impl Writer {
                     Op::Flush { .. } | Op::Hold | Op::Close | Op::Crash => {}
                 }
             }
-            insert_sorted(
-                &tx,
-                &mut tables,
-                &mut rows,
-                &mut staged,
-                &mut written,
-                self.segment_ids,
-                &e,
-            )?;
+            let mut to = Target {
+                tx: &tx,
+                tables: &mut tables,
+                run_rows: &mut run_rows,
+                rows: &mut rows,
+                max_run_ids: self.max_run_ids,
+                bufs: &mut self.bufs,
+            };
+            to.insert_runs(&mut staged, &mut written)
+                .map_err(|x| x.at(&p))?;
             drop(tables);
             if close {
                 // Persist every filter that does not cover its generation yet
@@ -297,60 +314,111 @@ impl Writer {
                 .map_err(|x| e(x.into()))?;
         }
         tx.commit().map_err(|x| e(x.into()))?;
-        let mut state = self.shared.lock();
-        for (key, t) in written {
-            if state.pending.get(&key) == Some(&t) {
-                state.pending.remove(&key);
+        // In slices, so requests never wait long for the lock.
+        for slice in written.chunks(RETIRE_SLICE) {
+            let mut state = self.shared.lock();
+            for (key, t) in slice {
+                state.retire(key, *t);
             }
         }
-        drop(state);
         self.shared.drained.notify_waiters();
         Ok(())
     }
 }
 
-/// Inserts staged ids, sorted by generation and key: random keys inserted
-/// in order touch each B-tree page once per batch instead of once per id.
-/// A generation's ids of one call go to its newest segment, or to a new one
-/// once that holds `segment_ids`.
-fn insert_sorted<'t>(
+/// Where a batch's ids go: the open transaction's tables.
+struct Target<'a, 't> {
+    /// The write transaction.
     tx: &'t WriteTransaction,
-    tables: &mut HashMap<(u64, u64), Table<'t, u128, u64>>,
-    rows: &mut HashMap<u64, GenRow>,
-    staged: &mut Vec<(u64, Key, u64)>,
-    written: &mut Vec<(Key, u64)>,
-    segment_ids: u64,
-    e: &impl Fn(redb::Error) -> DedupError,
-) -> Result<(), DedupError> {
-    staged.sort_unstable_by_key(|&(gen, key, _)| (gen, key));
-    let mut current: Option<(u64, u64)> = None;
-    for (gen, key, t) in staged.drain(..) {
-        written.push((key, t));
-        let Some(row) = rows.get_mut(&gen) else {
-            continue; // aged out before it was written
-        };
-        if current.is_none_or(|(g, _)| g != gen) {
-            if row.segments == 0 || row.count >= row.segments * segment_ids {
-                row.segments += 1;
+    /// Chunk tables opened so far, by generation.
+    tables: &'a mut HashMap<u64, Table<'t, (u64, u128), &'static [u8]>>,
+    /// The `runs` table.
+    run_rows: &'a mut Table<'t, (u64, u64), u64>,
+    /// Generation rows, written back at the end of the transaction.
+    rows: &'a mut HashMap<u64, GenRow>,
+    /// Largest run a merge may produce.
+    max_run_ids: u64,
+    /// Reused between batches: fresh allocations of run-sized buffers would
+    /// cost a page fault per 4 KiB.
+    bufs: &'a mut RunBuffers,
+}
+
+/// Buffers of the run being built and of the run merged into it.
+#[derive(Default)]
+pub(crate) struct RunBuffers {
+    current: Vec<Entry>,
+    older: Vec<Entry>,
+    merged: Vec<Entry>,
+}
+
+impl Target<'_, '_> {
+    /// Writes the staged ids of each generation as one new sorted run,
+    /// first merging into it the generation's newest runs while they are no
+    /// larger than it (binary-counter style: every id is rewritten about
+    /// log₂(run size / batch size) times, and a generation holds about that
+    /// many runs), up to `max_run_ids`. Drains `staged` into `written`.
+    fn insert_runs(
+        &mut self,
+        staged: &mut Vec<(u64, Key, u64)>,
+        written: &mut Vec<(Key, u64)>,
+    ) -> Result<(), runs::RunError> {
+        staged.sort_unstable_by_key(|&(gen, key, _)| (gen, key));
+        written.extend(staged.iter().map(|&(_, k, t)| (k, t)));
+        let mut rest = &staged[..];
+        while let Some(&(gen, _, _)) = rest.first() {
+            let n = rest.iter().take_while(|s| s.0 == gen).count();
+            let (group, tail) = rest.split_at(n);
+            rest = tail;
+            let Some(row) = self.rows.get_mut(&gen) else {
+                continue; // aged out before it was written
+            };
+            let RunBuffers {
+                current,
+                older,
+                merged,
+            } = &mut *self.bufs;
+            current.clear();
+            current.extend(group.iter().map(|&(_, k, t)| (k.as_u128(), t)));
+            runs::sort_unique(current);
+            let table = match self.tables.entry(gen) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let name = runs::chunks_table_name(gen);
+                    let t = self.tx.open_table(runs::chunks_table(&name));
+                    v.insert(t.map_err(|x| runs::RunError::Index(Box::new(x.into())))?)
+                }
+            };
+            let mut held = store::held_runs(&*self.run_rows, gen)?;
+            while let Some(&(run, ids)) = held.last() {
+                let len = current.len() as u64;
+                if ids > len || ids + len > self.max_run_ids {
+                    break;
+                }
+                older.clear();
+                runs::read_run(&*table, run, older)?;
+                runs::delete_run(table, run)?;
+                self.run_rows.remove((gen, run))?;
+                row.count = row.count.saturating_sub(ids);
+                runs::merge(older, current, merged);
+                std::mem::swap(current, merged);
+                held.pop();
             }
-            current = Some((gen, row.segments - 1));
+            let run = row.next_run;
+            row.next_run += 1;
+            runs::write_run(table, run, current)?;
+            self.run_rows.insert((gen, run), current.len() as u64)?;
+            row.count += current.len() as u64;
         }
-        let table = match tables.entry(current.unwrap()) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => {
-                let (gen, seg) = current.unwrap();
-                let name = store::ids_table_name(gen, seg);
-                let t = tx.open_table(store::ids_table(&name));
-                v.insert(t.map_err(|x| e(x.into()))?)
-            }
-        };
-        if table
-            .insert(key.as_u128(), t)
-            .map_err(|x| e(x.into()))?
-            .is_none()
-        {
-            row.count += 1;
+        staged.clear();
+        // Keep batch-sized buffers, not the memory of a rare large merge.
+        for buf in [
+            &mut self.bufs.current,
+            &mut self.bufs.older,
+            &mut self.bufs.merged,
+        ] {
+            buf.clear();
+            buf.shrink_to(KEEP_ENTRIES);
         }
+        Ok(())
     }
-    Ok(())
 }

@@ -1,0 +1,310 @@
+//! Sorted runs: how a generation's ids are laid out in redb. Each writer
+//! batch becomes one sorted run, stored as chunks of up to [`CHUNK_IDS`]
+//! entries, one chunk per row (about one 4 KiB page), keyed by (run, last key
+//! in the chunk). Runs are merged binary-counter style up to a largest size,
+//! so writing a batch costs one B-tree insert per chunk instead of one per id,
+//! and a look-up reads one chunk per run of the generation.
+
+use super::error::DedupError;
+use redb::{ReadableTable, Table, TableDefinition};
+
+/// One id of a run: (key as u128, first-seen ms since the epoch).
+pub(crate) type Entry = (u128, u64);
+
+/// Bytes of one entry: the key (u128, little-endian), then the first-seen
+/// time (u64, little-endian).
+const ENTRY_BYTES: usize = 24;
+
+/// Entries per chunk: 3,840 bytes, so one chunk row fills one 4 KiB leaf page.
+pub(crate) const CHUNK_IDS: usize = 160;
+
+/// (generation, run) → ids in the run. Run ids grow within a generation: a
+/// higher id holds newer ids (a merge result takes a fresh id).
+pub(crate) const RUNS: TableDefinition<(u64, u64), u64> = TableDefinition::new("runs");
+
+/// A generation's chunk table: (run, last key of the chunk) → packed entries.
+pub(crate) type ChunkDef<'a> = TableDefinition<'a, (u64, u128), &'static [u8]>;
+
+/// The name of a generation's chunk table.
+pub(crate) fn chunks_table_name(generation: u64) -> String {
+    format!("chunks_{generation:020}")
+}
+
+/// A generation's chunk table definition.
+pub(crate) fn chunks_table(name: &str) -> ChunkDef<'_> {
+    TableDefinition::new(name)
+}
+
+/// What reading or writing runs can fail with.
+#[derive(Debug)]
+pub(crate) enum RunError {
+    /// redb failed (boxed: redb's error type is large).
+    Index(Box<redb::Error>),
+    /// A chunk that cannot be decoded: corruption inside the index.
+    BadChunk(String),
+}
+
+impl From<redb::StorageError> for RunError {
+    fn from(e: redb::StorageError) -> RunError {
+        RunError::Index(Box::new(e.into()))
+    }
+}
+
+impl RunError {
+    /// As a dedup error about the index at `path`.
+    pub(crate) fn at(self, path: &std::path::Path) -> DedupError {
+        match self {
+            RunError::Index(e) => DedupError::index(path, *e),
+            RunError::BadChunk(reason) => DedupError::Corruption {
+                path: path.to_path_buf(),
+                reason,
+            },
+        }
+    }
+}
+
+/// Sorts entries by key and keeps one entry per key (the latest time: a key
+/// re-added after a restart carries the time of its stored event).
+pub(crate) fn sort_unique(entries: &mut Vec<Entry>) {
+    entries.sort_unstable();
+    // Sorted by (key, time): of equal keys the last has the latest time.
+    entries.reverse();
+    entries.dedup_by_key(|e| e.0);
+    entries.reverse();
+}
+
+/// Merges two runs sorted by unique key into `out` (cleared first); a key
+/// in both keeps the latest time.
+pub(crate) fn merge(a: &[Entry], b: &[Entry], out: &mut Vec<Entry>) {
+    out.clear();
+    out.reserve(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push((a[i].0, a[i].1.max(b[j].1)));
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+}
+
+/// Writes `entries` (sorted, unique) as run `run`, chunk by chunk.
+pub(crate) fn write_run(
+    table: &mut Table<'_, (u64, u128), &'static [u8]>,
+    run: u64,
+    entries: &[Entry],
+) -> Result<(), RunError> {
+    let mut buf = Vec::with_capacity(CHUNK_IDS * ENTRY_BYTES);
+    for chunk in entries.chunks(CHUNK_IDS) {
+        buf.clear();
+        for &(key, t) in chunk {
+            buf.extend_from_slice(&key.to_le_bytes());
+            buf.extend_from_slice(&t.to_le_bytes());
+        }
+        let last = chunk[chunk.len() - 1].0;
+        table.insert((run, last), buf.as_slice())?;
+    }
+    Ok(())
+}
+
+/// Appends every entry of run `run`, in key order, to `out`.
+pub(crate) fn read_run(
+    table: &impl ReadableTable<(u64, u128), &'static [u8]>,
+    run: u64,
+    out: &mut Vec<Entry>,
+) -> Result<(), RunError> {
+    for row in table.range((run, 0u128)..=(run, u128::MAX))? {
+        let (k, v) = row?;
+        let bytes = v.value();
+        check(bytes, k.value().1)?;
+        out.extend(bytes.chunks_exact(ENTRY_BYTES).map(decode));
+    }
+    Ok(())
+}
+
+/// Calls `f` with every key of every run in the table (a filter rebuild).
+pub(crate) fn for_each_key(
+    table: &impl ReadableTable<(u64, u128), &'static [u8]>,
+    mut f: impl FnMut(u128),
+) -> Result<(), RunError> {
+    for row in table.iter()? {
+        let (k, v) = row?;
+        let bytes = v.value();
+        check(bytes, k.value().1)?;
+        bytes.chunks_exact(ENTRY_BYTES).for_each(|e| f(decode(e).0));
+    }
+    Ok(())
+}
+
+/// Removes run `run`.
+pub(crate) fn delete_run(
+    table: &mut Table<'_, (u64, u128), &'static [u8]>,
+    run: u64,
+) -> Result<(), RunError> {
+    table.retain_in((run, 0u128)..=(run, u128::MAX), |_, _| false)?;
+    Ok(())
+}
+
+/// The first-seen time of `key` if run `run` holds it: one B-tree descent to
+/// the only chunk that can hold it, then a binary search inside it.
+pub(crate) fn find(
+    table: &impl ReadableTable<(u64, u128), &'static [u8]>,
+    run: u64,
+    key: u128,
+) -> Result<Option<u64>, RunError> {
+    let Some(row) = table.range((run, key)..=(run, u128::MAX))?.next() else {
+        return Ok(None);
+    };
+    let (k, v) = row?;
+    let bytes = v.value();
+    check(bytes, k.value().1)?;
+    let n = bytes.len() / ENTRY_BYTES;
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let (k, t) = decode(&bytes[mid * ENTRY_BYTES..(mid + 1) * ENTRY_BYTES]);
+        match k.cmp(&key) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return Ok(Some(t)),
+        }
+    }
+    Ok(None)
+}
+
+/// A chunk must hold whole entries, at least one, and end with its row key.
+fn check(bytes: &[u8], last: u128) -> Result<(), RunError> {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(ENTRY_BYTES) {
+        return Err(RunError::BadChunk(format!(
+            "a chunk of {} bytes",
+            bytes.len()
+        )));
+    }
+    let (k, _) = decode(&bytes[bytes.len() - ENTRY_BYTES..]);
+    if k != last {
+        return Err(RunError::BadChunk(format!(
+            "a chunk ending at {k:032x} filed under {last:032x}"
+        )));
+    }
+    Ok(())
+}
+
+/// One entry from its 24 bytes.
+fn decode(e: &[u8]) -> Entry {
+    let key = u128::from_le_bytes(e[..16].try_into().expect("16 bytes"));
+    let t = u64::from_le_bytes(e[16..24].try_into().expect("8 bytes"));
+    (key, t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::{Database, ReadableTableMetadata};
+
+    const T: ChunkDef<'static> = TableDefinition::new("chunks_test");
+
+    fn spread(i: u128) -> u128 {
+        i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+    }
+
+    #[test]
+    fn sort_unique_keeps_the_latest_time() {
+        let mut v = vec![(5, 1), (3, 9), (5, 7), (1, 2), (5, 4)];
+        sort_unique(&mut v);
+        assert_eq!(v, [(1, 2), (3, 9), (5, 7)]);
+    }
+
+    #[test]
+    fn merge_interleaves_and_keeps_the_latest_time_of_a_shared_key() {
+        let a = [(1, 10), (4, 10), (9, 10)];
+        let b = [(2, 20), (4, 5), (10, 20)];
+        let mut out = vec![(99, 99)];
+        merge(&a, &b, &mut out);
+        assert_eq!(out, [(1, 10), (2, 20), (4, 10), (9, 10), (10, 20)]);
+        merge(&a, &[], &mut out);
+        assert_eq!(out, a);
+        merge(&[], &b, &mut out);
+        assert_eq!(out, b);
+    }
+
+    #[test]
+    fn runs_round_trip_and_every_key_is_found_in_its_run_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("r.redb")).unwrap();
+        // Run 1 spans several chunks, with a partial last one; run 2 is small.
+        let mut one: Vec<Entry> = (0..1000).map(|i| (spread(i), i as u64)).collect();
+        sort_unique(&mut one);
+        let two: Vec<Entry> = vec![(spread(5000), 1), (spread(5001), 2)];
+        let mut two = two;
+        sort_unique(&mut two);
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(T).unwrap();
+            write_run(&mut t, 1, &one).unwrap();
+            write_run(&mut t, 2, &two).unwrap();
+            assert_eq!(t.len().unwrap() as usize, 1000usize.div_ceil(CHUNK_IDS) + 1);
+        }
+        tx.commit().unwrap();
+        let tx = db.begin_read().unwrap();
+        let t = tx.open_table(T).unwrap();
+        let mut back = Vec::new();
+        read_run(&t, 1, &mut back).unwrap();
+        assert_eq!(back, one);
+        for &(k, time) in &one {
+            assert_eq!(find(&t, 1, k).unwrap(), Some(time));
+            assert_eq!(find(&t, 2, k).unwrap(), None);
+        }
+        assert_eq!(find(&t, 2, spread(5001)).unwrap(), Some(2));
+        // Absent keys: below, between and above the stored ones.
+        for k in [1, spread(4000), u128::MAX] {
+            assert!(one.iter().all(|e| e.0 != k));
+            assert_eq!(find(&t, 1, k).unwrap(), None);
+        }
+        let mut all = 0;
+        for_each_key(&t, |_| all += 1).unwrap();
+        assert_eq!(all, 1002);
+        drop(t);
+        drop(tx);
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(T).unwrap();
+            delete_run(&mut t, 1).unwrap();
+            assert_eq!(t.len().unwrap(), 1);
+            assert_eq!(find(&t, 1, one[0].0).unwrap(), None);
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn a_damaged_chunk_is_reported_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("r.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(T).unwrap();
+            t.insert((1, 7u128), [0u8; 23].as_slice()).unwrap();
+            let mut entry = 8u128.to_le_bytes().to_vec();
+            entry.extend_from_slice(&1u64.to_le_bytes());
+            t.insert((2, 7u128), entry.as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+        let tx = db.begin_read().unwrap();
+        let t = tx.open_table(T).unwrap();
+        assert!(matches!(find(&t, 1, 7), Err(RunError::BadChunk(_))));
+        assert!(matches!(find(&t, 2, 7), Err(RunError::BadChunk(_))));
+        assert!(read_run(&t, 1, &mut Vec::new()).is_err());
+        assert!(for_each_key(&t, |_| {}).is_err());
+    }
+}
