@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 /// Most operations folded into one transaction.
 const MAX_OPS: usize = 4096;
 
-/// Entries each run buffer keeps allocated between batches (6 MiB).
+/// Entries each batch buffer keeps allocated between batches (up to 8 MiB
+/// each): a batch-sized buffer allocated afresh per batch costs page faults
+/// (huge-page zeroing) every time.
 const KEEP_ENTRIES: usize = 1 << 18;
 
 /// Written ids retired from the pending set per hold of the state lock.
@@ -195,7 +197,7 @@ impl Writer {
         // Saves redb's allocator state so recovery after a crash is quick
         // instead of a walk over the whole file.
         tx.set_quick_repair(durable);
-        let mut written: Vec<(Key, u64)> = Vec::new();
+        let mut written = std::mem::take(&mut self.bufs.written);
         {
             let mut gens = tx.open_table(store::GENS).map_err(|x| e(x.into()))?;
             let mut blooms = tx.open_table(store::BLOOMS).map_err(|x| e(x.into()))?;
@@ -207,7 +209,7 @@ impl Writer {
                 rows.insert(k.value(), GenRow::from_tuple(v.value()));
             }
             let mut tables = HashMap::new();
-            let mut staged: Vec<(u64, Key, u64)> = Vec::new();
+            let mut staged = std::mem::take(&mut self.bufs.staged);
             for op in batch {
                 if matches!(op, Op::Change(_)) {
                     let mut to = Target {
@@ -289,6 +291,8 @@ impl Writer {
             to.insert_runs(&mut staged, &mut written)
                 .map_err(|x| x.at(&p))?;
             drop(tables);
+            staged.shrink_to(KEEP_ENTRIES);
+            self.bufs.staged = staged;
             if close {
                 // Persist every filter that does not cover its generation yet
                 // (the active one), so a clean restart rebuilds nothing.
@@ -321,6 +325,9 @@ impl Writer {
                 state.retire(key, *t);
             }
         }
+        written.clear();
+        written.shrink_to(KEEP_ENTRIES);
+        self.bufs.written = written;
         self.shared.drained.notify_waiters();
         Ok(())
     }
@@ -343,9 +350,12 @@ struct Target<'a, 't> {
     bufs: &'a mut RunBuffers,
 }
 
-/// Buffers of the run being built and of the run merged into it.
+/// Buffers of a batch: its ids, the run being built and the run merged
+/// into it, the ids written. Kept from batch to batch.
 #[derive(Default)]
 pub(crate) struct RunBuffers {
+    staged: Vec<(u64, Key, u64)>,
+    written: Vec<(Key, u64)>,
     current: Vec<Entry>,
     older: Vec<Entry>,
     merged: Vec<Entry>,
@@ -376,6 +386,7 @@ impl Target<'_, '_> {
                 current,
                 older,
                 merged,
+                ..
             } = &mut *self.bufs;
             current.clear();
             current.extend(group.iter().map(|&(_, k, t)| (k.as_u128(), t)));
