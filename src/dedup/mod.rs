@@ -166,7 +166,7 @@ impl Dedup {
                 if let Some(f) = shared.failure.get() {
                     return Err(DedupError::Failed(f.clone()));
                 }
-                (state.pending < shared.max_pending)
+                (state.pending() < shared.max_pending)
                     .then(|| state.claim(keys, now, shared.window_ms))
             };
             match pass {
@@ -240,7 +240,7 @@ impl Dedup {
             tokio::pin!(notified);
             notified.as_mut().enable();
             // After a writer failure `begin` reports it instead of waiting.
-            if shared.failure.get().is_some() || shared.lock().pending < shared.max_pending {
+            if shared.failure.get().is_some() || shared.lock().pending() < shared.max_pending {
                 return;
             }
             notified.await;

@@ -34,7 +34,7 @@ pub struct DedupOptions {
     /// runs no larger than the newest are merged into it, so an id is
     /// rewritten about log₂(this / batch size) times, and a bloom hit probes
     /// one chunk per run of the hit generation (about capacity /
-    /// (generations × this) + log₂ of it). Default: 1,048,576.
+    /// (generations × this) + log₂ of it). Default: 262,144.
     pub max_run_ids: u64,
     /// redb page cache. Default: 64 MiB.
     pub cache_bytes: usize,
@@ -50,7 +50,7 @@ impl Default for DedupOptions {
             sync_interval: Duration::from_secs(1),
             write_interval: Duration::from_millis(250),
             max_pending: 262_144,
-            max_run_ids: 1 << 20,
+            max_run_ids: 1 << 18,
             cache_bytes: 64 << 20,
         }
     }

@@ -35,7 +35,7 @@ impl Dedup {
             if c.end - c.start >= 4096 {
                 self.skip(chunk.take().unwrap());
             }
-            if shared.lock().pending >= shared.max_pending / 2 {
+            if shared.lock().pending() >= shared.max_pending / 2 {
                 self.flush()?;
             }
         }

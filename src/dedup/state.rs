@@ -11,7 +11,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::{watch, Notify};
 
@@ -81,34 +81,30 @@ pub(crate) enum Class {
     Confirm(Vec<u64>),
 }
 
-/// An id the shared state knows about beyond the filters and redb.
+/// A claim on an id by the `begin` pass `owner`, whose append has not
+/// finished. The first waiter creates the channel (most ids never have
+/// one); waiters subscribe and wake when it is dropped (commit or abort).
 #[derive(Debug)]
-pub(crate) enum Slot {
-    /// Claimed by the `begin` pass `owner`, whose append has not finished.
-    /// The first waiter creates the channel (most ids never have one);
-    /// waiters subscribe and wake when it is dropped (commit or abort).
-    Claimed {
-        /// The claiming pass.
-        owner: u64,
-        /// Dropped when the claim ends.
-        waiters: Option<watch::Sender<()>>,
-    },
-    /// Durable in the WAL since this time (ms), not yet written to redb.
-    Pending(u64),
+pub(crate) struct Claim {
+    /// The claiming pass.
+    owner: u64,
+    /// Dropped when the claim ends.
+    waiters: Option<watch::Sender<()>>,
 }
 
 /// The mutable shared state.
 pub(crate) struct State {
     /// Bloom generations: which ids may have been seen.
     pub gens: Generations,
-    /// Ids claimed by a request in flight, or pending (durable in the WAL,
-    /// not yet in redb): one map, so an id costs one hash look-up per step.
-    /// Bounded by the keys of requests in flight plus `max_pending`.
-    ids: KeyMap<Slot>,
-    /// `Claimed` entries in `ids`.
-    pub in_flight: usize,
-    /// `Pending` entries in `ids`; requests wait beyond `max_pending`.
-    pub pending: usize,
+    /// Ids claimed by requests in flight: small (the keys of requests in
+    /// flight), so it stays in cache.
+    claims: KeyMap<Claim>,
+    /// Ids committed (durable in the WAL) since the writer last took the
+    /// pending ids: id → first-seen ms.
+    pending: KeyMap<u64>,
+    /// The ids the writer took: being written, dropped as a whole once
+    /// written. Together with `pending` bounded by `max_pending`.
+    writing: KeyMap<u64>,
     /// Identifies the next `begin` pass (repeats inside a request find
     /// their own pass's claim).
     next_owner: u64,
@@ -131,14 +127,24 @@ impl State {
     pub fn new(gens: Generations, tx: Sender<Op>) -> State {
         State {
             gens,
-            ids: KeyMap::default(),
-            in_flight: 0,
-            pending: 0,
+            claims: KeyMap::default(),
+            pending: KeyMap::default(),
+            writing: KeyMap::default(),
             next_owner: 0,
             tx,
             changes: Vec::new(),
             hits: Vec::new(),
         }
+    }
+
+    /// Ids claimed by requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.claims.len()
+    }
+
+    /// Ids durable in the WAL and not yet written to redb.
+    pub fn pending(&self) -> usize {
+        self.pending.len() + self.writing.len()
     }
 
     /// Sends queued generation changes to the writer.
@@ -165,41 +171,33 @@ impl State {
         self.next_owner += 1;
         let mut out = Vec::with_capacity(keys.len());
         for (i, k) in keys.iter().enumerate() {
-            match self.ids.entry(*k) {
-                Entry::Occupied(mut o) => match o.get_mut() {
-                    Slot::Claimed { owner: o, .. } if *o == owner => {
-                        out.push(Class::Duplicate);
-                        continue;
-                    }
-                    Slot::Claimed { waiters, .. } => {
-                        let rx = waiters
-                            .get_or_insert_with(|| watch::channel(()).0)
-                            .subscribe();
-                        self.release_pass(&keys[..i], &out);
-                        return Err(rx);
-                    }
-                    Slot::Pending(t) if fresh(*t, now_ms, window_ms) => {
-                        out.push(Class::Duplicate);
-                        continue;
-                    }
-                    // Pending but older than the window: seen too long ago.
-                    slot @ Slot::Pending(_) => {
-                        *slot = Slot::Claimed {
-                            owner,
-                            waiters: None,
-                        };
-                        self.pending -= 1;
-                    }
-                },
-                Entry::Vacant(v) => {
-                    v.insert(Slot::Claimed {
-                        owner,
-                        waiters: None,
-                    });
+            let vacant = match self.claims.entry(*k) {
+                Entry::Occupied(o) if o.get().owner == owner => {
+                    out.push(Class::Duplicate);
+                    continue;
+                }
+                Entry::Occupied(mut o) => {
+                    let w = &mut o.get_mut().waiters;
+                    let rx = w.get_or_insert_with(|| watch::channel(()).0).subscribe();
+                    self.release_pass(&keys[..i], &out);
+                    return Err(rx);
+                }
+                Entry::Vacant(v) => v,
+            };
+            // A pending id is in its generation's filter, so only a filter
+            // hit needs the pending sets.
+            self.gens.hits(*k, &mut self.hits);
+            if !self.hits.is_empty() {
+                let t = self.pending.get(k).or_else(|| self.writing.get(k));
+                if t.is_some_and(|&t| fresh(t, now_ms, window_ms)) {
+                    out.push(Class::Duplicate);
+                    continue;
                 }
             }
-            self.in_flight += 1;
-            self.gens.hits(*k, &mut self.hits);
+            vacant.insert(Claim {
+                owner,
+                waiters: None,
+            });
             out.push(if self.hits.is_empty() {
                 Class::New
             } else {
@@ -214,7 +212,7 @@ impl State {
     fn release_pass(&mut self, keys: &[Key], classes: &[Class]) {
         for (k, c) in keys.iter().zip(classes) {
             if !matches!(c, Class::Duplicate) {
-                self.release(std::slice::from_ref(k));
+                self.claims.remove(k);
             }
         }
     }
@@ -222,12 +220,7 @@ impl State {
     /// Gives up claims: waiters wake and look again.
     pub fn release(&mut self, keys: &[Key]) {
         for k in keys {
-            if let Entry::Occupied(o) = self.ids.entry(*k) {
-                if matches!(o.get(), Slot::Claimed { .. }) {
-                    o.remove();
-                    self.in_flight -= 1;
-                }
-            }
+            self.claims.remove(k);
         }
     }
 
@@ -248,12 +241,8 @@ impl State {
                 self.send_changes();
             }
             batch.push((gen, k, t));
-            match self.ids.insert(k, Slot::Pending(t)) {
-                Some(Slot::Claimed { .. }) => self.in_flight -= 1,
-                Some(Slot::Pending(_)) => self.pending -= 1,
-                None => {}
-            }
-            self.pending += 1;
+            self.pending.insert(k, t);
+            self.claims.remove(&k);
         }
         let _ = self.tx.send(Op::Insert {
             entries: batch,
@@ -261,14 +250,32 @@ impl State {
         });
     }
 
-    /// The writer wrote `key` first seen at `t`: it leaves the pending set
-    /// unless it was claimed or committed again meanwhile.
-    pub fn retire(&mut self, key: &Key, t: u64) {
-        if let Entry::Occupied(o) = self.ids.entry(*key) {
-            if matches!(o.get(), Slot::Pending(p) if *p == t) {
-                o.remove();
-                self.pending -= 1;
+    /// The writer takes every op queued so far: called under this lock, so
+    /// the ids of those ops are exactly the pending ones, which move to
+    /// `writing` (still answered from there) until [`State::written`].
+    pub fn take(&mut self, rx: &Receiver<Op>, batch: &mut Vec<Op>) {
+        loop {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    batch.push(Op::Close);
+                    break;
+                }
             }
         }
+        if self.writing.is_empty() {
+            std::mem::swap(&mut self.pending, &mut self.writing);
+        } else {
+            // The last write failed (dedup has stopped): keep answering
+            // from both.
+            self.writing.extend(self.pending.drain());
+        }
+    }
+
+    /// The ids taken by the last [`State::take`] are in redb (committed):
+    /// forget them as a whole, no per-id work.
+    pub fn written(&mut self) {
+        self.writing.clear();
     }
 }

@@ -59,8 +59,8 @@ impl Dedup {
             false_positive_rate: state.gens.false_positive_rate(),
             duplicates: shared.duplicates.load(Ordering::Relaxed),
             checkpoint: self.checkpoint(),
-            pending: state.pending as u64,
-            in_flight: state.in_flight as u64,
+            pending: state.pending() as u64,
+            in_flight: state.in_flight() as u64,
             file_bytes: std::fs::metadata(&self.inner.path)
                 .map(|m| m.len())
                 .unwrap_or(0),

@@ -34,9 +34,6 @@ const MAX_OPS: usize = 4096;
 /// (huge-page zeroing) every time.
 const KEEP_ENTRIES: usize = 1 << 18;
 
-/// Written ids retired from the pending set per hold of the state lock.
-const RETIRE_SLICE: usize = 4096;
-
 /// Work for the writer, applied in the order sent.
 pub(crate) enum Op {
     /// A generation started, was sealed or dropped.
@@ -129,12 +126,17 @@ impl Writer {
                     std::thread::park_timeout(deadline - now);
                 }
             }
+            if !batch.is_empty() {
+                // Everything queued up to now, under the lock: the pending
+                // ids are then exactly those of this batch.
+                self.shared.lock().take(&self.rx, &mut batch);
+            }
             let shared = self.shared.clone();
             let halted = || shared.halted.load(Ordering::Acquire);
             if halted() || batch.iter().any(|op| matches!(op, Op::Crash)) {
                 return;
             }
-            let hold = matches!(batch.last(), Some(Op::Hold));
+            let hold = batch.iter().any(|op| matches!(op, Op::Hold));
             let close = batch.iter().any(|op| matches!(op, Op::Close));
             let mut replies = Vec::new();
             let mut forced = close;
@@ -183,8 +185,8 @@ impl Writer {
         }
     }
 
-    /// Applies a batch in one write transaction, then retires the written
-    /// ids from the pending set.
+    /// Applies a batch in one write transaction, then forgets the ids it
+    /// took from the pending set (they are in redb now).
     fn write(&mut self, batch: Vec<Op>, durable: bool, close: bool) -> Result<(), DedupError> {
         let p = self.path.clone();
         let e = |err: redb::Error| DedupError::index(&p, err);
@@ -197,7 +199,7 @@ impl Writer {
         // Saves redb's allocator state so recovery after a crash is quick
         // instead of a walk over the whole file.
         tx.set_quick_repair(durable);
-        let mut written = std::mem::take(&mut self.bufs.written);
+
         {
             let mut gens = tx.open_table(store::GENS).map_err(|x| e(x.into()))?;
             let mut blooms = tx.open_table(store::BLOOMS).map_err(|x| e(x.into()))?;
@@ -220,8 +222,7 @@ impl Writer {
                         max_run_ids: self.max_run_ids,
                         bufs: &mut self.bufs,
                     };
-                    to.insert_runs(&mut staged, &mut written)
-                        .map_err(|x| x.at(&p))?;
+                    to.insert_runs(&mut staged).map_err(|x| x.at(&p))?;
                 }
                 match op {
                     Op::Change(Change::Created {
@@ -288,8 +289,7 @@ impl Writer {
                 max_run_ids: self.max_run_ids,
                 bufs: &mut self.bufs,
             };
-            to.insert_runs(&mut staged, &mut written)
-                .map_err(|x| x.at(&p))?;
+            to.insert_runs(&mut staged).map_err(|x| x.at(&p))?;
             drop(tables);
             staged.shrink_to(KEEP_ENTRIES);
             self.bufs.staged = staged;
@@ -318,16 +318,7 @@ impl Writer {
                 .map_err(|x| e(x.into()))?;
         }
         tx.commit().map_err(|x| e(x.into()))?;
-        // In slices, so requests never wait long for the lock.
-        for slice in written.chunks(RETIRE_SLICE) {
-            let mut state = self.shared.lock();
-            for (key, t) in slice {
-                state.retire(key, *t);
-            }
-        }
-        written.clear();
-        written.shrink_to(KEEP_ENTRIES);
-        self.bufs.written = written;
+        self.shared.lock().written();
         self.shared.drained.notify_waiters();
         Ok(())
     }
@@ -351,11 +342,10 @@ struct Target<'a, 't> {
 }
 
 /// Buffers of a batch: its ids, the run being built and the run merged
-/// into it, the ids written. Kept from batch to batch.
+/// into it. Kept from batch to batch.
 #[derive(Default)]
 pub(crate) struct RunBuffers {
     staged: Vec<(u64, Key, u64)>,
-    written: Vec<(Key, u64)>,
     current: Vec<Entry>,
     older: Vec<Entry>,
     merged: Vec<Entry>,
@@ -366,14 +356,9 @@ impl Target<'_, '_> {
     /// first merging into it the generation's newest runs while they are no
     /// larger than it (binary-counter style: every id is rewritten about
     /// log₂(run size / batch size) times, and a generation holds about that
-    /// many runs), up to `max_run_ids`. Drains `staged` into `written`.
-    fn insert_runs(
-        &mut self,
-        staged: &mut Vec<(u64, Key, u64)>,
-        written: &mut Vec<(Key, u64)>,
-    ) -> Result<(), runs::RunError> {
+    /// many runs), up to `max_run_ids`. Empties `staged`.
+    fn insert_runs(&mut self, staged: &mut Vec<(u64, Key, u64)>) -> Result<(), runs::RunError> {
         staged.sort_unstable_by_key(|&(gen, key, _)| (gen, key));
-        written.extend(staged.iter().map(|&(_, k, t)| (k, t)));
         let mut rest = &staged[..];
         while let Some(&(gen, _, _)) = rest.first() {
             let n = rest.iter().take_while(|s| s.0 == gen).count();
