@@ -204,25 +204,23 @@ impl Writer {
             let mut gens = tx.open_table(store::GENS).map_err(|x| e(x.into()))?;
             let mut blooms = tx.open_table(store::BLOOMS).map_err(|x| e(x.into()))?;
             let mut meta = tx.open_table(store::META).map_err(|x| e(x.into()))?;
-            let mut run_rows = tx.open_table(RUNS).map_err(|x| e(x.into()))?;
             let mut rows: HashMap<u64, GenRow> = HashMap::new();
             for r in gens.iter().map_err(|x| e(x.into()))? {
                 let (k, v) = r.map_err(|x| e(x.into()))?;
                 rows.insert(k.value(), GenRow::from_tuple(v.value()));
             }
-            let mut tables = HashMap::new();
-            let mut staged = std::mem::take(&mut self.bufs.staged);
+            let mut to = Target {
+                tx: &tx,
+                tables: HashMap::new(),
+                run_rows: tx.open_table(RUNS).map_err(|x| e(x.into()))?,
+                rows,
+                max_run_ids: self.max_run_ids,
+                staged: std::mem::take(&mut self.bufs.staged),
+                bufs: &mut self.bufs,
+            };
             for op in batch {
                 if matches!(op, Op::Change(_)) {
-                    let mut to = Target {
-                        tx: &tx,
-                        tables: &mut tables,
-                        run_rows: &mut run_rows,
-                        rows: &mut rows,
-                        max_run_ids: self.max_run_ids,
-                        bufs: &mut self.bufs,
-                    };
-                    to.insert_runs(&mut staged).map_err(|x| x.at(&p))?;
+                    to.insert_runs().map_err(|x| x.at(&p))?;
                 }
                 match op {
                     Op::Change(Change::Created {
@@ -239,7 +237,7 @@ impl Writer {
                             snapshot_count: u64::MAX,
                             next_run: 0,
                         };
-                        rows.insert(id, row);
+                        to.rows.insert(id, row);
                         let next = meta
                             .get(store::M_NEXT_GEN)
                             .map_err(|x| e(x.into()))?
@@ -249,7 +247,7 @@ impl Writer {
                             .map_err(|x| e(x.into()))?;
                     }
                     Op::Change(Change::Sealed { id, bits }) => {
-                        if let Some(row) = rows.get_mut(&id) {
+                        if let Some(row) = to.rows.get_mut(&id) {
                             blooms
                                 .insert(id, store::bits_to_bytes(&bits).as_slice())
                                 .map_err(|x| e(x.into()))?;
@@ -260,11 +258,11 @@ impl Writer {
                         id,
                         early_boundary_ms,
                     }) => {
-                        tables.remove(&id);
-                        rows.remove(&id);
+                        to.tables.remove(&id);
+                        to.rows.remove(&id);
                         gens.remove(id).map_err(|x| e(x.into()))?;
                         blooms.remove(id).map_err(|x| e(x.into()))?;
-                        run_rows
+                        to.run_rows
                             .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
                             .map_err(|x| e(x.into()))?;
                         let name = runs::chunks_table_name(id);
@@ -274,23 +272,19 @@ impl Writer {
                             .map_err(|x| e(x.into()))?;
                     }
                     Op::Insert { entries, offsets } => {
-                        staged.extend(entries);
+                        to.staged.extend(entries);
                         self.progress.complete(offsets);
                     }
                     Op::Skip(r) => self.progress.complete(r),
                     Op::Flush { .. } | Op::Hold | Op::Close | Op::Crash => {}
                 }
             }
-            let mut to = Target {
-                tx: &tx,
-                tables: &mut tables,
-                run_rows: &mut run_rows,
-                rows: &mut rows,
-                max_run_ids: self.max_run_ids,
-                bufs: &mut self.bufs,
-            };
-            to.insert_runs(&mut staged).map_err(|x| x.at(&p))?;
-            drop(tables);
+            to.insert_runs().map_err(|x| x.at(&p))?;
+            let Target {
+                mut rows,
+                mut staged,
+                ..
+            } = to;
             staged.shrink_to(KEEP_ENTRIES);
             self.bufs.staged = staged;
             if close {
@@ -329,11 +323,13 @@ struct Target<'a, 't> {
     /// The write transaction.
     tx: &'t WriteTransaction,
     /// Chunk tables opened so far, by generation.
-    tables: &'a mut HashMap<u64, Table<'t, (u64, u128), &'static [u8]>>,
+    tables: HashMap<u64, Table<'t, (u64, u128), &'static [u8]>>,
     /// The `runs` table.
-    run_rows: &'a mut Table<'t, (u64, u64), u64>,
+    run_rows: Table<'t, (u64, u64), u64>,
     /// Generation rows, written back at the end of the transaction.
-    rows: &'a mut HashMap<u64, GenRow>,
+    rows: HashMap<u64, GenRow>,
+    /// Ids of the batch not yet written: (generation, key, first-seen ms).
+    staged: Vec<(u64, Key, u64)>,
     /// Largest run a merge may produce.
     max_run_ids: u64,
     /// Reused between batches: fresh allocations of run-sized buffers would
@@ -357,7 +353,8 @@ impl Target<'_, '_> {
     /// larger than it (binary-counter style: every id is rewritten about
     /// log₂(run size / batch size) times, and a generation holds about that
     /// many runs), up to `max_run_ids`. Empties `staged`.
-    fn insert_runs(&mut self, staged: &mut Vec<(u64, Key, u64)>) -> Result<(), runs::RunError> {
+    fn insert_runs(&mut self) -> Result<(), runs::RunError> {
+        let staged = &mut self.staged;
         staged.sort_unstable_by_key(|&(gen, key, _)| (gen, key));
         let mut rest = &staged[..];
         while let Some(&(gen, _, _)) = rest.first() {
@@ -384,7 +381,7 @@ impl Target<'_, '_> {
                     v.insert(t.map_err(|x| runs::RunError::Index(Box::new(x.into())))?)
                 }
             };
-            let mut held = store::held_runs(&*self.run_rows, gen)?;
+            let mut held = store::held_runs(&self.run_rows, gen)?;
             while let Some(&(run, ids)) = held.last() {
                 let len = current.len() as u64;
                 if ids > len || ids + len > self.max_run_ids {
