@@ -121,6 +121,16 @@ async fn each_id_is_stored_once_across_requests_batches_concurrency_and_restarts
         metrics.contains("ferry_ingest_duplicates_total{source=\"web\"} 2"),
         "{metrics}"
     );
+    // The index's own figures: 17 distinct ids held (a, b, c, d and 12 race
+    // ids of "web", a of "app"), across the restart.
+    for line in [
+        "ferry_dedup_ids 17\n",
+        "ferry_dedup_window_seconds 86400.0\n",
+        "ferry_dedup_effective_window_seconds 86400.0\n",
+        "ferry_dedup_capacity_ids 10000000\n",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from {metrics}");
+    }
     assert!(server.terminate().success());
 
     let got = stored(&dir.path().join("data"));
