@@ -4,6 +4,7 @@
 #
 #   benches/ingest_load.sh                 # 10 s per scenario
 #   DURATION=30s CONNS=64 RATE=5000 ROUNDS=3 benches/ingest_load.sh
+#   ONLY=batch ROUNDS=4 DURATION=6s benches/ingest_load.sh   # dedup on/off rounds of /v1/batch only
 #
 # Scenarios, each against ferry (dedup on, the default), ferry with dedup off,
 # and the bare handler (two ferry servers idle while the third target is loaded):
@@ -19,6 +20,7 @@ DURATION="${DURATION:-10s}"
 CONNS="${CONNS:-64}"
 RATE="${RATE:-5000}"
 ROUNDS="${ROUNDS:-3}"
+ONLY="${ONLY:-all}"
 FERRY_PORT="${FERRY_PORT:-18080}"
 BARE_PORT="${BARE_PORT:-18081}"
 KEY="wk_load_test"
@@ -77,9 +79,11 @@ sizes = [len(json.dumps(e)) for e in batch["batch"]]
 print(f"batch body {len(json.dumps(batch))} B, events ~{sum(sizes)//len(sizes)} B each", file=sys.stderr)
 PY
 
+declare -A PID_OF
 for vname in ferry ferry-nodedup; do
   "${CARGO_TARGET_DIR:-target}/release/ferry" serve --config "$WORK/$vname.toml" >"$WORK/$vname.out" 2>"$WORK/$vname.err" &
   PIDS+=($!)
+  PID_OF[$vname]=$!
 done
 FERRY_BARE_LISTEN="127.0.0.1:$BARE_PORT" "$BARE_BIN" >"$WORK/bare.out" 2>&1 &
 PIDS+=($!)
@@ -98,15 +102,38 @@ run() { # name url body extra-args...
     -D "$WORK/$body" "$@" "$url" | grep -E "Success rate|Requests/sec|50.00%|99.00%|99.90%|\[[0-9]{3}\] [0-9]+ responses"
 }
 
+cpu_ticks() { # utime + stime of a process, in clock ticks
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+run_cpu() { # like run, then the server's CPU time per request
+  local pid="$1"; shift
+  local before after out
+  before="$(cpu_ticks "$pid")"
+  out="$(run "$@")"
+  after="$(cpu_ticks "$pid")"
+  echo "$out"
+  python3 - "$out" "$before" "$after" "$(getconf CLK_TCK)" "$DURATION" <<'PY'
+import re, sys
+out, before, after, hz, dur = sys.argv[1:]
+rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+secs = float(dur.rstrip("s"))
+cpu = (float(after) - float(before)) / float(hz)
+print(f"  server CPU: {cpu / secs:.2f} cores, {1000 * cpu / (rps * secs):.3f} ms/request")
+PY
+}
+
 # Dedup on and off alternate, $ROUNDS rounds each, so drift on this shared
 # machine hits both alike: quote the medians.
 for round in $(seq "$ROUNDS"); do
   for target in "ferry:$FERRY_PORT" "ferry-nodedup:$NODEDUP_PORT"; do
     name="${target%%:*}"; port="${target##*:}"
-    run "$name /v1/batch x100 events, round $round" "http://127.0.0.1:$port/v1/batch" batch.json -c "$CONNS"
-    run "$name /v1/track, round $round" "http://127.0.0.1:$port/v1/track" track.json -c "$CONNS"
+    run_cpu "${PID_OF[$name]}" "$name /v1/batch x100 events, round $round" "http://127.0.0.1:$port/v1/batch" batch.json -c "$CONNS"
+    if [ "$ONLY" != batch ]; then
+      run_cpu "${PID_OF[$name]}" "$name /v1/track, round $round" "http://127.0.0.1:$port/v1/track" track.json -c "$CONNS"
+    fi
   done
 done
+[ "$ONLY" = batch ] && exit 0
 for target in "ferry:$FERRY_PORT" "ferry-nodedup:$NODEDUP_PORT" "bare-axum:$BARE_PORT"; do
   name="${target%%:*}"; port="${target##*:}"
   if [ "$name" = bare-axum ]; then
