@@ -13,7 +13,9 @@ pub struct DedupOptions {
     /// age out early (the effective window shrinks, with a warning). Sizes
     /// the bloom filters and bounds the redb file. Default: 10,000,000.
     pub capacity: u64,
-    /// Target chance that a new id needs a redb look-up. Default: 0.01.
+    /// Target chance that a new id needs a redb look-up. Default: 0.0025
+    /// (each look-up probes every run of the hit generation; 1 % cost about
+    /// 5 points of ingest throughput with a full index, docs/benchmarks.md).
     pub false_positive_rate: f64,
     /// Generations the window is split into: ids age out (and memory is
     /// freed) one generation at a time, so an id is held between `window`
@@ -45,7 +47,7 @@ impl Default for DedupOptions {
         DedupOptions {
             window: Duration::from_secs(24 * 3600),
             capacity: 10_000_000,
-            false_positive_rate: 0.01,
+            false_positive_rate: 0.0025,
             generations: 4,
             sync_interval: Duration::from_secs(1),
             write_interval: Duration::from_millis(250),
