@@ -1,7 +1,7 @@
-//! The state shared by the handle, tickets and the writer thread: ids in
-//! flight (claimed, append not finished), ids pending (durable in the WAL,
-//! not yet written to redb) in one map, and the bloom generations, behind
-//! one mutex.
+//! The state shared by the handle, tickets and the writer thread, behind one
+//! mutex: the bloom generations, the ids claimed by requests in flight, and
+//! the ids pending (durable in the WAL, not yet in redb) in two epochs, the
+//! one filling and the one the writer took.
 
 use super::clock::Clock;
 use super::generations::{Change, Generations};

@@ -199,7 +199,6 @@ impl Writer {
         // Saves redb's allocator state so recovery after a crash is quick
         // instead of a walk over the whole file.
         tx.set_quick_repair(durable);
-
         {
             let mut gens = tx.open_table(store::GENS).map_err(|x| e(x.into()))?;
             let mut blooms = tx.open_table(store::BLOOMS).map_err(|x| e(x.into()))?;
