@@ -288,6 +288,25 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_fills_one_leaf_page() {
+        // The layout's point: 160 entries (3,840 bytes) per 4 KiB leaf page,
+        // so about 25.6 bytes per id plus branch pages.
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("r.redb")).unwrap();
+        let mut ids: Vec<Entry> = (0..100_000).map(|i| (spread(i), 1)).collect();
+        sort_unique(&mut ids);
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(T).unwrap();
+            write_run(&mut t, 0, &ids).unwrap();
+            let stats = t.stats().unwrap();
+            assert_eq!(stats.leaf_pages(), 100_000u64.div_ceil(CHUNK_IDS as u64));
+            assert!(stats.branch_pages() * 20 < stats.leaf_pages(), "{stats:?}");
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
     fn a_damaged_chunk_is_reported_not_misread() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("r.redb")).unwrap();

@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 /// Most operations folded into one transaction.
 const MAX_OPS: usize = 4096;
 
-/// Entries each batch buffer keeps allocated between batches (up to 8 MiB
-/// each): a batch-sized buffer allocated afresh per batch costs page faults
-/// (huge-page zeroing) every time.
+/// Entries each batch buffer keeps allocated between batches (32 bytes each,
+/// so 8 MiB): a batch-sized buffer allocated afresh per batch costs page
+/// faults (huge-page zeroing) every time.
 const KEEP_ENTRIES: usize = 1 << 18;
 
 /// Work for the writer, applied in the order sent.
