@@ -10,8 +10,7 @@
 
 mod common;
 
-use axum::extract::State;
-use common::spawn_server;
+use common::{recording_hook, spawn_server};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -35,29 +34,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// What the mock webhook saw: messageIds in arrival order.
-#[derive(Default)]
-struct Sink {
-    seen: Mutex<Vec<String>>,
-}
-
-type SinkState = (Arc<Sink>, Arc<watch::Sender<usize>>);
-
-async fn hook(State((sink, count)): State<SinkState>, body: axum::body::Bytes) -> &'static str {
-    let v: Value = serde_json::from_slice(&body).unwrap();
-    let id = v["messageId"].as_str().unwrap().to_string();
-    // A destination of uneven speed, so kills land while requests are in flight.
-    let h = id
-        .bytes()
-        .fold(7u64, |a, b| a.wrapping_mul(31) ^ u64::from(b));
-    if h % 4 == 0 {
-        tokio::time::sleep(Duration::from_millis(h % 5)).await;
-    }
-    sink.seen.lock().unwrap().push(id);
-    count.send_modify(|n| *n += 1);
-    "ok"
 }
 
 /// The server clients talk to: a generation number and, while one runs, its URL.
@@ -159,14 +135,15 @@ async fn sigkill_loop_loses_nothing_acknowledged_and_keeps_user_order() {
     );
     let mut rng = StdRng::seed_from_u64(seed);
 
-    let sink = Arc::new(Sink::default());
-    let (delivered_tx, delivered_rx) = watch::channel(0usize);
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(hook))
-        .with_state((sink.clone(), Arc::new(delivered_tx)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // A destination of uneven speed, so kills land while requests are in flight.
+    let hook = recording_hook(|id| {
+        let h = id
+            .bytes()
+            .fold(7u64, |a, b| a.wrapping_mul(31) ^ u64::from(b));
+        Duration::from_millis(if h % 4 == 0 { h % 5 } else { 0 })
+    })
+    .await;
+    let (hook_addr, delivered_rx) = (hook.addr, hook.count.clone());
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ferry.toml");
@@ -292,7 +269,7 @@ async fn sigkill_loop_loses_nothing_acknowledged_and_keeps_user_order() {
     let mut rx = delivered_rx.clone();
     let drained = tokio::time::timeout(Duration::from_secs(90), async {
         loop {
-            let seen: HashSet<String> = sink.seen.lock().unwrap().iter().cloned().collect();
+            let seen: HashSet<String> = hook.seen.lock().unwrap().iter().cloned().collect();
             if want.iter().all(|id| seen.contains(*id)) {
                 return;
             }
@@ -300,7 +277,7 @@ async fn sigkill_loop_loses_nothing_acknowledged_and_keeps_user_order() {
         }
     })
     .await;
-    let seen = sink.seen.lock().unwrap().clone();
+    let seen = hook.seen.lock().unwrap().clone();
     let seen_set: HashSet<&String> = seen.iter().collect();
     let missing: Vec<&&String> = want
         .iter()

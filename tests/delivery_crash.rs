@@ -6,49 +6,21 @@
 
 mod common;
 
-use axum::extract::State;
-use common::spawn_server;
+use common::{recording_hook, spawn_server};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
 
 const USERS: usize = 20;
 const ROUNDS_PER_CYCLE: usize = 40;
 const KILLS: usize = 3;
 const WINDOW: usize = 200;
 
-#[derive(Default)]
-struct Sink {
-    seen: Mutex<Vec<String>>,
-}
-
-async fn hook(
-    State((sink, count)): State<(Arc<Sink>, Arc<watch::Sender<usize>>)>,
-    body: axum::body::Bytes,
-) -> &'static str {
-    // A slow destination, so the kills land while delivery is under way.
-    tokio::time::sleep(Duration::from_millis(2)).await;
-    let v: Value = serde_json::from_slice(&body).unwrap();
-    sink.seen
-        .lock()
-        .unwrap()
-        .push(v["messageId"].as_str().unwrap().to_string());
-    count.send_modify(|n| *n += 1);
-    "ok"
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_delivery_loses_nothing_and_keeps_user_order() {
-    let sink = Arc::new(Sink::default());
-    let (count_tx, mut count_rx) = watch::channel(0usize);
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(hook))
-        .with_state((sink.clone(), Arc::new(count_tx)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // A slow destination, so the kills land while delivery is under way.
+    let hook = recording_hook(|_| Duration::from_millis(2)).await;
+    let (hook_addr, mut count_rx) = (hook.addr, hook.count.clone());
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ferry.toml");
@@ -77,7 +49,7 @@ async fn kill_9_during_delivery_loses_nothing_and_keeps_user_order() {
             let all: HashSet<String> = acked.iter().cloned().collect();
             let wait = async {
                 loop {
-                    let seen: HashSet<String> = sink.seen.lock().unwrap().iter().cloned().collect();
+                    let seen: HashSet<String> = hook.seen.lock().unwrap().iter().cloned().collect();
                     if all.is_subset(&seen) {
                         break;
                     }
@@ -115,7 +87,7 @@ async fn kill_9_during_delivery_loses_nothing_and_keeps_user_order() {
         server.child.wait().unwrap();
     }
 
-    let seen = sink.seen.lock().unwrap().clone();
+    let seen = hook.seen.lock().unwrap().clone();
     let acked_set: HashSet<&String> = acked.iter().collect();
     let mut first: Vec<&String> = Vec::new();
     let mut once = HashSet::new();
