@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{config, read_events, spawn_server, APP_KEY, WEB_KEY};
+use common::{config, read_events, spawn_server, ServerProcess, APP_KEY, WEB_KEY};
 use ferry::config::Config;
 use ferry::dedup::{Dedup, DedupOptions, SystemClock};
 use ferry::ingest::{self, AppState};
@@ -36,10 +36,19 @@ fn stored(data: &std::path::Path) -> HashMap<(String, String), usize> {
     out
 }
 
-fn write_config(dir: &std::path::Path) -> String {
+/// The real binary over `dir`: sources "web" and "app", data in `dir/data`.
+fn serve(dir: &std::path::Path) -> ServerProcess {
     let path = dir.join("ferry.toml");
     std::fs::write(&path, format!("[[sources]]\nname = \"web\"\nwrite_key = \"{WEB_KEY}\"\n[[sources]]\nname = \"app\"\nwrite_key = \"{APP_KEY}\"\n")).unwrap();
-    path.to_str().unwrap().to_string()
+    let args = [
+        "--config",
+        path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        "data",
+    ];
+    spawn_server(dir, &args, &[])
 }
 
 async fn post(http: &reqwest::Client, url: &str, key: &str, batch: Vec<Value>) -> u16 {
@@ -64,17 +73,8 @@ async fn post(http: &reqwest::Client, url: &str, key: &str, batch: Vec<Value>) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_id_is_stored_once_across_requests_batches_concurrency_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path());
-    let args = [
-        "--config",
-        cfg.as_str(),
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        "data",
-    ];
     let http = reqwest::Client::new();
-    let server = spawn_server(dir.path(), &args, &[]);
+    let server = serve(dir.path());
     let url = server.url("/v1/batch");
 
     // Inside one batch, and across requests; the same id from another source is another event.
@@ -103,7 +103,7 @@ async fn each_id_is_stored_once_across_requests_batches_concurrency_and_restarts
     }
     // A graceful restart: the index persists.
     assert!(server.terminate().success());
-    let server = spawn_server(dir.path(), &args, &[]);
+    let server = serve(dir.path());
     let url = server.url("/v1/batch");
     assert_eq!(
         post(&http, &url, WEB_KEY, vec![ev("a"), ev("race-3"), ev("d")]).await,
@@ -152,17 +152,8 @@ async fn each_id_is_stored_once_across_requests_batches_concurrency_and_restarts
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_9_the_log_tail_is_reindexed_before_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path());
-    let args = [
-        "--config",
-        cfg.as_str(),
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        "data",
-    ];
     let http = reqwest::Client::new();
-    let mut server = spawn_server(dir.path(), &args, &[]);
+    let mut server = serve(dir.path());
     let url = server.url("/v1/batch");
     let batches: Vec<Vec<Value>> = (0..20)
         .map(|b| (0..5).map(|i| ev(&format!("k{b}-{i}"))).collect())
@@ -173,7 +164,7 @@ async fn after_kill_9_the_log_tail_is_reindexed_before_serving() {
     // Killed right after the acks: the index's batched writes have not landed.
     server.child.kill().unwrap();
     server.child.wait().unwrap();
-    let server = spawn_server(dir.path(), &args, &[]);
+    let server = serve(dir.path());
     let url = server.url("/v1/batch");
     for b in &batches {
         assert_eq!(post(&http, &url, WEB_KEY, b.clone()).await, 200);
