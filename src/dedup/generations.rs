@@ -7,26 +7,9 @@
 //! a window ago), or early, oldest first, when more than `generations + 1` exist:
 //! that is the capacity bound, and it shrinks the effective window.
 
+use super::bloom::{self, Bloom};
 use super::key::Key;
-use fastbloom::BloomFilter;
 use std::collections::VecDeque;
-
-/// Fixed hasher seed of every filter. Filters are fed [`Key::bloom_hash`]
-/// directly, so the seed does not change which bits are set; it is pinned
-/// anyway so that a persisted filter never depends on a random seed.
-const BLOOM_SEED: u128 = 0x6665_7272_795f_626c_6f6f_6d5f_7365_6564;
-
-/// A new, empty filter for `items` ids at false-positive rate `fp`.
-pub(crate) fn new_bloom(items: u64, fp: f64) -> BloomFilter {
-    BloomFilter::with_false_pos(fp)
-        .seed(&BLOOM_SEED)
-        .expected_items(items.max(1) as usize)
-}
-
-/// A filter from its persisted bits.
-pub(crate) fn bloom_from_bits(bits: Vec<u64>, hashes: u32) -> BloomFilter {
-    BloomFilter::from_vec(bits).seed(&BLOOM_SEED).hashes(hashes)
-}
 
 /// One generation: the ids first seen during one stretch of time.
 #[derive(Debug)]
@@ -39,7 +22,7 @@ pub(crate) struct Generation {
     /// Ids inserted.
     pub count: u64,
     /// Its filter: every id inserted is in it.
-    pub bloom: BloomFilter,
+    pub bloom: Bloom,
 }
 
 /// A change the index file must follow, in this order.
@@ -53,15 +36,13 @@ pub(crate) enum Change {
         start_ms: u64,
         /// Filter size in bits.
         num_bits: u64,
-        /// Filter hash count.
-        hashes: u32,
     },
     /// A generation stopped taking ids: persist its filter once.
     Sealed {
         /// Its id.
         id: u64,
-        /// Its filter bits.
-        bits: Vec<u64>,
+        /// Its filter's bytes.
+        bytes: Vec<u8>,
     },
     /// A generation aged out (or was evicted early): forget its ids.
     Dropped {
@@ -147,26 +128,69 @@ impl Generations {
     }
 
     /// Records `key` as seen in the active generation; returns its id.
+    #[cfg(test)]
     pub fn insert(&mut self, key: Key, now_ms: u64, changes: &mut Vec<Change>) -> u64 {
+        let (id, _) = self.make_room(now_ms, changes);
+        self.insert_active(&[key]);
+        id
+    }
+
+    /// Ages generations out and starts a new one if the active one is full;
+    /// returns the active generation's id and how many ids it still takes
+    /// (at least one).
+    pub fn make_room(&mut self, now_ms: u64, changes: &mut Vec<Change>) -> (u64, usize) {
         self.maintain(now_ms, changes);
         if self.gens.back().unwrap().count >= self.per_gen {
             self.rotate(now_ms, changes);
         }
-        let g = self.gens.back_mut().unwrap();
-        g.count += 1;
-        g.bloom.insert_hash(key.bloom_hash());
-        g.id
+        let g = self.gens.back().unwrap();
+        let room = self.per_gen - g.count;
+        (g.id, usize::try_from(room).unwrap_or(usize::MAX))
     }
 
-    /// Ids of the generations whose filter may hold `key`, into `out`.
-    pub fn hits(&self, key: Key, out: &mut Vec<u64>) {
+    /// Records `keys` as seen in the active generation, which must have
+    /// room for them (see [`Generations::make_room`]). One tight loop, so
+    /// that the filter's cache misses overlap.
+    pub fn insert_active(&mut self, keys: &[Key]) {
+        let g = self.gens.back_mut().unwrap();
+        for k in keys {
+            g.bloom.insert(k.bloom_hash());
+        }
+        g.count += keys.len() as u64;
+    }
+
+    /// For each key, the held generations whose filter may hold it, as a
+    /// mask (bit i: the i-th newest; at most 64 are held). Generation by
+    /// generation, so that the cache misses of different keys overlap
+    /// instead of following one another.
+    pub fn hit_masks(&self, keys: &[Key], out: &mut Vec<u64>) {
         out.clear();
-        let h = key.bloom_hash();
-        for g in self.gens.iter().rev() {
-            if g.bloom.contains_hash(h) {
-                out.push(g.id);
+        out.resize(keys.len(), 0);
+        for (i, g) in self.gens.iter().rev().enumerate() {
+            for (m, k) in out.iter_mut().zip(keys) {
+                *m |= u64::from(g.bloom.contains(k.bloom_hash())) << i;
             }
         }
+    }
+
+    /// The ids of the generations in a mask from [`Generations::hit_masks`],
+    /// newest first.
+    pub fn ids_in(&self, mask: u64) -> Vec<u64> {
+        self.gens
+            .iter()
+            .rev()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, g)| g.id)
+            .collect()
+    }
+
+    /// Ids of the generations whose filter may hold `key`.
+    #[cfg(test)]
+    fn hits(&self, key: Key) -> Vec<u64> {
+        let mut m = Vec::new();
+        self.hit_masks(&[key], &mut m);
+        self.ids_in(m[0])
     }
 
     /// Starts a new generation, sealing the active one and evicting the
@@ -175,17 +199,16 @@ impl Generations {
         if let Some(g) = self.gens.back() {
             changes.push(Change::Sealed {
                 id: g.id,
-                bits: g.bloom.as_slice().to_vec(),
+                bytes: g.bloom.as_bytes().to_vec(),
             });
         }
-        let bloom = new_bloom(self.per_gen, self.fp_per_gen);
+        let bloom = Bloom::for_items(self.per_gen, self.fp_per_gen);
         let id = self.next_id;
         self.next_id += 1;
         changes.push(Change::Created {
             id,
             start_ms: now_ms,
-            num_bits: bloom.num_bits() as u64,
-            hashes: bloom.num_hashes(),
+            num_bits: bloom.num_bits(),
         });
         self.gens.push_back(Generation {
             id,
@@ -230,19 +253,12 @@ impl Generations {
 
     /// Memory of all filters in bytes.
     pub fn bloom_bytes(&self) -> u64 {
-        self.gens
-            .iter()
-            .map(|g| g.bloom.num_bits() as u64 / 8)
-            .sum()
+        self.gens.iter().map(|g| g.bloom.num_bits() / 8).sum()
     }
 
     /// Estimated chance that an id never seen hits at least one filter.
     pub fn false_positive_rate(&self) -> f64 {
-        union_false_positive_rate(
-            self.gens
-                .iter()
-                .map(|g| (g.bloom.num_bits() as u64, g.bloom.num_hashes(), g.count)),
-        )
+        union_false_positive_rate(self.gens.iter().map(|g| (g.bloom.num_bits(), g.count)))
     }
 
     /// The held generations, oldest first.
@@ -264,14 +280,11 @@ pub(crate) fn effective_window_ms(window_ms: u64, early: Option<u64>, now_ms: u6
     }
 }
 
-/// Estimated false-positive rate of filters with (bits, hashes, ids) each.
-pub(crate) fn union_false_positive_rate(filters: impl Iterator<Item = (u64, u32, u64)>) -> f64 {
+/// Estimated false-positive rate of filters with (bits, ids) each.
+pub(crate) fn union_false_positive_rate(filters: impl Iterator<Item = (u64, u64)>) -> f64 {
     // 1 − Π(1 − pᵢ), computed in log space so tiny rates do not round to 0.
     let log_miss: f64 = filters
-        .map(|(bits, hashes, n)| {
-            let density = fastbloom::expected_density(hashes, bits as usize, n as usize);
-            (-fastbloom::expected_false_pos(hashes, density)).ln_1p()
-        })
+        .map(|(bits, n)| (-bloom::false_positive_rate(bits, n)).ln_1p())
         .sum();
     -log_miss.exp_m1()
 }
@@ -313,9 +326,7 @@ mod tests {
         assert!(ch
             .iter()
             .any(|c| matches!(c, Change::Dropped { id: 0, .. })));
-        let mut hits = Vec::new();
-        g.hits(key(1), &mut hits);
-        assert!(hits.is_empty());
+        assert!(g.hits(key(1)).is_empty());
         assert_eq!(g.effective_window_ms(30 * H), 24 * H);
         assert_eq!(g.early_boundary_ms, None);
     }
@@ -327,11 +338,8 @@ mod tests {
         let a = g.insert(key(1), 0, &mut ch);
         let b = g.insert(key(2), 7 * H, &mut ch);
         assert_ne!(a, b);
-        let mut hits = Vec::new();
-        g.hits(key(1), &mut hits);
-        assert!(hits.contains(&a));
-        g.hits(key(2), &mut hits);
-        assert!(hits.contains(&b));
+        assert!(g.hits(key(1)).contains(&a));
+        assert!(g.hits(key(2)).contains(&b));
         assert_eq!(g.ids_held(), 2);
     }
 
@@ -364,25 +372,17 @@ mod tests {
         }
         let est = g.false_positive_rate();
         assert!(est > 0.0 && est <= 0.0101, "{est}");
-        let mut hits = Vec::new();
         let fp = (100_000..200_000u64)
-            .filter(|&i| {
-                g.hits(key(i), &mut hits);
-                !hits.is_empty()
-            })
+            .filter(|&i| !g.hits(key(i)).is_empty())
             .count();
         let measured = fp as f64 / 100_000.0;
         assert!(measured < 0.015, "measured {measured}, estimated {est}");
         let one = &g.gens[0];
-        let single = one.bloom.expected_false_pos(one.count as usize);
-        let alone = union_false_positive_rate(std::iter::once((
-            one.bloom.num_bits() as u64,
-            one.bloom.num_hashes(),
-            one.count,
-        )));
+        let single = bloom::false_positive_rate(one.bloom.num_bits(), one.count);
+        let alone = union_false_positive_rate(std::iter::once((one.bloom.num_bits(), one.count)));
         assert!((alone - single).abs() < 1e-12);
         // Few ids: tiny but not rounded to zero.
-        let sparse = union_false_positive_rate(std::iter::once((1 << 20, 10, 100)));
-        assert!(sparse > 0.0 && sparse < 1e-20, "{sparse}");
+        let sparse = union_false_positive_rate(std::iter::once((1 << 20, 100)));
+        assert!(sparse > 0.0 && sparse < 1e-9, "{sparse}");
     }
 }

@@ -9,6 +9,7 @@
 //! failed. On start-up, [`Dedup::reindex`] re-adds what the WAL holds past
 //! [`Dedup::checkpoint`]. Design and durability reasoning: docs/dedup.md.
 
+mod bloom;
 mod checkpoint;
 mod clock;
 mod error;
@@ -436,6 +437,60 @@ mod tests {
             let t = d.begin(&keys).await.unwrap();
             assert!(t.verdicts().iter().all(|v| *v == Verdict::Duplicate));
         });
+    }
+
+    #[test]
+    fn a_sealed_generation_is_merged_into_one_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.redb");
+        let clock = Arc::new(ManualClock::new(t0()));
+        // 100 ids per generation, runs of at most 16.
+        let opts = || DedupOptions {
+            capacity: 400,
+            max_run_ids: 16,
+            ..Default::default()
+        };
+        let d = open(&path, &clock, opts());
+        let keys: Vec<Key> = (0..150u64).map(|i| k(&i.to_string())).collect();
+        run(async {
+            for (i, key) in keys.iter().enumerate() {
+                let i = i as u64;
+                d.begin(&[*key]).await.unwrap().commit(i..i + 1);
+                d.write_non_durable().unwrap();
+            }
+        });
+        let held = |d: &Dedup, gen: u64| {
+            let tx = d.inner.db.begin_read().unwrap();
+            let runs = tx.open_table(runs::RUNS).unwrap();
+            store::held_runs(&runs, gen).unwrap()
+        };
+        // Generation 0 took ids 0..100 in runs of ≤ 16 and was sealed when
+        // id 100 arrived: its runs are now one, in its sealed table.
+        assert_eq!(held(&d, 0), [(runs::SEALED_RUN, 100)]);
+        assert!(held(&d, 1).len() > 1, "{:?}", held(&d, 1));
+        {
+            let tx = d.inner.db.begin_read().unwrap();
+            let name = runs::chunks_table_name(0);
+            assert!(matches!(
+                tx.open_table(runs::chunks_table(&name)),
+                Err(redb::TableError::TableDoesNotExist(_))
+            ));
+        }
+        // Every id is still answered from redb, sealed or not, and after a
+        // restart.
+        let all_duplicates = |d: &Dedup| {
+            run(async {
+                let t = d.begin(&keys).await.unwrap();
+                assert!(t.verdicts().iter().all(|v| *v == Verdict::Duplicate));
+            })
+        };
+        assert_eq!(d.stats().pending, 0);
+        all_duplicates(&d);
+        drop(d);
+        let d = open(&path, &clock, opts());
+        assert_eq!(d.stats().ids_held, 150);
+        all_duplicates(&d);
+        assert_eq!(held(&d, 0), [(runs::SEALED_RUN, 100)]);
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl Dedup {
         };
         let mut state = shared.lock();
         if new {
-            state.commit(&[(key, t)], now, 0..0);
+            state.commit(&[key], t, now, 0..0);
         } else {
             state.release(&[key]);
         }

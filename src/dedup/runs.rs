@@ -3,7 +3,10 @@
 //! entries, one chunk per row (about one 4 KiB page), keyed by (run, last key
 //! in the chunk). Runs are merged binary-counter style up to a largest size,
 //! so writing a batch costs one B-tree insert per chunk instead of one per id,
-//! and a look-up reads one chunk per run of the generation.
+//! and a look-up reads one chunk per run of the generation. Once a generation
+//! is sealed (takes no more ids) its runs are merged, streaming, into one
+//! run, [`SEALED_RUN`], in a table of its own: a look-up there (a bloom false
+//! positive, mostly) then reads one chunk instead of one per run.
 
 use super::error::DedupError;
 use redb::{ReadableTable, Table, TableDefinition};
@@ -28,6 +31,24 @@ pub(crate) type ChunkDef<'a> = TableDefinition<'a, (u64, u128), &'static [u8]>;
 /// The name of a generation's chunk table.
 pub(crate) fn chunks_table_name(generation: u64) -> String {
     format!("chunks_{generation:020}")
+}
+
+/// The run a sealed generation's runs are merged into. It is alone in the
+/// generation's sealed table ([`sealed_table_name`]).
+pub(crate) const SEALED_RUN: u64 = u64::MAX;
+
+/// The name of a generation's sealed table.
+pub(crate) fn sealed_table_name(generation: u64) -> String {
+    format!("sealed_{generation:020}")
+}
+
+/// The name of the table holding run `run` of `generation`.
+pub(crate) fn table_name(generation: u64, run: u64) -> String {
+    if run == SEALED_RUN {
+        sealed_table_name(generation)
+    } else {
+        chunks_table_name(generation)
+    }
 }
 
 /// A generation's chunk table definition.
@@ -108,15 +129,110 @@ pub(crate) fn write_run(
 ) -> Result<(), RunError> {
     let mut buf = Vec::with_capacity(CHUNK_IDS * ENTRY_BYTES);
     for chunk in entries.chunks(CHUNK_IDS) {
-        buf.clear();
-        for &(key, t) in chunk {
-            buf.extend_from_slice(&key.to_le_bytes());
-            buf.extend_from_slice(&t.to_le_bytes());
-        }
-        let last = chunk[chunk.len() - 1].0;
-        table.insert((run, last), buf.as_slice())?;
+        write_chunk(table, run, chunk, &mut buf)?;
     }
     Ok(())
+}
+
+/// Writes one chunk (sorted, non-empty) of run `run`, encoded in `buf`.
+fn write_chunk(
+    table: &mut Table<'_, (u64, u128), &'static [u8]>,
+    run: u64,
+    chunk: &[Entry],
+    buf: &mut Vec<u8>,
+) -> Result<(), RunError> {
+    buf.clear();
+    for &(key, t) in chunk {
+        buf.extend_from_slice(&key.to_le_bytes());
+        buf.extend_from_slice(&t.to_le_bytes());
+    }
+    let last = chunk[chunk.len() - 1].0;
+    table.insert((run, last), buf.as_slice())?;
+    Ok(())
+}
+
+/// Reads one run in key order, a chunk at a time.
+struct Cursor<'a> {
+    rows: redb::Range<'a, (u64, u128), &'static [u8]>,
+    chunk: Vec<Entry>,
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(
+        table: &'a impl ReadableTable<(u64, u128), &'static [u8]>,
+        run: u64,
+    ) -> Result<Cursor<'a>, RunError> {
+        Ok(Cursor {
+            rows: table.range((run, 0u128)..=(run, u128::MAX))?,
+            chunk: Vec::with_capacity(CHUNK_IDS),
+            at: 0,
+        })
+    }
+
+    /// The next entry, without consuming it; `None` at the end of the run.
+    fn peek(&mut self) -> Result<Option<Entry>, RunError> {
+        if self.at == self.chunk.len() {
+            let Some(row) = self.rows.next() else {
+                return Ok(None);
+            };
+            let (k, v) = row?;
+            let bytes = v.value();
+            check(bytes, k.value().1)?;
+            self.chunk.clear();
+            self.chunk
+                .extend(bytes.chunks_exact(ENTRY_BYTES).map(decode));
+            self.at = 0;
+        }
+        Ok(Some(self.chunk[self.at]))
+    }
+}
+
+/// Merges runs `runs` of `src` (each sorted by unique key) into run `out` of
+/// `dst`, streaming: memory holds one chunk per run. A key in several runs
+/// keeps its latest time. Returns the ids written.
+pub(crate) fn merge_into(
+    src: &impl ReadableTable<(u64, u128), &'static [u8]>,
+    runs: &[u64],
+    dst: &mut Table<'_, (u64, u128), &'static [u8]>,
+    out: u64,
+) -> Result<u64, RunError> {
+    let mut cursors = runs
+        .iter()
+        .map(|&r| Cursor::new(src, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut heads: Vec<Option<Entry>> = Vec::with_capacity(cursors.len());
+    for c in &mut cursors {
+        heads.push(c.peek()?);
+    }
+    let mut pending = Vec::with_capacity(CHUNK_IDS);
+    let mut buf = Vec::with_capacity(CHUNK_IDS * ENTRY_BYTES);
+    let mut written = 0;
+    // A dozen or so runs: a linear scan for the smallest head is cheaper
+    // than a heap.
+    while let Some(key) = heads.iter().flatten().map(|e| e.0).min() {
+        let mut t = 0;
+        for (c, head) in cursors.iter_mut().zip(heads.iter_mut()) {
+            if let Some(e) = *head {
+                if e.0 == key {
+                    t = t.max(e.1);
+                    c.at += 1;
+                    *head = c.peek()?;
+                }
+            }
+        }
+        pending.push((key, t));
+        if pending.len() == CHUNK_IDS {
+            write_chunk(dst, out, &pending, &mut buf)?;
+            written += pending.len() as u64;
+            pending.clear();
+        }
+    }
+    if !pending.is_empty() {
+        write_chunk(dst, out, &pending, &mut buf)?;
+        written += pending.len() as u64;
+    }
+    Ok(written)
 }
 
 /// Appends every entry of run `run`, in key order, to `out`.

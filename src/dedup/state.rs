@@ -113,8 +113,8 @@ pub(crate) struct State {
     pub tx: Sender<Op>,
     /// Scratch: generation changes not yet sent.
     changes: Vec<Change>,
-    /// Scratch: bloom hits of one key.
-    hits: Vec<u64>,
+    /// Scratch: bloom hit masks of one request's keys.
+    masks: Vec<u64>,
 }
 
 /// True when an id first seen at `t_ms` is still inside the window at `now_ms`.
@@ -133,7 +133,7 @@ impl State {
             next_owner: 0,
             tx,
             changes: Vec::new(),
-            hits: Vec::new(),
+            masks: Vec::new(),
         }
     }
 
@@ -169,8 +169,10 @@ impl State {
         self.send_changes();
         let owner = self.next_owner;
         self.next_owner += 1;
+        let mut masks = std::mem::take(&mut self.masks);
+        self.gens.hit_masks(keys, &mut masks);
         let mut out = Vec::with_capacity(keys.len());
-        for (i, k) in keys.iter().enumerate() {
+        for (i, (k, &mask)) in keys.iter().zip(&masks).enumerate() {
             let vacant = match self.claims.entry(*k) {
                 Entry::Occupied(o) if o.get().owner == owner => {
                     out.push(Class::Duplicate);
@@ -180,14 +182,14 @@ impl State {
                     let w = &mut o.get_mut().waiters;
                     let rx = w.get_or_insert_with(|| watch::channel(()).0).subscribe();
                     self.release_pass(&keys[..i], &out);
+                    self.masks = masks;
                     return Err(rx);
                 }
                 Entry::Vacant(v) => v,
             };
             // A pending id is in its generation's filter, so only a filter
             // hit needs the pending sets.
-            self.gens.hits(*k, &mut self.hits);
-            if !self.hits.is_empty() {
+            if mask != 0 {
                 let t = self.pending.get(k).or_else(|| self.writing.get(k));
                 if t.is_some_and(|&t| fresh(t, now_ms, window_ms)) {
                     out.push(Class::Duplicate);
@@ -198,12 +200,13 @@ impl State {
                 owner,
                 waiters: None,
             });
-            out.push(if self.hits.is_empty() {
+            out.push(if mask == 0 {
                 Class::New
             } else {
-                Class::Confirm(self.hits.clone())
+                Class::Confirm(self.gens.ids_in(mask))
             });
         }
+        self.masks = masks;
         Ok(out)
     }
 
@@ -224,25 +227,39 @@ impl State {
         }
     }
 
-    /// Marks claimed ids durable in the WAL as seen: into the active
-    /// generation's filter and pending, claims ended (waiters wake), writer
-    /// told. `offsets` completes once the writer has written them.
-    pub fn commit(&mut self, entries: &[(Key, u64)], now_ms: u64, offsets: Range<u64>) {
-        let mut batch = Vec::with_capacity(entries.len());
-        for &(k, t) in entries {
-            let gen = self.gens.insert(k, now_ms, &mut self.changes);
+    /// Marks claimed ids durable in the WAL as seen, first seen at `t_ms`
+    /// (now, except when re-indexing): into the active generation's filter and pending, claims ended
+    /// (waiters wake), writer told. `offsets` completes once the writer has
+    /// written them.
+    pub fn commit(&mut self, keys: &[Key], t_ms: u64, now_ms: u64, offsets: Range<u64>) {
+        let mut batch = Vec::with_capacity(keys.len());
+        let mut rest = keys;
+        while !rest.is_empty() {
+            let (gen, room) = self.gens.make_room(now_ms, &mut self.changes);
             if !self.changes.is_empty() {
                 // Keep the writer's order: ids of a sealed generation before
                 // its seal, a generation's creation before its ids.
-                let _ = self.tx.send(Op::Insert {
-                    entries: std::mem::take(&mut batch),
-                    offsets: 0..0,
-                });
+                if !batch.is_empty() {
+                    let _ = self.tx.send(Op::Insert {
+                        entries: std::mem::take(&mut batch),
+                        offsets: 0..0,
+                    });
+                }
                 self.send_changes();
             }
-            batch.push((gen, k, t));
-            self.pending.insert(k, t);
-            self.claims.remove(&k);
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.gens.insert_active(now);
+            batch.extend(now.iter().map(|&k| (gen, k, t_ms)));
+            rest = later;
+        }
+        // Each of these loops touches one random line per key; kept apart
+        // so that the misses of successive keys overlap.
+        self.pending.reserve(keys.len());
+        for &k in keys {
+            self.pending.insert(k, t_ms);
+        }
+        for k in keys {
+            self.claims.remove(k);
         }
         let _ = self.tx.send(Op::Insert {
             entries: batch,

@@ -103,8 +103,8 @@ struct FileFigures {
     pub checkpoint: u64,
     pub early_boundary_ms: Option<u64>,
     pub duplicates: u64,
-    /// (bits, hashes, ids) per held generation, oldest first.
-    pub gens: Vec<(u64, u32, u64)>,
+    /// (bits, ids) per held generation, oldest first.
+    pub gens: Vec<(u64, u64)>,
     /// Ids in the runs (should equal the sum of the counts).
     pub ids_in_tables: u64,
     pub oldest_start_ms: Option<u64>,
@@ -130,10 +130,7 @@ fn file_figures(db: &Database, path: &Path, now: SystemTime) -> Result<FileFigur
         checkpoint: meta(&tx, path, M_CHECKPOINT)?,
         early_boundary_ms: (early != 0).then_some(early),
         duplicates: meta(&tx, path, M_DUPLICATES)?,
-        gens: rows
-            .iter()
-            .map(|(_, r)| (r.num_bits, r.hashes as u32, r.count))
-            .collect(),
+        gens: rows.iter().map(|(_, r)| (r.num_bits, r.count)).collect(),
         ids_in_tables,
         oldest_start_ms: rows.first().map(|(_, r)| r.start_ms),
         now_ms: to_ms(now),

@@ -7,8 +7,9 @@
 //! holding its runs (layout in `runs.rs`), dropped whole when the generation
 //! ages out so expiry frees pages without touching ids one by one.
 
+use super::bloom::{Bloom, BITS_PER_ID};
 use super::error::DedupError;
-use super::generations::{bloom_from_bits, Generation};
+use super::generations::Generation;
 use super::key::Key;
 use super::runs::{self, RUNS};
 use redb::{Database, ReadTransaction, ReadableTable, TableDefinition};
@@ -17,16 +18,17 @@ use std::path::Path;
 use std::time::SystemTime;
 
 /// Layout version stored in `meta`; bump on any change of the tables.
-/// 1: one B-tree row per id (segment tables); 2: sorted runs in chunks.
-pub(crate) const FORMAT: u64 = 2;
+/// 1: one B-tree row per id (segment tables); 2: sorted runs in chunks;
+/// 3: split block bloom filters (same tables, filters of another layout).
+pub(crate) const FORMAT: u64 = 3;
 /// Counters and positions by name (see the `M_*` names).
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Generation id → (start ms, ids, filter bits, filter hashes, ids covered
-/// by the persisted filter, next run id).
+/// Generation id → (start ms, ids, filter bits, bits set per id (8), ids
+/// covered by the persisted filter, next run id).
 pub(crate) const GENS: TableDefinition<u64, (u64, u64, u64, u64, u64, u64)> =
     TableDefinition::new("generations");
 
-/// Generation id → its filter's bits, little-endian u64 words.
+/// Generation id → its filter's bytes (split blocks of 8 × 32-bit words).
 pub(crate) const BLOOMS: TableDefinition<u64, &[u8]> = TableDefinition::new("blooms");
 
 /// `meta` names.
@@ -75,11 +77,6 @@ impl GenRow {
     }
 }
 
-/// Filter bits as stored bytes.
-pub(crate) fn bits_to_bytes(bits: &[u64]) -> Vec<u8> {
-    bits.iter().flat_map(|w| w.to_le_bytes()).collect()
-}
-
 /// Everything read from the file at start-up.
 #[derive(Debug)]
 pub(crate) struct Loaded {
@@ -108,14 +105,15 @@ pub(crate) fn open(
             .map_err(|e| DedupError::index(path, e))
     };
     let mut db = create()?;
-    if stored_format(&db, path)? == Some(1) {
+    if let Some(old) = stored_format(&db, path)?.filter(|&f| f < FORMAT) {
         // The layout of an earlier ferry. Every id it holds is also in the
         // log above its checkpoint or older; a new index re-indexed from
         // the log keeps every retained id, and can only forget older ones
         // (a duplicate stored, never an event dropped).
         tracing::warn!(
             path = %path.display(),
-            "the dedup index has an earlier layout (format 1); starting a new one, re-indexed from the log"
+            format = old,
+            "the dedup index has an earlier layout; starting a new one, re-indexed from the log"
         );
         drop(db);
         std::fs::remove_file(path).map_err(|e| DedupError::index(path, e))?;
@@ -273,12 +271,11 @@ pub(crate) fn load(db: &Database, path: &Path) -> Result<Loaded, DedupError> {
         .open_table(BLOOMS)
         .map_err(|e| DedupError::index(path, e))?;
     for (id, row) in gen_rows(&tx, path)? {
-        let words = row.num_bits.div_ceil(64) as usize;
         let corrupt = |reason: String| DedupError::Corruption {
             path: path.to_path_buf(),
             reason: format!("generation {id}: {reason}"),
         };
-        if words == 0 || row.hashes == 0 || row.hashes > 64 {
+        if row.num_bits == 0 || row.num_bits % 256 != 0 || row.hashes != u64::from(BITS_PER_ID) {
             return Err(corrupt(format!("bad filter shape {row:?}")));
         }
         let snapshot = if row.snapshot_count == row.count {
@@ -289,30 +286,29 @@ pub(crate) fn load(db: &Database, path: &Path) -> Result<Loaded, DedupError> {
         let bloom = match snapshot {
             Some(bytes) => {
                 let bytes = bytes.value();
-                if bytes.len() != words * 8 {
-                    return Err(corrupt(format!(
-                        "filter of {} bytes, expected {}",
-                        bytes.len(),
-                        words * 8
-                    )));
+                match Bloom::from_bytes(bytes) {
+                    Some(b) if b.num_bits() == row.num_bits => b,
+                    _ => {
+                        return Err(corrupt(format!(
+                            "filter of {} bytes, expected {}",
+                            bytes.len(),
+                            row.num_bits / 8
+                        )))
+                    }
                 }
-                let bits = bytes
-                    .chunks_exact(8)
-                    .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
-                bloom_from_bits(bits, row.hashes as u32)
             }
             None => {
                 loaded.rebuilt += 1;
-                let mut bloom = bloom_from_bits(vec![0; words], row.hashes as u32);
-                let name = runs::chunks_table_name(id);
-                match tx.open_table(runs::chunks_table(&name)) {
-                    Ok(t) => runs::for_each_key(&t, |k| {
-                        bloom.insert_hash(Key::from_u128(k).bloom_hash());
-                    })
-                    .map_err(|e| e.at(path))?,
-                    Err(redb::TableError::TableDoesNotExist(_)) => {}
-                    Err(e) => return Err(DedupError::index(path, e)),
+                let mut bloom = Bloom::with_bytes(row.num_bits / 8);
+                for name in [runs::chunks_table_name(id), runs::sealed_table_name(id)] {
+                    match tx.open_table(runs::chunks_table(&name)) {
+                        Ok(t) => runs::for_each_key(&t, |k| {
+                            bloom.insert(Key::from_u128(k).bloom_hash());
+                        })
+                        .map_err(|e| e.at(path))?,
+                        Err(redb::TableError::TableDoesNotExist(_)) => {}
+                        Err(e) => return Err(DedupError::index(path, e)),
+                    }
                 }
                 bloom
             }
@@ -353,33 +349,41 @@ pub(crate) fn lookup(
     let runs_table = tx
         .open_table(RUNS)
         .map_err(|x| DedupError::index(path, x))?;
-    // Per generation of this call: its chunk table and its runs, newest first.
-    let mut opened = HashMap::new();
+    // Opened once per call: each generation's runs (newest first), and the
+    // tables they are in.
+    let mut held: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut tables = HashMap::new();
     let mut out = Vec::with_capacity(queries.len());
     for (key, gens) in queries {
         let mut found = None;
         'gens: for &id in gens {
-            let (table, held) = match opened.entry(id) {
+            let runs = match held.entry(id) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    let name = runs::chunks_table_name(id);
-                    let table = match tx.open_table(runs::chunks_table(&name)) {
-                        Ok(t) => Some(t),
-                        // Not written yet: its ids are all still pending.
-                        Err(redb::TableError::TableDoesNotExist(_)) => None,
-                        Err(x) => return Err(DedupError::index(path, x)),
-                    };
-                    let mut held: Vec<u64> = held_runs(&runs_table, id)
+                    let mut runs: Vec<u64> = held_runs(&runs_table, id)
                         .map_err(e)?
                         .into_iter()
                         .map(|(run, _)| run)
                         .collect();
-                    held.reverse();
-                    v.insert((table, held))
+                    runs.reverse();
+                    v.insert(runs)
                 }
             };
-            let Some(table) = table else { continue };
-            for &run in held.iter() {
+            for &run in runs.iter() {
+                let name = runs::table_name(id, run);
+                let table = match tables.entry(name) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let table = match tx.open_table(runs::chunks_table(v.key())) {
+                            Ok(t) => Some(t),
+                            // Not written yet: its ids are all still pending.
+                            Err(redb::TableError::TableDoesNotExist(_)) => None,
+                            Err(x) => return Err(DedupError::index(path, x)),
+                        };
+                        v.insert(table)
+                    }
+                };
+                let Some(table) = table else { continue };
                 if let Some(t) = runs::find(table, run, key.as_u128()).map_err(|x| x.at(path))? {
                     found = Some(super::clock::from_ms(t));
                     break 'gens;
@@ -430,25 +434,27 @@ mod tests {
     }
 
     #[test]
-    fn an_index_of_the_earlier_layout_is_replaced_by_a_new_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.redb");
-        {
-            let db = Database::create(&path).unwrap();
-            let tx = db.begin_write().unwrap();
+    fn an_index_of_an_earlier_layout_is_replaced_by_a_new_one() {
+        for earlier in 1..FORMAT {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("d.redb");
             {
-                let mut meta = tx.open_table(META).unwrap();
-                meta.insert(M_FORMAT, 1).unwrap();
-                meta.insert(M_CHECKPOINT, 500).unwrap();
+                let db = Database::create(&path).unwrap();
+                let tx = db.begin_write().unwrap();
+                {
+                    let mut meta = tx.open_table(META).unwrap();
+                    meta.insert(M_FORMAT, earlier).unwrap();
+                    meta.insert(M_CHECKPOINT, 500).unwrap();
+                }
+                tx.commit().unwrap();
             }
-            tx.commit().unwrap();
+            let db = open(&path, 1 << 20, 1, 1).unwrap();
+            let loaded = load(&db, &path).unwrap();
+            // Re-indexing starts from the beginning of the log.
+            assert_eq!(loaded.checkpoint, 0, "format {earlier}");
+            let tx = db.begin_read().unwrap();
+            assert_eq!(meta(&tx, &path, M_FORMAT).unwrap(), FORMAT);
         }
-        let db = open(&path, 1 << 20, 1, 1).unwrap();
-        let loaded = load(&db, &path).unwrap();
-        // Re-indexing starts from the beginning of the log.
-        assert_eq!(loaded.checkpoint, 0);
-        let tx = db.begin_read().unwrap();
-        assert_eq!(meta(&tx, &path, M_FORMAT).unwrap(), FORMAT);
     }
 
     #[test]

@@ -60,8 +60,7 @@ impl Ticket {
         }
         let shared = &self.dedup.inner.shared;
         let now = to_ms(shared.clock.now());
-        let entries: Vec<(Key, u64)> = owned.iter().map(|&k| (k, now)).collect();
-        shared.lock().commit(&entries, now, offsets);
+        shared.lock().commit(&owned, now, now, offsets);
     }
 
     /// The append failed (or will not happen): release the keys, so waiting

@@ -10,6 +10,7 @@
 //! A durable (`Immediate`) commit happens every `sync_interval`, on flush and
 //! on close; it bounds the WAL tail to re-index and lets redb reuse pages.
 
+use super::bloom::BITS_PER_ID;
 use super::checkpoint::Progress;
 use super::error::DedupError;
 use super::generations::Change;
@@ -226,13 +227,12 @@ impl Writer {
                         id,
                         start_ms,
                         num_bits,
-                        hashes,
                     }) => {
                         let row = GenRow {
                             start_ms,
                             count: 0,
                             num_bits,
-                            hashes: u64::from(hashes),
+                            hashes: u64::from(BITS_PER_ID),
                             snapshot_count: u64::MAX,
                             next_run: 0,
                         };
@@ -245,12 +245,15 @@ impl Writer {
                         meta.insert(store::M_NEXT_GEN, next.max(id + 1))
                             .map_err(|x| e(x.into()))?;
                     }
-                    Op::Change(Change::Sealed { id, bits }) => {
-                        if let Some(row) = to.rows.get_mut(&id) {
+                    Op::Change(Change::Sealed { id, bytes }) => {
+                        if to.rows.contains_key(&id) {
+                            to.seal(id).map_err(|x| x.at(&p))?;
                             blooms
-                                .insert(id, store::bits_to_bytes(&bits).as_slice())
+                                .insert(id, bytes.as_slice())
                                 .map_err(|x| e(x.into()))?;
-                            row.snapshot_count = row.count;
+                            if let Some(row) = to.rows.get_mut(&id) {
+                                row.snapshot_count = row.count;
+                            }
                         }
                     }
                     Op::Change(Change::Dropped {
@@ -264,9 +267,10 @@ impl Writer {
                         to.run_rows
                             .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
                             .map_err(|x| e(x.into()))?;
-                        let name = runs::chunks_table_name(id);
-                        tx.delete_table(runs::chunks_table(&name))
-                            .map_err(|x| e(x.into()))?;
+                        for name in [runs::chunks_table_name(id), runs::sealed_table_name(id)] {
+                            tx.delete_table(runs::chunks_table(&name))
+                                .map_err(|x| e(x.into()))?;
+                        }
                         meta.insert(store::M_EARLY, early_boundary_ms.unwrap_or(0))
                             .map_err(|x| e(x.into()))?;
                     }
@@ -294,7 +298,7 @@ impl Writer {
                     if row.snapshot_count != row.count {
                         if let Some(g) = state.gens.get(*id) {
                             blooms
-                                .insert(*id, store::bits_to_bytes(g.bloom.as_slice()).as_slice())
+                                .insert(*id, g.bloom.as_bytes())
                                 .map_err(|x| e(x.into()))?;
                             row.snapshot_count = row.count;
                         }
@@ -352,6 +356,47 @@ impl Target<'_, '_> {
     /// larger than it (binary-counter style: every id is rewritten about
     /// log₂(run size / batch size) times, and a generation holds about that
     /// many runs), up to `max_run_ids`. Empties `staged`.
+    /// Merges the runs of generation `gen`, sealed (it takes no more ids),
+    /// into its one sealed run: a look-up there then probes one run instead
+    /// of one per writer batch merged up to `max_run_ids`. Streaming, so it
+    /// costs one more write per id and memory for one chunk per run.
+    fn seal(&mut self, gen: u64) -> Result<(), runs::RunError> {
+        let index = |x: redb::TableError| runs::RunError::Index(Box::new(x.into()));
+        let held = store::held_runs(&self.run_rows, gen)?;
+        if held.len() < 2 || held.iter().any(|&(run, _)| run == runs::SEALED_RUN) {
+            return Ok(());
+        }
+        let name = runs::chunks_table_name(gen);
+        let src = match self.tables.remove(&gen) {
+            Some(t) => t,
+            None => self
+                .tx
+                .open_table(runs::chunks_table(&name))
+                .map_err(index)?,
+        };
+        let sealed = runs::sealed_table_name(gen);
+        let mut dst = self
+            .tx
+            .open_table(runs::chunks_table(&sealed))
+            .map_err(index)?;
+        let merged: Vec<u64> = held.iter().map(|&(run, _)| run).collect();
+        let ids = runs::merge_into(&src, &merged, &mut dst, runs::SEALED_RUN)?;
+        drop((src, dst));
+        for &(run, _) in &held {
+            self.run_rows.remove((gen, run))?;
+        }
+        self.run_rows.insert((gen, runs::SEALED_RUN), ids)?;
+        self.tx
+            .delete_table(runs::chunks_table(&name))
+            .map_err(index)?;
+        if let Some(row) = self.rows.get_mut(&gen) {
+            // Ids in several runs (re-indexed after a crash) count once now.
+            let before: u64 = held.iter().map(|&(_, n)| n).sum();
+            row.count = row.count.saturating_sub(before) + ids;
+        }
+        Ok(())
+    }
+
     fn insert_runs(&mut self) -> Result<(), runs::RunError> {
         let staged = &mut self.staged;
         staged.sort_unstable_by_key(|&(gen, key, _)| (gen, key));
