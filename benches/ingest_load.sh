@@ -5,6 +5,9 @@
 #   benches/ingest_load.sh                 # 10 s per scenario
 #   DURATION=30s CONNS=64 RATE=5000 ROUNDS=3 benches/ingest_load.sh
 #   ONLY=batch ROUNDS=4 DURATION=6s benches/ingest_load.sh   # dedup on/off rounds of /v1/batch only
+#   WARMUP=40s ONLY=batch ROUNDS=5 DURATION=6s benches/ingest_load.sh
+#       # the same after loading each server for 40 s first (unmeasured), so
+#       # the rounds run with a full dedup index (10M ids held, sealed generations)
 #
 # Scenarios, each against ferry (dedup on, the default), ferry with dedup off,
 # and the bare handler (two ferry servers idle while the third target is loaded):
@@ -21,6 +24,7 @@ CONNS="${CONNS:-64}"
 RATE="${RATE:-5000}"
 ROUNDS="${ROUNDS:-3}"
 ONLY="${ONLY:-all}"
+WARMUP="${WARMUP:-}"
 FERRY_PORT="${FERRY_PORT:-18080}"
 BARE_PORT="${BARE_PORT:-18081}"
 KEY="wk_load_test"
@@ -122,6 +126,14 @@ print(f"  server CPU: {cpu / secs:.2f} cores, {1000 * cpu / (rps * secs):.3f} ms
 PY
 }
 
+if [ -n "$WARMUP" ]; then
+  for port in "$FERRY_PORT" "$NODEDUP_PORT"; do
+    echo "=== warm-up of :$port for $WARMUP (not measured)"
+    oha --no-tui -z "$WARMUP" -m POST -H "$AUTH" -H "Content-Type: application/json" \
+      -D "$WORK/batch.json" -c "$CONNS" "http://127.0.0.1:$port/v1/batch" | grep -E "Requests/sec"
+  done
+fi
+
 # Dedup on and off alternate, $ROUNDS rounds each, so drift on this shared
 # machine hits both alike: quote the medians.
 for round in $(seq "$ROUNDS"); do
@@ -133,7 +145,10 @@ for round in $(seq "$ROUNDS"); do
     fi
   done
 done
-[ "$ONLY" = batch ] && exit 0
+settings() {
+  echo "settings: DURATION=$DURATION CONNS=$CONNS RATE=$RATE ROUNDS=$ROUNDS ONLY=$ONLY WARMUP=${WARMUP:-none}, $(nproc) cores shared by oha and the server"
+}
+if [ "$ONLY" = batch ]; then settings; exit 0; fi
 for target in "ferry:$FERRY_PORT" "ferry-nodedup:$NODEDUP_PORT" "bare-axum:$BARE_PORT"; do
   name="${target%%:*}"; port="${target##*:}"
   if [ "$name" = bare-axum ]; then
@@ -142,4 +157,4 @@ for target in "ferry:$FERRY_PORT" "ferry-nodedup:$NODEDUP_PORT" "bare-axum:$BARE
   fi
   run "$name /v1/track at $RATE req/s" "http://127.0.0.1:$port/v1/track" track.json -c "$CONNS" -q "$RATE"
 done
-echo "settings: DURATION=$DURATION CONNS=$CONNS RATE=$RATE ROUNDS=$ROUNDS, $(nproc) cores shared by oha and the server"
+settings

@@ -35,13 +35,14 @@
 //!   - `dedup/key.rs` — the 128-bit key hash and its collision bound
 //!   - `dedup/clock.rs` — the injected clock the window runs on
 //!   - `dedup/generations.rs` — rotating bloom generations, window and capacity
+//!   - `dedup/bloom.rs` — one generation's split block bloom filter and its sizing
 //!   - `dedup/state.rs` — claims and pending ids, the locked claim pass
 //!   - `dedup/ticket.rs` — a request's claim until commit or abort
 //!   - `dedup/checkpoint.rs` — the WAL offset below which all is indexed
 //!   - `dedup/reindex.rs` — start-up re-index of the WAL tail past the checkpoint
 //!   - `dedup/writer.rs` — the batching redb writer thread; durability reasoning
 //!   - `dedup/store.rs` — the redb tables, start-up loading, look-ups
-//!   - `dedup/runs.rs` — sorted runs of ids in chunk rows: write, merge, find
+//!   - `dedup/runs.rs` — sorted runs of ids in chunk rows: write, merge, seal, find
 //!   - `dedup/stats.rs` — figures, live or from the file (`ferry dedup stats`)
 //!   - `dedup/error.rs` — the dedup error type
 //! - `delivery/` — routing logged events to destinations:

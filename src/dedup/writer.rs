@@ -380,7 +380,15 @@ impl Target<'_, '_> {
             .open_table(runs::chunks_table(&sealed))
             .map_err(index)?;
         let merged: Vec<u64> = held.iter().map(|&(run, _)| run).collect();
+        let started = Instant::now();
         let ids = runs::merge_into(&src, &merged, &mut dst, runs::SEALED_RUN)?;
+        tracing::debug!(
+            generation = gen,
+            runs = held.len(),
+            ids,
+            secs = started.elapsed().as_secs_f64(),
+            "dedup: sealed generation merged into one run"
+        );
         drop((src, dst));
         for &(run, _) in &held {
             self.run_rows.remove((gen, run))?;
