@@ -2,7 +2,8 @@
 //! written to the index when the process dies must come back as duplicates
 //! after re-indexing the WAL tail; ids whose append failed must be new on
 //! retry. Two crash flavours: the writer stopped in-process with commits
-//! queued, and a real `abort()` of a child process after non-durable redb
+//! queued (also with a generation's seal queued: it is redone after the
+//! re-index), and a real `abort()` of a child process after non-durable redb
 //! commits (redb rolls back to its last durable commit).
 
 use ferry::dedup::{Dedup, DedupOptions, Key, ManualClock, SystemClock, Verdict};
@@ -87,6 +88,80 @@ fn commits_lost_with_the_writer_come_back_from_the_wal() {
     // Re-indexing again (or from the start) adds nothing.
     assert_eq!(d.reindex(tail(&wal, 0)).unwrap(), 0);
     assert_eq!(d.stats().ids_held, 200);
+}
+
+/// The dedup index's tables, by name (read after the handle is gone).
+fn tables(path: &Path) -> Vec<String> {
+    use redb::TableHandle;
+    let db = redb::Database::open(path).unwrap();
+    let tx = db.begin_read().unwrap();
+    let names = tx.list_tables().unwrap().map(|t| t.name().to_owned());
+    names.collect()
+}
+
+#[test]
+fn a_seal_lost_in_a_crash_is_redone_after_reindexing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dedup.redb");
+    let clock = Arc::new(ManualClock::new(
+        UNIX_EPOCH + Duration::from_secs(1_750_000_000),
+    ));
+    let now = || ferry::dedup::Clock::now(&*clock);
+    // 100 ids per generation, runs of at most 16, no timed durable commit.
+    let opts = || DedupOptions {
+        capacity: 400,
+        max_run_ids: 16,
+        sync_interval: Duration::from_secs(3600),
+        ..DedupOptions::default()
+    };
+    let d = Dedup::open(&path, opts(), clock.clone()).unwrap();
+    let mut wal: Wal = Vec::new();
+    // Generation 0 fills with 0..100 in batches of 10, durably.
+    for b in 0..10u64 {
+        let keys: Vec<Key> = (b * 10..b * 10 + 10).map(k).collect();
+        block_on(d.begin(&keys))
+            .unwrap()
+            .commit(b * 10..b * 10 + 10);
+        wal.extend(
+            keys.iter()
+                .enumerate()
+                .map(|(i, &k)| (b * 10 + i as u64, k, now())),
+        );
+        d.write_non_durable().unwrap();
+    }
+    d.flush().unwrap();
+    // 100..150 start generation 1, which seals generation 0; the process
+    // dies before the writer writes any of it.
+    d.hold_writer();
+    let more: Vec<Key> = (100..150).map(k).collect();
+    block_on(d.begin(&more)).unwrap().commit(100..150);
+    wal.extend(
+        more.iter()
+            .enumerate()
+            .map(|(i, &k)| (100 + i as u64, k, now())),
+    );
+    d.crash();
+    // Generation 0 is still in runs; nothing is sealed.
+    let t = tables(&path);
+    let g0 = format!("{:020}", 0);
+    assert!(t.contains(&format!("chunks_{g0}")), "{t:?}");
+    assert!(!t.iter().any(|n| n.starts_with("sealed_")), "{t:?}");
+
+    let d = Dedup::open(&path, opts(), clock.clone()).unwrap();
+    assert_eq!(d.checkpoint(), 100);
+    assert_eq!(d.reindex(tail(&wal, d.checkpoint())).unwrap(), 50);
+    d.flush().unwrap();
+    let all: Vec<Key> = (0..150).map(k).collect();
+    assert!(verdicts(&d, &all).iter().all(|v| *v == Verdict::Duplicate));
+    assert_eq!(d.stats().ids_held, 150);
+    drop(d);
+    // The re-indexed ids started generation 1 again, so generation 0 was
+    // sealed again: one run in its sealed table, its chunk table gone.
+    let t = tables(&path);
+    assert!(t.contains(&format!("sealed_{g0}")), "{t:?}");
+    assert!(!t.contains(&format!("chunks_{g0}")), "{t:?}");
+    let d = Dedup::open(&path, opts(), clock.clone()).unwrap();
+    assert!(verdicts(&d, &all).iter().all(|v| *v == Verdict::Duplicate));
 }
 
 const CHILD_ENV: &str = "FERRY_DEDUP_CRASH_CHILD";

@@ -4,8 +4,10 @@
 //! Tables: `meta` (checkpoint and counters), `generations` (one row per held
 //! generation), `blooms` (persisted filters), `runs` (the sorted runs of each
 //! generation) and, per generation, a chunk table `chunks_<generation>`
-//! holding its runs (layout in `runs.rs`), dropped whole when the generation
-//! ages out so expiry frees pages without touching ids one by one.
+//! holding its runs (layout in `runs.rs`) and, once it is sealed,
+//! `sealed_<generation>` holding them merged into one; both are dropped whole
+//! when the generation ages out, so expiry frees pages without touching ids
+//! one by one.
 
 use super::bloom::{Bloom, BITS_PER_ID};
 use super::error::DedupError;
@@ -19,7 +21,8 @@ use std::time::SystemTime;
 
 /// Layout version stored in `meta`; bump on any change of the tables.
 /// 1: one B-tree row per id (segment tables); 2: sorted runs in chunks;
-/// 3: split block bloom filters (same tables, filters of another layout).
+/// 3: split block bloom filters, and each sealed generation's runs merged
+/// into one run in a table of its own (`sealed_<generation>`).
 pub(crate) const FORMAT: u64 = 3;
 /// Counters and positions by name (see the `M_*` names).
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");

@@ -351,11 +351,6 @@ pub(crate) struct RunBuffers {
 }
 
 impl Target<'_, '_> {
-    /// Writes the staged ids of each generation as one new sorted run,
-    /// first merging into it the generation's newest runs while they are no
-    /// larger than it (binary-counter style: every id is rewritten about
-    /// log₂(run size / batch size) times, and a generation holds about that
-    /// many runs), up to `max_run_ids`. Empties `staged`.
     /// Merges the runs of generation `gen`, sealed (it takes no more ids),
     /// into its one sealed run: a look-up there then probes one run instead
     /// of one per writer batch merged up to `max_run_ids`. Streaming, so it
@@ -363,6 +358,7 @@ impl Target<'_, '_> {
     fn seal(&mut self, gen: u64) -> Result<(), runs::RunError> {
         let index = |x: redb::TableError| runs::RunError::Index(Box::new(x.into()));
         let held = store::held_runs(&self.run_rows, gen)?;
+        // One run is already one probe; a sealed run is never merged again.
         if held.len() < 2 || held.iter().any(|&(run, _)| run == runs::SEALED_RUN) {
             return Ok(());
         }
@@ -405,6 +401,11 @@ impl Target<'_, '_> {
         Ok(())
     }
 
+    /// Writes the staged ids of each generation as one new sorted run,
+    /// first merging into it the generation's newest runs while they are no
+    /// larger than it (binary-counter style: every id is rewritten about
+    /// log₂(run size / batch size) times, and a generation holds about that
+    /// many runs), up to `max_run_ids`. Empties `staged`.
     fn insert_runs(&mut self) -> Result<(), runs::RunError> {
         let staged = &mut self.staged;
         staged.sort_unstable_by_key(|&(gen, key, _)| (gen, key));
