@@ -373,11 +373,12 @@ pub(crate) fn lookup(
                 }
             };
             for &run in runs.iter() {
-                let name = runs::table_name(id, run);
-                let table = match tables.entry(name) {
+                // Keyed by (generation, sealed): the name is built only once.
+                let table = match tables.entry((id, run == runs::SEALED_RUN)) {
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::hash_map::Entry::Vacant(v) => {
-                        let table = match tx.open_table(runs::chunks_table(v.key())) {
+                        let name = runs::table_name(id, run);
+                        let table = match tx.open_table(runs::chunks_table(&name)) {
                             Ok(t) => Some(t),
                             // Not written yet: its ids are all still pending.
                             Err(redb::TableError::TableDoesNotExist(_)) => None,
