@@ -153,6 +153,7 @@ impl Generations {
     /// that the filter's cache misses overlap.
     pub fn insert_active(&mut self, keys: &[Key]) {
         let g = self.gens.back_mut().unwrap();
+        warm(&g.bloom, keys);
         for k in keys {
             g.bloom.insert(k.bloom_hash());
         }
@@ -167,6 +168,7 @@ impl Generations {
         out.clear();
         out.resize(keys.len(), 0);
         for (i, g) in self.gens.iter().rev().enumerate() {
+            warm(&g.bloom, keys);
             for (m, k) in out.iter_mut().zip(keys) {
                 *m |= u64::from(g.bloom.contains(k.bloom_hash())) << i;
             }
@@ -287,6 +289,16 @@ pub(crate) fn union_false_positive_rate(filters: impl Iterator<Item = (u64, u64)
         .map(|(bits, n)| (-bloom::false_positive_rate(bits, n)).ln_1p())
         .sum();
     -log_miss.exp_m1()
+}
+
+/// Loads the blocks `keys` map to in `bloom` ahead of checking or setting
+/// them (see [`Bloom::touch`]).
+fn warm(bloom: &Bloom, keys: &[Key]) {
+    let mut acc = 0u8;
+    for k in keys {
+        acc ^= bloom.touch(k.bloom_hash());
+    }
+    std::hint::black_box(acc);
 }
 
 #[cfg(test)]

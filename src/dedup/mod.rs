@@ -369,6 +369,44 @@ mod tests {
     }
 
     #[test]
+    fn committed_ids_are_written_without_a_flush() {
+        // Commits leave their ids in the state's inbox; the writer must wake
+        // for them by itself, twice (the second inbox after the first take).
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(t0()));
+        let opts = DedupOptions {
+            write_interval: Duration::from_millis(1),
+            ..DedupOptions::default()
+        };
+        let d = open(&dir.path().join("d.redb"), &clock, opts);
+        let shared = d.inner.shared.clone();
+        run(async {
+            for (round, next) in [(0u64, 0u64), (1, 3)] {
+                let keys: Vec<Key> = (0..3).map(|i| k(&format!("r{round}-{i}"))).collect();
+                d.begin(&keys).await.unwrap().commit(next..next + 3);
+                assert_eq!(shared.lock().pending(), 3);
+                // Bounded so that a writer that never wakes fails the test.
+                let drained = async {
+                    loop {
+                        let notified = shared.drained.notified();
+                        tokio::pin!(notified);
+                        notified.as_mut().enable();
+                        if shared.lock().pending() == 0 {
+                            break;
+                        }
+                        notified.await;
+                    }
+                };
+                tokio::time::timeout(Duration::from_secs(60), drained)
+                    .await
+                    .expect("the writer never wrote the committed ids");
+            }
+        });
+        d.flush().unwrap();
+        assert_eq!(d.checkpoint(), 6);
+    }
+
+    #[test]
     fn repeats_in_a_request_and_across_requests() {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(t0()));

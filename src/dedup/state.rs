@@ -115,6 +115,27 @@ pub(crate) struct State {
     changes: Vec<Change>,
     /// Scratch: bloom hit masks of one request's keys.
     masks: Vec<u64>,
+    /// Committed ids for the writer, appended in place rather than sent one
+    /// message per request (an allocation, a channel send and a free on
+    /// another thread each): the writer swaps the whole inbox out in
+    /// [`State::take`]. Holds only ids committed after the last op sent.
+    inbox: Inbox,
+    /// A wake-up is queued for the writer since it last took the inbox.
+    woken: bool,
+}
+
+/// Committed ids not yet handed to the writer, and the WAL offsets they
+/// complete.
+#[derive(Default)]
+pub(crate) struct Inbox {
+    pub entries: Vec<(u64, Key, u64)>,
+    pub offsets: Vec<Range<u64>>,
+}
+
+impl Inbox {
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.offsets.is_empty()
+    }
 }
 
 /// True when an id first seen at `t_ms` is still inside the window at `now_ms`.
@@ -134,6 +155,8 @@ impl State {
             tx,
             changes: Vec::new(),
             masks: Vec::new(),
+            inbox: Inbox::default(),
+            woken: false,
         }
     }
 
@@ -232,25 +255,28 @@ impl State {
     /// (waiters wake), writer told. `offsets` completes once the writer has
     /// written them.
     pub fn commit(&mut self, keys: &[Key], t_ms: u64, now_ms: u64, offsets: Range<u64>) {
-        let mut batch = Vec::with_capacity(keys.len());
         let mut rest = keys;
         while !rest.is_empty() {
             let (gen, room) = self.gens.make_room(now_ms, &mut self.changes);
             if !self.changes.is_empty() {
                 // Keep the writer's order: ids of a sealed generation before
                 // its seal, a generation's creation before its ids.
-                if !batch.is_empty() {
-                    let _ = self.tx.send(Op::Insert {
-                        entries: std::mem::take(&mut batch),
-                        offsets: 0..0,
-                    });
+                if !self.inbox.entries.is_empty() {
+                    let entries = std::mem::take(&mut self.inbox.entries);
+                    let offsets = std::mem::take(&mut self.inbox.offsets);
+                    let _ = self.tx.send(Op::Insert { entries, offsets });
                 }
                 self.send_changes();
             }
             let (now, later) = rest.split_at(room.min(rest.len()));
             self.gens.insert_active(now);
-            batch.extend(now.iter().map(|&k| (gen, k, t_ms)));
+            self.inbox
+                .entries
+                .extend(now.iter().map(|&k| (gen, k, t_ms)));
             rest = later;
+        }
+        if !offsets.is_empty() {
+            self.inbox.offsets.push(offsets);
         }
         // Each of these loops touches one random line per key; kept apart
         // so that the misses of successive keys overlap.
@@ -261,16 +287,18 @@ impl State {
         for k in keys {
             self.claims.remove(k);
         }
-        let _ = self.tx.send(Op::Insert {
-            entries: batch,
-            offsets,
-        });
+        if !self.woken && !self.inbox.is_empty() {
+            self.woken = true;
+            let _ = self.tx.send(Op::Wake);
+        }
     }
 
     /// The writer takes every op queued so far: called under this lock, so
     /// the ids of those ops are exactly the pending ones, which move to
     /// `writing` (still answered from there) until [`State::written`].
-    pub fn take(&mut self, rx: &Receiver<Op>, batch: &mut Vec<Op>) {
+    /// The inbox goes last, as one insert (its ids were committed after
+    /// every op queued); `spare` (emptied, its capacity kept) replaces it.
+    pub fn take(&mut self, rx: &Receiver<Op>, batch: &mut Vec<Op>, spare: &mut Inbox) {
         loop {
             match rx.try_recv() {
                 Ok(op) => batch.push(op),
@@ -281,6 +309,14 @@ impl State {
                 }
             }
         }
+        if !self.inbox.is_empty() {
+            std::mem::swap(&mut self.inbox, spare);
+            batch.push(Op::Insert {
+                entries: std::mem::take(&mut spare.entries),
+                offsets: std::mem::take(&mut spare.offsets),
+            });
+        }
+        self.woken = false;
         if self.writing.is_empty() {
             std::mem::swap(&mut self.pending, &mut self.writing);
         } else {

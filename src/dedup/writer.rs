@@ -16,7 +16,7 @@ use super::error::DedupError;
 use super::generations::Change;
 use super::key::Key;
 use super::runs::{self, Entry, RUNS};
-use super::state::Shared;
+use super::state::{Inbox, Shared};
 use super::store::{self, GenRow};
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
@@ -43,8 +43,10 @@ pub(crate) enum Op {
     /// WAL offsets their append covered.
     Insert {
         entries: Vec<(u64, Key, u64)>,
-        offsets: Range<u64>,
+        offsets: Vec<Range<u64>>,
     },
+    /// Committed ids wait in the state's inbox (taken with the batch).
+    Wake,
     /// WAL offsets that carry no id (or hold only already-indexed ids).
     Skip(Range<u64>),
     /// Write what is queued (durably if `durable`) and answer.
@@ -130,7 +132,8 @@ impl Writer {
             if !batch.is_empty() {
                 // Everything queued up to now, under the lock: the pending
                 // ids are then exactly those of this batch.
-                self.shared.lock().take(&self.rx, &mut batch);
+                let spare = &mut self.bufs.inbox;
+                self.shared.lock().take(&self.rx, &mut batch, spare);
             }
             let shared = self.shared.clone();
             let halted = || shared.halted.load(Ordering::Acquire);
@@ -274,12 +277,22 @@ impl Writer {
                         meta.insert(store::M_EARLY, early_boundary_ms.unwrap_or(0))
                             .map_err(|x| e(x.into()))?;
                     }
-                    Op::Insert { entries, offsets } => {
-                        to.staged.extend(entries);
-                        self.progress.complete(offsets);
+                    Op::Insert {
+                        mut entries,
+                        mut offsets,
+                    } => {
+                        to.staged.append(&mut entries);
+                        for r in offsets.drain(..) {
+                            self.progress.complete(r);
+                        }
+                        // The inbox's buffers go back to it on the next take.
+                        if entries.capacity() > to.bufs.inbox.entries.capacity() {
+                            entries.shrink_to(KEEP_ENTRIES);
+                            to.bufs.inbox = Inbox { entries, offsets };
+                        }
                     }
                     Op::Skip(r) => self.progress.complete(r),
-                    Op::Flush { .. } | Op::Hold | Op::Close | Op::Crash => {}
+                    Op::Wake | Op::Flush { .. } | Op::Hold | Op::Close | Op::Crash => {}
                 }
             }
             to.insert_runs().map_err(|x| x.at(&p))?;
@@ -344,6 +357,7 @@ struct Target<'a, 't> {
 /// into it. Kept from batch to batch.
 #[derive(Default)]
 pub(crate) struct RunBuffers {
+    inbox: Inbox,
     staged: Vec<(u64, Key, u64)>,
     current: Vec<Entry>,
     older: Vec<Entry>,
