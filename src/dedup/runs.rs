@@ -1,6 +1,6 @@
 //! Sorted runs: how a generation's ids are laid out in redb. Each writer
 //! batch becomes one sorted run, stored as chunks of up to [`CHUNK_IDS`]
-//! entries, one chunk per row (about one 4 KiB page), keyed by (run, last key
+//! entries, one chunk per row (one 32 KiB page), keyed by (run, last key
 //! in the chunk). Runs are merged binary-counter style up to a largest size,
 //! so writing a batch costs one B-tree insert per chunk instead of one per id,
 //! and a look-up reads one chunk per run of the generation. Once a generation
@@ -18,8 +18,12 @@ pub(crate) type Entry = (u128, u64);
 /// time (u64, little-endian).
 const ENTRY_BYTES: usize = 24;
 
-/// Entries per chunk: 3,840 bytes, so one chunk row fills one 4 KiB leaf page.
-pub(crate) const CHUNK_IDS: usize = 160;
+/// Entries per chunk: 32,640 bytes, so one chunk row fills one 32 KiB leaf
+/// page (redb sizes pages in powers of two). Against 4 KiB chunks this makes
+/// an eighth of the B-tree inserts (each rebuilds a branch page) and a
+/// shallower tree; measured with `cargo bench --bench dedup`, see
+/// docs/benchmarks.md.
+pub(crate) const CHUNK_IDS: usize = 1360;
 
 /// (generation, run) → ids in the run. Run ids grow within a generation: a
 /// higher id holds newer ids (a merge result takes a fresh id).
@@ -330,6 +334,7 @@ mod tests {
     use redb::{Database, ReadableTableMetadata};
 
     const T: ChunkDef<'static> = TableDefinition::new("chunks_test");
+    const D: ChunkDef<'static> = TableDefinition::new("sealed_test");
 
     fn spread(i: u128) -> u128 {
         i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
@@ -360,7 +365,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("r.redb")).unwrap();
         // Run 1 spans several chunks, with a partial last one; run 2 is small.
-        let mut one: Vec<Entry> = (0..1000).map(|i| (spread(i), i as u64)).collect();
+        let mut one: Vec<Entry> = (0..3000).map(|i| (spread(i), i as u64)).collect();
         sort_unique(&mut one);
         let two: Vec<Entry> = vec![(spread(5000), 1), (spread(5001), 2)];
         let mut two = two;
@@ -370,7 +375,7 @@ mod tests {
             let mut t = tx.open_table(T).unwrap();
             write_run(&mut t, 1, &one).unwrap();
             write_run(&mut t, 2, &two).unwrap();
-            assert_eq!(t.len().unwrap() as usize, 1000usize.div_ceil(CHUNK_IDS) + 1);
+            assert_eq!(t.len().unwrap() as usize, 3000usize.div_ceil(CHUNK_IDS) + 1);
         }
         tx.commit().unwrap();
         let tx = db.begin_read().unwrap();
@@ -390,7 +395,7 @@ mod tests {
         }
         let mut all = 0;
         for_each_key(&t, |_| all += 1).unwrap();
-        assert_eq!(all, 1002);
+        assert_eq!(all, 3002);
         drop(t);
         drop(tx);
         let tx = db.begin_write().unwrap();
@@ -405,8 +410,8 @@ mod tests {
 
     #[test]
     fn a_chunk_fills_one_leaf_page() {
-        // The layout's point: 160 entries (3,840 bytes) per 4 KiB leaf page,
-        // so about 25.6 bytes per id plus branch pages.
+        // The layout's point: 1,360 entries (32,640 bytes) per 32 KiB leaf
+        // page, so about 24.1 bytes per id plus a few branch pages.
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("r.redb")).unwrap();
         let mut ids: Vec<Entry> = (0..100_000).map(|i| (spread(i), 1)).collect();
@@ -418,6 +423,58 @@ mod tests {
             let stats = t.stats().unwrap();
             assert_eq!(stats.leaf_pages(), 100_000u64.div_ceil(CHUNK_IDS as u64));
             assert!(stats.branch_pages() * 20 < stats.leaf_pages(), "{stats:?}");
+            let leaf_bytes = stats.leaf_pages() * 32 * 1024;
+            assert!(stats.stored_bytes() * 100 > leaf_bytes * 98, "{stats:?}");
+            assert!(
+                stats.fragmented_bytes() * 50 < stats.stored_bytes(),
+                "{stats:?}"
+            );
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn runs_of_smaller_chunks_from_earlier_builds_are_read_and_merged() {
+        // Files written before chunks grew to 32 KiB hold chunks of 160
+        // entries: look-ups, reads and merges take a chunk's size from its
+        // value, whatever it is.
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("r.redb")).unwrap();
+        let mut old: Vec<Entry> = (0..1000).map(|i| (spread(i), 7)).collect();
+        sort_unique(&mut old);
+        let mut new: Vec<Entry> = (1000..1500).map(|i| (spread(i), 8)).collect();
+        sort_unique(&mut new);
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(T).unwrap();
+            let mut buf = Vec::new();
+            for chunk in old.chunks(160) {
+                write_chunk(&mut t, 1, chunk, &mut buf).unwrap();
+            }
+            assert_eq!(t.len().unwrap(), 7);
+            write_run(&mut t, 2, &new).unwrap();
+            for &(k, time) in &old {
+                assert_eq!(find(&t, 1, k).unwrap(), Some(time));
+            }
+            let mut back = Vec::new();
+            read_run(&t, 1, &mut back).unwrap();
+            assert_eq!(back, old);
+        }
+        tx.commit().unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let src = tx.open_table(T).unwrap();
+            let mut dst = tx.open_table(D).unwrap();
+            assert_eq!(
+                merge_into(&src, &[1, 2], &mut dst, SEALED_RUN).unwrap(),
+                1500
+            );
+            let mut all = Vec::new();
+            merge(&old, &new, &mut all);
+            for &(k, time) in &all {
+                assert_eq!(find(&dst, SEALED_RUN, k).unwrap(), Some(time));
+            }
+            assert_eq!(dst.len().unwrap() as usize, 1500usize.div_ceil(CHUNK_IDS));
         }
         tx.commit().unwrap();
     }

@@ -175,8 +175,8 @@ fn stored_format(db: &Database, path: &Path) -> Result<Option<u64>, DedupError> 
 /// Files smaller than this are never compacted at open.
 const COMPACT_MIN_BYTES: u64 = 256 << 20;
 
-/// Rough bytes per held id: a 24-byte entry in a chunk of 160 that fills
-/// a 4 KiB page, plus branch pages.
+/// Rough bytes per held id: a 24-byte entry in a chunk of 1,360 that fills
+/// a 32 KiB page, plus branch pages and merge churn.
 const BYTES_PER_ID: u64 = 27;
 
 /// redb files never shrink by themselves. Expiry frees whole generation
