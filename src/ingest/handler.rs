@@ -113,7 +113,10 @@ pub(crate) async fn store(
     let max_event = state.limits().max_event_bytes;
     let mut records = Vec::with_capacity(items.len());
     let mut types = Vec::with_capacity(items.len());
-    let mut ids = Vec::with_capacity(items.len());
+    // Dedup keys are hashed as the events are normalised: no copy of the
+    // message ids is kept, and nothing is hashed when dedup is off.
+    let dedup = state.dedup();
+    let mut keys = Vec::with_capacity(if dedup.is_some() { items.len() } else { 0 });
     for (index, item) in items.into_iter().enumerate() {
         let size = compact_size(&item);
         if size > max_event {
@@ -126,12 +129,10 @@ pub(crate) async fn store(
         let normalised = event::normalise(item, forced, envelope, source)
             .map_err(|reason| IngestError::InvalidEvent { index, reason })?;
         types.push(normalised["type"].as_str().unwrap_or_default().to_owned());
-        ids.push(
-            normalised["messageId"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
+        if dedup.is_some() {
+            let id = normalised["messageId"].as_str().unwrap_or_default();
+            keys.push(Key::new(source, id));
+        }
         records.push(
             serde_json::to_vec(&normalised).map_err(|e| IngestError::InvalidEvent {
                 index,
@@ -144,10 +145,9 @@ pub(crate) async fn store(
     // Dedup: drop events whose (source, messageId) is already durable; a
     // copy still being appended by another request is waited for. The ticket
     // holds the new ids until the append's outcome is known.
-    let ticket = match state.dedup() {
+    let ticket = match dedup {
         None => None,
         Some(dedup) => {
-            let keys: Vec<Key> = ids.iter().map(|id| Key::new(source, id)).collect();
             let ticket = dedup
                 .begin(&keys)
                 .await
