@@ -105,7 +105,7 @@ pub struct DedupConfig {
     /// early (reported as the effective window). Default: 10000000.
     pub capacity: u64,
     /// Bloom filter false-positive target (a hit costs one index read).
-    /// Default: 0.01.
+    /// Default: 0.0025.
     pub false_positive_rate: f64,
 }
 
@@ -359,6 +359,13 @@ impl Config {
                 "must be between 0 and 0.5",
             );
         }
+        let dedup = self.dedup.options();
+        if dedup.max_bloom_bytes() > crate::dedup::MAX_BLOOM_BYTES {
+            return invalid(
+                "dedup.capacity".to_owned(),
+                &crate::dedup::bloom_too_large(&dedup),
+            );
+        }
         if self
             .admin_token
             .as_ref()
@@ -608,6 +615,15 @@ mod tests {
         assert!(e.contains("max_events"), "{e}");
         let e = err("[[sources]]\nname = \"a\"\nwrite_key = \"b\"\ncolour = 1");
         assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn a_capacity_whose_filters_do_not_fit_is_refused() {
+        let e = err("[dedup]\ncapacity = 10000000000");
+        assert!(e.contains("dedup.capacity"), "{e}");
+        assert!(e.contains("GiB of bloom filters"), "{e}");
+        // The default and a generous capacity pass.
+        assert!(Config::parse("[dedup]\ncapacity = 1000000000").is_ok());
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod writer;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::DedupError;
 pub use key::Key;
-pub use options::DedupOptions;
+pub use options::{bloom_too_large, DedupOptions, MAX_BLOOM_BYTES};
 pub use stats::{stats_from_file, DedupStats};
 pub use ticket::{Ticket, Verdict};
 
@@ -681,6 +681,10 @@ mod tests {
             },
             DedupOptions {
                 generations: 0,
+                ..Default::default()
+            },
+            DedupOptions {
+                capacity: 10_000_000_000,
                 ..Default::default()
             },
         ] {

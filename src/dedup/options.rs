@@ -58,6 +58,23 @@ impl Default for DedupOptions {
     }
 }
 
+/// Most memory the bloom filters may take. A larger capacity would be
+/// refused by the allocator (or overcommitted and killed later); refusing
+/// it up front gives a sentence instead.
+pub const MAX_BLOOM_BYTES: u64 = 16 << 30;
+
+impl DedupOptions {
+    /// Memory the bloom filters take at most: `generations` full filters
+    /// and the active one, each sized for `capacity / generations` ids at
+    /// `false_positive_rate / (generations + 1)`, as `Generations` sizes them.
+    pub fn max_bloom_bytes(&self) -> u64 {
+        let g = u64::from(self.generations.max(1));
+        let per_gen = self.capacity.div_ceil(g).max(1);
+        let fp = self.false_positive_rate / (g + 1) as f64;
+        super::bloom::bytes_for(per_gen, fp).saturating_mul(g + 1)
+    }
+}
+
 /// Rejects options that cannot work.
 pub(crate) fn validate(o: &DedupOptions) -> Result<(), DedupError> {
     let bad = |m: &str| Err(DedupError::InvalidOptions(m.into()));
@@ -76,5 +93,20 @@ pub(crate) fn validate(o: &DedupOptions) -> Result<(), DedupError> {
     if o.generations == 0 || o.generations > 63 {
         return bad("generations must be between 1 and 63");
     }
+    if o.max_bloom_bytes() > MAX_BLOOM_BYTES {
+        return bad(&bloom_too_large(o));
+    }
     Ok(())
+}
+
+/// Why a capacity is refused: the filters it needs against the limit.
+pub fn bloom_too_large(o: &DedupOptions) -> String {
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    format!(
+        "a capacity of {} ids at a false-positive rate of {} needs {:.1} GiB of bloom filters in memory; at most {:.0} GiB is allowed",
+        o.capacity,
+        o.false_positive_rate,
+        gib(o.max_bloom_bytes()),
+        gib(MAX_BLOOM_BYTES)
+    )
 }
