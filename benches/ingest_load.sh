@@ -8,6 +8,7 @@
 #   WARMUP=40s ONLY=batch ROUNDS=5 DURATION=6s benches/ingest_load.sh
 #       # the same after loading each server for 40 s first (unmeasured), so
 #       # the rounds run with a full dedup index (10M ids held, sealed generations)
+#   THREADS=1 ...                          # also each server thread's CPU per request
 #
 # Scenarios, each against ferry (dedup on, the default), ferry with dedup off,
 # and the bare handler (two ferry servers idle while the third target is loaded):
@@ -109,20 +110,47 @@ run() { # name url body extra-args...
 cpu_ticks() { # utime + stime of a process, in clock ticks
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
-run_cpu() { # like run, then the server's CPU time per request
+thread_ticks() { # per thread of a process: name user-ticks system-ticks
+  local t
+  for t in /proc/"$1"/task/*; do
+    printf '%s %s\n' "$(tr ' ' _ <"$t/comm")" "$(awk '{print $14, $15}' "$t/stat")"
+  done 2>/dev/null
+}
+run_cpu() { # like run, then the server's CPU time per request (per thread with THREADS=1)
   local pid="$1"; shift
-  local before after out
+  local before after out threads_before threads_after
   before="$(cpu_ticks "$pid")"
+  threads_before="$(thread_ticks "$pid")"
   out="$(run "$@")"
   after="$(cpu_ticks "$pid")"
+  threads_after="$(thread_ticks "$pid")"
   echo "$out"
-  python3 - "$out" "$before" "$after" "$(getconf CLK_TCK)" "$DURATION" <<'PY'
-import re, sys
-out, before, after, hz, dur = sys.argv[1:]
+  python3 - "$out" "$before" "$after" "$(getconf CLK_TCK)" "$DURATION" "${THREADS:-0}" "$threads_before" "$threads_after" <<'PY'
+import collections, re, sys
+out, before, after, hz, dur, threads, tb, ta = sys.argv[1:]
 rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
 secs = float(dur.rstrip("s"))
 cpu = (float(after) - float(before)) / float(hz)
 print(f"  server CPU: {cpu / secs:.2f} cores, {1000 * cpu / (rps * secs):.3f} ms/request")
+if threads == "1":
+    def load(text):
+        d = collections.defaultdict(lambda: [0, 0])
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) != 3:
+                continue  # a thread that ended while being read
+            name, user, system = fields
+            d[name][0] += int(user)
+            d[name][1] += int(system)
+        return d
+    b, a = load(tb), load(ta)
+    us = 1e6 / float(hz) / (rps * secs)  # µs of CPU per request per tick
+    parts = []
+    for name in sorted(a):
+        du, ds = a[name][0] - b[name][0], a[name][1] - b[name][1]
+        if du + ds:
+            parts.append(f"{name} {du * us:.0f}+{ds * us:.0f}")
+    print("  per thread, µs/request user+system: " + ", ".join(parts))
 PY
 }
 
@@ -146,7 +174,7 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 settings() {
-  echo "settings: DURATION=$DURATION CONNS=$CONNS RATE=$RATE ROUNDS=$ROUNDS ONLY=$ONLY WARMUP=${WARMUP:-none}, $(nproc) cores shared by oha and the server"
+  echo "settings: DURATION=$DURATION CONNS=$CONNS RATE=$RATE ROUNDS=$ROUNDS ONLY=$ONLY WARMUP=${WARMUP:-none} THREADS=${THREADS:-0}, $(nproc) cores shared by oha and the server"
 }
 if [ "$ONLY" = batch ]; then settings; exit 0; fi
 for target in "ferry:$FERRY_PORT" "ferry-nodedup:$NODEDUP_PORT" "bare-axum:$BARE_PORT"; do
