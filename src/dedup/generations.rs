@@ -92,13 +92,14 @@ impl Generations {
         early_boundary_ms: Option<u64>,
     ) -> Generations {
         let g = u64::from(generations.max(1));
+        let (per_gen, fp_per_gen) = sizing(capacity, fp, generations);
         Generations {
             gens: held.into(),
             window_ms,
             span_ms: (window_ms / g).max(1),
-            per_gen: capacity.div_ceil(g).max(1),
+            per_gen,
             max_gens: g as usize + 1,
-            fp_per_gen: fp / (g + 1) as f64,
+            fp_per_gen,
             capacity,
             next_id,
             early_boundary_ms,
@@ -289,6 +290,14 @@ pub(crate) fn union_false_positive_rate(filters: impl Iterator<Item = (u64, u64)
         .map(|(bits, n)| (-bloom::false_positive_rate(bits, n)).ln_1p())
         .sum();
     -log_miss.exp_m1()
+}
+
+/// What each generation's filter is sized for: `capacity / generations`
+/// ids, at `fp / (generations + 1)` (up to `generations + 1` filters are
+/// held, and their rates add up).
+pub(crate) fn sizing(capacity: u64, fp: f64, generations: u32) -> (u64, f64) {
+    let g = u64::from(generations.max(1));
+    (capacity.div_ceil(g).max(1), fp / (g + 1) as f64)
 }
 
 /// Loads the blocks `keys` map to in `bloom` ahead of checking or setting

@@ -65,13 +65,12 @@ pub const MAX_BLOOM_BYTES: u64 = 16 << 30;
 
 impl DedupOptions {
     /// Memory the bloom filters take at most: `generations` full filters
-    /// and the active one, each sized for `capacity / generations` ids at
-    /// `false_positive_rate / (generations + 1)`, as `Generations` sizes them.
+    /// and the active one, each sized as `Generations` sizes them.
     pub fn max_bloom_bytes(&self) -> u64 {
-        let g = u64::from(self.generations.max(1));
-        let per_gen = self.capacity.div_ceil(g).max(1);
-        let fp = self.false_positive_rate / (g + 1) as f64;
-        super::bloom::bytes_for(per_gen, fp).saturating_mul(g + 1)
+        let (per_gen, fp) =
+            super::generations::sizing(self.capacity, self.false_positive_rate, self.generations);
+        let filters = u64::from(self.generations.max(1)) + 1;
+        super::bloom::bytes_for(per_gen, fp).saturating_mul(filters)
     }
 }
 
@@ -109,4 +108,17 @@ pub fn bloom_too_large(o: &DedupOptions) -> String {
         gib(o.max_bloom_bytes()),
         gib(MAX_BLOOM_BYTES)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_filters_take_the_documented_memory() {
+        // docs/dedup.md: 28.8 MiB at most at the defaults (five filters of
+        // 2.5M ids at 0.05 %).
+        let mib = DedupOptions::default().max_bloom_bytes() as f64 / (1 << 20) as f64;
+        assert!((28.5..29.1).contains(&mib), "{mib} MiB");
+    }
 }
