@@ -16,6 +16,7 @@ mod error;
 mod generations;
 mod key;
 mod options;
+mod pending;
 mod reindex;
 mod runs;
 mod state;
