@@ -162,17 +162,42 @@ if [ -n "$WARMUP" ]; then
   done
 fi
 
-# Dedup on and off alternate, $ROUNDS rounds each, so drift on this shared
-# machine hits both alike: quote the medians.
+# Dedup on and off alternate, $ROUNDS rounds each, in the order on, off, off,
+# on, on, off, … (ABBA): drift on this shared machine then hits both alike,
+# a steady trend included (the page cache filling up makes later rounds
+# faster; with on always first, off would always run later). Quote the
+# medians, which the summary at the end prints.
 for round in $(seq "$ROUNDS"); do
-  for target in "ferry:$FERRY_PORT" "ferry-nodedup:$NODEDUP_PORT"; do
+  order=("ferry:$FERRY_PORT" "ferry-nodedup:$NODEDUP_PORT")
+  if [ $((round % 2)) -eq 0 ]; then
+    order=("ferry-nodedup:$NODEDUP_PORT" "ferry:$FERRY_PORT")
+  fi
+  for target in "${order[@]}"; do
     name="${target%%:*}"; port="${target##*:}"
-    run_cpu "${PID_OF[$name]}" "$name /v1/batch x100 events, round $round" "http://127.0.0.1:$port/v1/batch" batch.json -c "$CONNS"
+    run_cpu "${PID_OF[$name]}" "$name /v1/batch x100 events, round $round" "http://127.0.0.1:$port/v1/batch" batch.json -c "$CONNS" | tee -a "$WORK/rounds.log"
     if [ "$ONLY" != batch ]; then
-      run_cpu "${PID_OF[$name]}" "$name /v1/track, round $round" "http://127.0.0.1:$port/v1/track" track.json -c "$CONNS"
+      run_cpu "${PID_OF[$name]}" "$name /v1/track, round $round" "http://127.0.0.1:$port/v1/track" track.json -c "$CONNS" | tee -a "$WORK/rounds.log"
     fi
   done
 done
+python3 - "$WORK/rounds.log" <<'PY'
+import re, statistics, sys
+text = open(sys.argv[1]).read()
+for path in ("/v1/batch x100 events", "/v1/track"):
+    rates = {"ferry": {}, "ferry-nodedup": {}}
+    for name, rnd, rps in re.findall(
+            r"=== (ferry(?:-nodedup)?) " + re.escape(path) + r", round (\d+) .*?Requests/sec:\s+([0-9.]+)",
+            text, re.S):
+        rates[name][int(rnd)] = float(rps)
+    on, off = rates["ferry"], rates["ferry-nodedup"]
+    if not on or not off:
+        continue
+    pairs = [on[r] / off[r] for r in sorted(on) if r in off]
+    print(f"summary {path}: dedup on {statistics.median(on.values()):.0f} req/s, "
+          f"off {statistics.median(off.values()):.0f} req/s (medians), "
+          f"on/off {statistics.median(on.values()) / statistics.median(off.values()):.3f}; "
+          f"per round {' '.join(f'{p:.2f}' for p in pairs)}")
+PY
 settings() {
   echo "settings: DURATION=$DURATION CONNS=$CONNS RATE=$RATE ROUNDS=$ROUNDS ONLY=$ONLY WARMUP=${WARMUP:-none} THREADS=${THREADS:-0}, $(nproc) cores shared by oha and the server"
 }

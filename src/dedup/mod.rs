@@ -197,12 +197,16 @@ impl Dedup {
                 }
             });
         }
+        // Sized up front: collecting a filter grows the vector step by step.
         let claimed = |v: &[Verdict]| -> Vec<Key> {
-            keys.iter()
-                .zip(v)
-                .filter(|(_, v)| **v == Verdict::New)
-                .map(|(k, _)| *k)
-                .collect()
+            let mut out = Vec::with_capacity(keys.len());
+            out.extend(
+                keys.iter()
+                    .zip(v)
+                    .filter(|(_, v)| **v == Verdict::New)
+                    .map(|(k, _)| *k),
+            );
+            out
         };
         // From here the claims belong to the ticket: an error drops it,
         // which releases them.
