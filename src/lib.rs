@@ -37,7 +37,6 @@
 //!   - `dedup/generations.rs` — rotating bloom generations, window and capacity
 //!   - `dedup/bloom.rs` — one generation's split block bloom filter and its sizing
 //!   - `dedup/state.rs` — claims and pending ids, the locked claim pass
-//!   - `dedup/pending.rs` — the set of ids not yet in redb (open addressing)
 //!   - `dedup/ticket.rs` — a request's claim until commit or abort
 //!   - `dedup/checkpoint.rs` — the WAL offset below which all is indexed
 //!   - `dedup/reindex.rs` — start-up re-index of the WAL tail past the checkpoint

@@ -16,7 +16,6 @@ mod error;
 mod generations;
 mod key;
 mod options;
-mod pending;
 mod reindex;
 mod runs;
 mod state;

@@ -90,57 +90,12 @@ impl RunError {
 
 /// Sorts entries by key and keeps one entry per key (the latest time: a key
 /// re-added after a restart carries the time of its stored event).
-#[cfg(test)]
 pub(crate) fn sort_unique(entries: &mut Vec<Entry>) {
-    sort_unique_with(entries, &mut Vec::new());
-}
-
-/// [`sort_unique`] with a reusable buffer: `entries` may come back in
-/// `scratch`'s allocation and `scratch` in its.
-///
-/// Keys are hashes, spread evenly: a pass that places each entry in one of
-/// about n/4 buckets by its top bits leaves a few entries per bucket to
-/// sort, several times cheaper than a comparison sort of the whole. Keys
-/// crafted to share their top bits (the key hash is public) only make one
-/// bucket large, which is then sorted like the whole would have been.
-pub(crate) fn sort_unique_with(entries: &mut Vec<Entry>, scratch: &mut Vec<Entry>) {
-    let n = entries.len();
-    if n < 256 {
-        entries.sort_unstable();
-    } else {
-        let bits = (n.ilog2() - 2).min(16);
-        let bucket = |e: &Entry| (e.0 >> (128 - bits)) as usize;
-        let mut starts = vec![0usize; (1 << bits) + 1];
-        for e in entries.iter() {
-            starts[bucket(e) + 1] += 1;
-        }
-        for i in 1..starts.len() {
-            starts[i] += starts[i - 1];
-        }
-        let mut next = starts.clone();
-        scratch.clear();
-        scratch.resize(n, (0, 0));
-        for e in entries.iter() {
-            let b = bucket(e);
-            scratch[next[b]] = *e;
-            next[b] += 1;
-        }
-        for w in starts.windows(2) {
-            scratch[w[0]..w[1]].sort_unstable();
-        }
-        std::mem::swap(entries, scratch);
-    }
+    entries.sort_unstable();
     // Sorted by (key, time): of equal keys the last has the latest time.
-    let mut kept = 0;
-    for i in 0..entries.len() {
-        if kept > 0 && entries[kept - 1].0 == entries[i].0 {
-            entries[kept - 1] = entries[i];
-        } else {
-            entries[kept] = entries[i];
-            kept += 1;
-        }
-    }
-    entries.truncate(kept);
+    entries.reverse();
+    entries.dedup_by_key(|e| e.0);
+    entries.reverse();
 }
 
 /// Merges two runs sorted by unique key into `out` (cleared first); a key
@@ -383,33 +338,6 @@ mod tests {
 
     fn spread(i: u128) -> u128 {
         i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
-    }
-
-    #[test]
-    fn sort_unique_matches_a_comparison_sort_at_every_size() {
-        // Spread keys (the bucket pass), keys sharing their top bits (one
-        // bucket holds all), repeats with times in any order, and sizes
-        // around the switch to buckets.
-        for n in [0usize, 1, 255, 256, 257, 1000, 4099, 70_000] {
-            for skewed in [false, true] {
-                let v: Vec<Entry> = (0..n as u128)
-                    .map(|i| {
-                        let k = i % (n as u128 / 3 + 1);
-                        let key = if skewed { k } else { spread(k) };
-                        (key, (i * 7919 % 1000) as u64)
-                    })
-                    .collect();
-                let mut model = std::collections::BTreeMap::new();
-                for &(k, t) in &v {
-                    let e = model.entry(k).or_insert(t);
-                    *e = (*e).max(t);
-                }
-                let expect: Vec<Entry> = model.into_iter().collect();
-                let (mut got, mut scratch) = (v.clone(), vec![(9, 9); 3]);
-                sort_unique_with(&mut got, &mut scratch);
-                assert_eq!(got, expect, "n {n}, skewed {skewed}");
-            }
-        }
     }
 
     #[test]

@@ -6,7 +6,6 @@
 use super::clock::Clock;
 use super::generations::{Change, Generations};
 use super::key::Key;
-use super::pending::PendingSet;
 use super::writer::Op;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -102,10 +101,10 @@ pub(crate) struct State {
     claims: KeyMap<Claim>,
     /// Ids committed (durable in the WAL) since the writer last took the
     /// pending ids: id → first-seen ms.
-    pending: PendingSet,
+    pending: KeyMap<u64>,
     /// The ids the writer took: being written, dropped as a whole once
     /// written. Together with `pending` bounded by `max_pending`.
-    writing: PendingSet,
+    writing: KeyMap<u64>,
     /// Identifies the next `begin` pass (repeats inside a request find
     /// their own pass's claim).
     next_owner: u64,
@@ -150,8 +149,8 @@ impl State {
         State {
             gens,
             claims: KeyMap::default(),
-            pending: PendingSet::default(),
-            writing: PendingSet::default(),
+            pending: KeyMap::default(),
+            writing: KeyMap::default(),
             next_owner: 0,
             tx,
             changes: Vec::new(),
@@ -214,8 +213,8 @@ impl State {
             // A pending id is in its generation's filter, so only a filter
             // hit needs the pending sets.
             if mask != 0 {
-                let t = self.pending.get(*k).or_else(|| self.writing.get(*k));
-                if t.is_some_and(|t| fresh(t, now_ms, window_ms)) {
+                let t = self.pending.get(k).or_else(|| self.writing.get(k));
+                if t.is_some_and(|&t| fresh(t, now_ms, window_ms)) {
                     out.push(Class::Duplicate);
                     continue;
                 }
@@ -279,7 +278,12 @@ impl State {
         if !offsets.is_empty() {
             self.inbox.offsets.push(offsets);
         }
-        self.pending.insert_all(keys, t_ms);
+        // Each of these loops touches one random line per key; kept apart
+        // so that the misses of successive keys overlap.
+        self.pending.reserve(keys.len());
+        for &k in keys {
+            self.pending.insert(k, t_ms);
+        }
         for k in keys {
             self.claims.remove(k);
         }
@@ -318,16 +322,13 @@ impl State {
         } else {
             // The last write failed (dedup has stopped): keep answering
             // from both.
-            self.writing.absorb(&mut self.pending);
+            self.writing.extend(self.pending.drain());
         }
     }
 
     /// The ids taken by the last [`State::take`] are in redb (committed):
-    /// forget them as a whole, no per-id work. `spare` (an empty set) takes
-    /// their place and comes back holding them, for the caller to clear
-    /// outside the lock (megabytes of slots).
-    pub fn written(&mut self, spare: &mut PendingSet) {
-        debug_assert!(spare.is_empty());
-        std::mem::swap(&mut self.writing, spare);
+    /// forget them as a whole, no per-id work.
+    pub fn written(&mut self) {
+        self.writing.clear();
     }
 }

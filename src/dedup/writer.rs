@@ -15,7 +15,6 @@ use super::checkpoint::Progress;
 use super::error::DedupError;
 use super::generations::Change;
 use super::key::Key;
-use super::pending::PendingSet;
 use super::runs::{self, Entry, RUNS};
 use super::state::{Inbox, Shared};
 use super::store::{self, GenRow};
@@ -329,8 +328,7 @@ impl Writer {
                 .map_err(|x| e(x.into()))?;
         }
         tx.commit().map_err(|x| e(x.into()))?;
-        self.shared.lock().written(&mut self.bufs.written);
-        self.bufs.written.clear();
+        self.shared.lock().written();
         self.shared.drained.notify_waiters();
         Ok(())
     }
@@ -360,8 +358,6 @@ struct Target<'a, 't> {
 #[derive(Default)]
 pub(crate) struct RunBuffers {
     inbox: Inbox,
-    /// The pending set last written, cleared for reuse.
-    written: PendingSet,
     staged: Vec<(u64, Key, u64)>,
     current: Vec<Entry>,
     older: Vec<Entry>,
@@ -426,9 +422,7 @@ impl Target<'_, '_> {
     /// many runs), up to `max_run_ids`. Empties `staged`.
     fn insert_runs(&mut self) -> Result<(), runs::RunError> {
         let staged = &mut self.staged;
-        // By generation only (stable, so linear for the usual batch of one
-        // generation); each generation's ids are sorted by key below.
-        staged.sort_by_key(|&(gen, _, _)| gen);
+        staged.sort_unstable_by_key(|&(gen, key, _)| (gen, key));
         let mut rest = &staged[..];
         while let Some(&(gen, _, _)) = rest.first() {
             let n = rest.iter().take_while(|s| s.0 == gen).count();
@@ -445,7 +439,7 @@ impl Target<'_, '_> {
             } = &mut *self.bufs;
             current.clear();
             current.extend(group.iter().map(|&(_, k, t)| (k.as_u128(), t)));
-            runs::sort_unique_with(current, merged);
+            runs::sort_unique(current);
             let table = match self.tables.entry(gen) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
