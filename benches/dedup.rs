@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 mod common;
 
-use common::{env_or, median};
+use common::{env_or, median, thread_cpu_us};
 
 fn key(prefix: &str, i: u64) -> Key {
     Key::new("bench-source", &format!("{prefix}-{i:016x}"))
@@ -98,14 +98,15 @@ fn crash_child(path: &Path, start_ms: u64, from: u64, n: u64) -> ! {
 
 /// Durable appends of 100-record requests (300 B each) by 8 tasks for
 /// `secs`: records per second, with every request going through dedup
-/// (begin → append → commit) or not.
+/// (begin → append → commit) or not, and the CPU each kind of thread spent
+/// per request (µs: runtime workers, log writer, index writer).
 fn append_rate(
     rt: &tokio::runtime::Runtime,
     dir: &Path,
     d: Option<&Dedup>,
     run: u64,
     secs: Duration,
-) -> f64 {
+) -> (f64, [f64; 3]) {
     let log_dir = dir.join(format!("log-{run}-{}", d.is_some()));
     let log = Log::open(
         &log_dir,
@@ -115,6 +116,8 @@ fn append_rate(
         },
     )
     .unwrap();
+    let cpu = || THREADS.map(thread_cpu_us);
+    let cpu_before = cpu();
     let deadline = Instant::now() + secs;
     let start = Instant::now();
     let written: u64 = rt.block_on(async {
@@ -153,10 +156,17 @@ fn append_rate(
         total
     });
     let rate = written as f64 / start.elapsed().as_secs_f64();
+    let cpu_after = cpu();
+    let requests = (written / BATCH).max(1) as f64;
+    let per_request = std::array::from_fn(|i| (cpu_after[i] - cpu_before[i]) / requests);
     drop(log);
     let _ = std::fs::remove_dir_all(&log_dir);
-    rate
+    (rate, per_request)
 }
+
+/// Thread name prefixes of the append runs: the runtime's workers, the log's
+/// writer, the dedup index's writer.
+const THREADS: [&str; 3] = ["bench-worker", "ferry-log", "ferry-dedup"];
 
 fn main() {
     if let Ok(spec) = std::env::var("FERRY_BENCH_CHILD") {
@@ -308,9 +318,11 @@ fn main() {
         median(clean)
     );
 
-    // Durable appends with dedup on vs off, alternating, same run.
+    // Durable appends with dedup on vs off, alternating (on, off, off, on,
+    // …: a steady drift favours neither), same run.
     let mt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name("bench-worker")
         .enable_all()
         .build()
         .unwrap();
@@ -318,13 +330,31 @@ fn main() {
     append_rate(&mt, dir.path(), None, 100, Duration::from_secs(1)); // warm-up
     let (mut on, mut off) = (Vec::new(), Vec::new());
     for r in 0..runs as u64 {
-        off.push(append_rate(&mt, dir.path(), None, r, secs));
-        on.push(append_rate(&mt, dir.path(), Some(&d), r, secs));
+        for dedup_on in [r % 2 == 0, r % 2 == 1] {
+            if dedup_on {
+                on.push(append_rate(&mt, dir.path(), Some(&d), r, secs));
+            } else {
+                off.push(append_rate(&mt, dir.path(), None, r, secs));
+            }
+        }
     }
-    let (on, off) = (median(on), median(off));
+    let cpu = |v: &[(f64, [f64; 3])], i: usize| median(v.iter().map(|x| x.1[i]).collect());
+    let (on_rate, off_rate) = (
+        median(on.iter().map(|x| x.0).collect()),
+        median(off.iter().map(|x| x.0).collect()),
+    );
     println!(
-        "| durable appends, 8 tasks × 100-record requests of 300 B: dedup off / on | {off:.0} / {on:.0} records/s ({:.0} %) |",
-        100.0 * on / off
+        "| durable appends, 8 tasks × 100-record requests of 300 B: dedup off / on | {off_rate:.0} / {on_rate:.0} records/s ({:.0} %) |",
+        100.0 * on_rate / off_rate
+    );
+    println!(
+        "| CPU per 100-record request in those runs, dedup off / on (µs) | request tasks {:.0} / {:.0}, log writer {:.0} / {:.0}, index writer {:.0} / {:.0} |",
+        cpu(&off, 0),
+        cpu(&on, 0),
+        cpu(&off, 1),
+        cpu(&on, 1),
+        cpu(&off, 2),
+        cpu(&on, 2)
     );
 
     // How much of the file is slack: compact it offline (what open does
