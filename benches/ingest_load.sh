@@ -9,6 +9,8 @@
 #       # the same after loading each server for 40 s first (unmeasured), so
 #       # the rounds run with a full dedup index (10M ids held, sealed generations)
 #   THREADS=1 ...                          # also each server thread's CPU per request
+#   AA=1 ...                               # both servers with dedup on: an A/A run, whose
+#       # on/off ratio shows how far apart two identical servers measure on this machine
 #
 # Scenarios, each against ferry (dedup on, the default), ferry with dedup off,
 # and the bare handler (two ferry servers idle while the third target is loaded):
@@ -50,7 +52,9 @@ for line in sys.stdin:
         print(m["executable"])')"
 
 NODEDUP_PORT="${NODEDUP_PORT:-18082}"
-for variant in "ferry:$FERRY_PORT:true" "ferry-nodedup:$NODEDUP_PORT:false"; do
+SECOND_DEDUP=false
+if [ "${AA:-}" = 1 ]; then SECOND_DEDUP=true; fi
+for variant in "ferry:$FERRY_PORT:true" "ferry-nodedup:$NODEDUP_PORT:$SECOND_DEDUP"; do
   IFS=: read -r vname vport vdedup <<<"$variant"
   cat > "$WORK/$vname.toml" <<TOML
 listen = "127.0.0.1:$vport"
@@ -180,7 +184,7 @@ for round in $(seq "$ROUNDS"); do
     fi
   done
 done
-python3 - "$WORK/rounds.log" <<'PY'
+python3 - "$WORK/rounds.log" "$SECOND_DEDUP" <<'PY'
 import re, statistics, sys
 text = open(sys.argv[1]).read()
 for path in ("/v1/batch x100 events", "/v1/track"):
@@ -193,13 +197,14 @@ for path in ("/v1/batch x100 events", "/v1/track"):
     if not on or not off:
         continue
     pairs = [on[r] / off[r] for r in sorted(on) if r in off]
+    second = "second server, also dedup on (A/A)" if sys.argv[2] == "true" else "off"
     print(f"summary {path}: dedup on {statistics.median(on.values()):.0f} req/s, "
-          f"off {statistics.median(off.values()):.0f} req/s (medians), "
-          f"on/off {statistics.median(on.values()) / statistics.median(off.values()):.3f}; "
+          f"{second} {statistics.median(off.values()):.0f} req/s (medians), "
+          f"ratio {statistics.median(on.values()) / statistics.median(off.values()):.3f}; "
           f"per round {' '.join(f'{p:.2f}' for p in pairs)}")
 PY
 settings() {
-  echo "settings: DURATION=$DURATION CONNS=$CONNS RATE=$RATE ROUNDS=$ROUNDS ONLY=$ONLY WARMUP=${WARMUP:-none} THREADS=${THREADS:-0}, $(nproc) cores shared by oha and the server"
+  echo "settings: DURATION=$DURATION CONNS=$CONNS RATE=$RATE ROUNDS=$ROUNDS ONLY=$ONLY WARMUP=${WARMUP:-none} THREADS=${THREADS:-0} AA=${AA:-0}, $(nproc) cores shared by oha and the server"
 }
 if [ "$ONLY" = batch ]; then settings; exit 0; fi
 for target in "ferry:$FERRY_PORT" "ferry-nodedup:$NODEDUP_PORT" "bare-axum:$BARE_PORT"; do
