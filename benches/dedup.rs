@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 mod common;
 
-use common::{env_or, median, thread_cpu_us};
+use common::{current_thread_cpu_us, env_or, median, thread_cpu_us};
 
 fn key(prefix: &str, i: u64) -> Key {
     Key::new("bench-source", &format!("{prefix}-{i:016x}"))
@@ -209,6 +209,15 @@ fn main() {
     let tail = (total / 100).clamp(1, 100_000);
     let d = Dedup::open(&path, opts.clone(), clock.clone()).unwrap();
     let tick = Duration::from_millis(23 * 3600 * 1000 * BATCH / total.max(1));
+    // What making a key costs this thread (formatting and hashing its id),
+    // to take out of the fill's CPU below.
+    let probe = 2_000_000u64;
+    let cpu0 = current_thread_cpu_us();
+    for i in 0..probe {
+        std::hint::black_box(key("probe", i));
+    }
+    let key_us = (current_thread_cpu_us() - cpu0) / probe as f64;
+    let (caller0, writer0) = (current_thread_cpu_us(), thread_cpu_us("ferry-dedup"));
     let start = Instant::now();
     rt.block_on(async {
         let mut offset = 0;
@@ -226,6 +235,9 @@ fn main() {
     d.flush().unwrap();
     let fill = start.elapsed();
     let filled = total - tail;
+    let requests = filled.div_ceil(BATCH) as f64;
+    let caller = (current_thread_cpu_us() - caller0) / requests - key_us * BATCH as f64;
+    let writer = (thread_cpu_us("ferry-dedup") - writer0) / requests;
     println!();
     println!("| measure | value |");
     println!("|---|---|");
@@ -233,6 +245,9 @@ fn main() {
         "| insert (begin + commit + batched redb writes, flushed) | {:.0} ids/s ({:.1} s for {filled}) |",
         filled as f64 / fill.as_secs_f64(),
         fill.as_secs_f64()
+    );
+    println!(
+        "| CPU per 100-id request during that fill (making the keys excluded) | calling thread {caller:.1} µs, index writer {writer:.1} µs |"
     );
     drop(d);
 
