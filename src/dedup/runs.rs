@@ -340,6 +340,20 @@ mod tests {
         i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
     }
 
+    /// A sorted run of the spread keys of `ids`, first seen at `time(i)`.
+    fn run_of(ids: std::ops::Range<u128>, time: impl Fn(u128) -> u64) -> Vec<Entry> {
+        let mut run: Vec<Entry> = ids.map(|i| (spread(i), time(i))).collect();
+        sort_unique(&mut run);
+        run
+    }
+
+    /// A fresh database in its own temporary directory (kept alive with it).
+    fn temp_db() -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("r.redb")).unwrap();
+        (dir, db)
+    }
+
     #[test]
     fn sort_unique_keeps_the_latest_time() {
         let mut v = vec![(5, 1), (3, 9), (5, 7), (1, 2), (5, 4)];
@@ -362,14 +376,10 @@ mod tests {
 
     #[test]
     fn runs_round_trip_and_every_key_is_found_in_its_run_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("r.redb")).unwrap();
+        let (_dir, db) = temp_db();
         // Run 1 spans several chunks, with a partial last one; run 2 is small.
-        let mut one: Vec<Entry> = (0..3000).map(|i| (spread(i), i as u64)).collect();
-        sort_unique(&mut one);
-        let two: Vec<Entry> = vec![(spread(5000), 1), (spread(5001), 2)];
-        let mut two = two;
-        sort_unique(&mut two);
+        let one = run_of(0..3000, |i| i as u64);
+        let two = run_of(5000..5002, |i| (i - 4999) as u64);
         let tx = db.begin_write().unwrap();
         {
             let mut t = tx.open_table(T).unwrap();
@@ -412,10 +422,8 @@ mod tests {
     fn a_chunk_fills_one_leaf_page() {
         // The layout's point: 1,360 entries (32,640 bytes) per 32 KiB leaf
         // page, so about 24.1 bytes per id plus a few branch pages.
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("r.redb")).unwrap();
-        let mut ids: Vec<Entry> = (0..100_000).map(|i| (spread(i), 1)).collect();
-        sort_unique(&mut ids);
+        let (_dir, db) = temp_db();
+        let ids = run_of(0..100_000, |_| 1);
         let tx = db.begin_write().unwrap();
         {
             let mut t = tx.open_table(T).unwrap();
@@ -438,12 +446,9 @@ mod tests {
         // Files written before chunks grew to 32 KiB hold chunks of 160
         // entries: look-ups, reads and merges take a chunk's size from its
         // value, whatever it is.
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("r.redb")).unwrap();
-        let mut old: Vec<Entry> = (0..1000).map(|i| (spread(i), 7)).collect();
-        sort_unique(&mut old);
-        let mut new: Vec<Entry> = (1000..1500).map(|i| (spread(i), 8)).collect();
-        sort_unique(&mut new);
+        let (_dir, db) = temp_db();
+        let old = run_of(0..1000, |_| 7);
+        let new = run_of(1000..1500, |_| 8);
         let tx = db.begin_write().unwrap();
         {
             let mut t = tx.open_table(T).unwrap();
@@ -481,8 +486,7 @@ mod tests {
 
     #[test]
     fn a_damaged_chunk_is_reported_not_misread() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("r.redb")).unwrap();
+        let (_dir, db) = temp_db();
         let tx = db.begin_write().unwrap();
         {
             let mut t = tx.open_table(T).unwrap();
