@@ -285,11 +285,17 @@ impl Dedup {
 
     /// Tests only: the writer finishes what is queued, then stops writing
     /// until [`Dedup::release_writer`] (commits queue up meanwhile, as they
-    /// would while a batch is being written).
+    /// would while a batch is being written). Returns once the writer holds:
+    /// a commit made after this call is not written until the release
+    /// (blocking).
     #[doc(hidden)]
     pub fn hold_writer(&self) {
         *self.inner.shared.lock_hold() = true;
-        let _ = self.inner.shared.send_urgent(Op::Hold);
+        let (ack, held) = mpsc::sync_channel(1);
+        // A send error means the writer has stopped: it writes nothing anyway.
+        if self.inner.shared.send_urgent(Op::Hold(ack)).is_ok() {
+            let _ = held.recv();
+        }
     }
 
     /// Tests only: undoes [`Dedup::hold_writer`].

@@ -54,8 +54,9 @@ pub(crate) enum Op {
         reply: SyncSender<Result<(), DedupError>>,
         durable: bool,
     },
-    /// Tests: write what is queued, then wait until released or halted.
-    Hold,
+    /// Tests: write what is queued, answer (so that the caller knows later
+    /// commits are not in this batch), then wait until released or halted.
+    Hold(SyncSender<()>),
     /// Last operation: persist stale filters, commit durably, stop.
     Close,
     /// Tests: stop at once without writing what is queued (a crash).
@@ -65,7 +66,7 @@ pub(crate) enum Op {
 impl Op {
     /// Someone waits for this to be processed: write without lingering.
     fn urgent(&self) -> bool {
-        matches!(self, Op::Flush { .. } | Op::Hold | Op::Close | Op::Crash)
+        matches!(self, Op::Flush { .. } | Op::Hold(_) | Op::Close | Op::Crash)
     }
 }
 
@@ -140,14 +141,18 @@ impl Writer {
             if halted() || batch.iter().any(|op| matches!(op, Op::Crash)) {
                 return;
             }
-            let hold = batch.iter().any(|op| matches!(op, Op::Hold));
             let close = batch.iter().any(|op| matches!(op, Op::Close));
             let mut replies = Vec::new();
+            let mut holds = Vec::new();
             let mut forced = close;
             for op in &batch {
-                if let Op::Flush { reply, durable } = op {
-                    replies.push(reply.clone());
-                    forced |= *durable;
+                match op {
+                    Op::Flush { reply, durable } => {
+                        replies.push(reply.clone());
+                        forced |= *durable;
+                    }
+                    Op::Hold(ack) => holds.push(ack.clone()),
+                    _ => {}
                 }
             }
             let durable = forced || (dirty && last_durable.elapsed() >= self.sync_interval);
@@ -180,7 +185,10 @@ impl Writer {
             if close {
                 return;
             }
-            if hold {
+            if !holds.is_empty() {
+                for ack in holds {
+                    let _ = ack.send(());
+                }
                 let mut held = shared.lock_hold();
                 while *held && !halted() {
                     held = shared.hold_cv.wait(held).unwrap_or_else(|e| e.into_inner());
@@ -292,7 +300,7 @@ impl Writer {
                         }
                     }
                     Op::Skip(r) => self.progress.complete(r),
-                    Op::Wake | Op::Flush { .. } | Op::Hold | Op::Close | Op::Crash => {}
+                    Op::Wake | Op::Flush { .. } | Op::Hold(_) | Op::Close | Op::Crash => {}
                 }
             }
             to.insert_runs().map_err(|x| x.at(&p))?;
