@@ -11,6 +11,8 @@
 #   THREADS=1 ...                          # also each server thread's CPU per request
 #   AA=1 ...                               # both servers with dedup on: an A/A run, whose
 #       # on/off ratio shows how far apart two identical servers measure on this machine
+#   AA=1 SECOND_BIN=/path/to/other/ferry ... # the same, the second server running another
+#       # build: an A/B of two builds in ABBA order (ratio = this tree's build / the other)
 #
 # Scenarios, each against ferry (dedup on, the default), ferry with dedup off,
 # and the bare handler (two ferry servers idle while the third target is loaded):
@@ -90,7 +92,9 @@ PY
 
 declare -A PID_OF
 for vname in ferry ferry-nodedup; do
-  "${CARGO_TARGET_DIR:-target}/release/ferry" serve --config "$WORK/$vname.toml" >"$WORK/$vname.out" 2>"$WORK/$vname.err" &
+  bin="${CARGO_TARGET_DIR:-target}/release/ferry"
+  if [ "$vname" = ferry-nodedup ] && [ -n "${SECOND_BIN:-}" ]; then bin="$SECOND_BIN"; fi
+  "$bin" serve --config "$WORK/$vname.toml" >"$WORK/$vname.out" 2>"$WORK/$vname.err" &
   PIDS+=($!)
   PID_OF[$vname]=$!
 done
@@ -184,7 +188,7 @@ for round in $(seq "$ROUNDS"); do
     fi
   done
 done
-python3 - "$WORK/rounds.log" "$SECOND_DEDUP" <<'PY'
+python3 - "$WORK/rounds.log" "$SECOND_DEDUP" "${SECOND_BIN:-}" <<'PY'
 import re, statistics, sys
 text = open(sys.argv[1]).read()
 for path in ("/v1/batch x100 events", "/v1/track"):
@@ -198,13 +202,15 @@ for path in ("/v1/batch x100 events", "/v1/track"):
         continue
     pairs = [on[r] / off[r] for r in sorted(on) if r in off]
     second = "second server, also dedup on (A/A)" if sys.argv[2] == "true" else "off"
+    if sys.argv[3]:
+        second = f"second server ({sys.argv[3]}, dedup {'on' if sys.argv[2] == 'true' else 'off'})"
     print(f"summary {path}: dedup on {statistics.median(on.values()):.0f} req/s, "
           f"{second} {statistics.median(off.values()):.0f} req/s (medians), "
           f"ratio {statistics.median(on.values()) / statistics.median(off.values()):.3f}; "
           f"per round {' '.join(f'{p:.2f}' for p in pairs)}")
 PY
 settings() {
-  echo "settings: DURATION=$DURATION CONNS=$CONNS RATE=$RATE ROUNDS=$ROUNDS ONLY=$ONLY WARMUP=${WARMUP:-none} THREADS=${THREADS:-0} AA=${AA:-0}, $(nproc) cores shared by oha and the server"
+  echo "settings: DURATION=$DURATION CONNS=$CONNS RATE=$RATE ROUNDS=$ROUNDS ONLY=$ONLY WARMUP=${WARMUP:-none} THREADS=${THREADS:-0} AA=${AA:-0} SECOND_BIN=${SECOND_BIN:-none}, $(nproc) cores shared by oha and the server"
 }
 if [ "$ONLY" = batch ]; then settings; exit 0; fi
 for target in "ferry:$FERRY_PORT" "ferry-nodedup:$NODEDUP_PORT" "bare-axum:$BARE_PORT"; do

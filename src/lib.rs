@@ -35,7 +35,8 @@
 //!   - `dedup/key.rs` — the 128-bit key hash and its collision bound
 //!   - `dedup/clock.rs` — the injected clock the window runs on
 //!   - `dedup/generations.rs` — rotating bloom generations, window and capacity
-//!   - `dedup/bloom.rs` — one generation's split block bloom filter and its sizing
+//!   - `dedup/bloom.rs` — the split block bloom filter: blocks, sizing, one standalone filter
+//!   - `dedup/filters.rs` — the held generations' filters, interleaved in one huge-page region
 //!   - `dedup/state.rs` — claims and pending ids, the locked claim pass
 //!   - `dedup/ticket.rs` — a request's claim until commit or abort
 //!   - `dedup/checkpoint.rs` — the WAL offset below which all is indexed

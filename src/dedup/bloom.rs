@@ -1,84 +1,140 @@
-//! One generation's bloom filter: a split block bloom filter (the Parquet
-//! layout, `sbbf-rs-safe`), so that an insert or a look-up touches one
-//! 32-byte block (one cache line) instead of one line per hash function.
+//! The split block bloom filter (the Parquet layout): each id sets 8 bits in
+//! one 256-bit block, one bit in each 32-bit word, so an insert or a look-up
+//! touches one 32-byte block instead of one cache line per hash function.
+//! Here: the block arithmetic, the sizing, and [`Bloom`], one standalone
+//! filter (loaded, rebuilt or persisted); the held generations' filters live
+//! interleaved in [`super::filters::Filters`].
 //!
-//! Each id sets 8 bits in one 256-bit block, one bit in each 32-bit word.
-//! For the same false-positive rate that needs more bits than a classic
-//! filter (about 19 bits per id instead of 16 at 0.05 %), and pays it back
-//! in time: a classic filter's insert costs ~11 cache misses and a miss
-//! probes ~2 lines per filter, with five filters checked per new id.
-
-use sbbf_rs_safe::Filter;
+//! For the same false-positive rate a block filter needs more bits than a
+//! classic one (about 19 bits per id instead of 16 at 0.05 %), and pays it
+//! back in time: a classic filter's insert costs ~11 cache misses. The
+//! persisted bytes are the Parquet (and `sbbf-rs`) format: blocks of eight
+//! little-endian words, a hash's block chosen by its high 32 bits.
 
 /// Bits of one block.
 const BLOCK_BITS: f64 = 256.0;
 /// Bytes of one block: filters are whole blocks.
-const BLOCK_BYTES: u64 = 32;
+pub(crate) const BLOCK_BYTES: usize = 32;
 /// Bits each id sets (one per 32-bit word of its block).
 pub(crate) const BITS_PER_ID: u32 = 8;
 
-/// A split block bloom filter over 64-bit hashes.
+/// One block's bytes.
+pub(crate) type Block = [u8; BLOCK_BYTES];
+
+/// The Parquet salts: word i of a block gets bit `(low32 × SALT[i]) >> 27`.
+const SALT: [u32; 8] = [
+    0x47b6_137b,
+    0x4497_4d91,
+    0x8824_ad5b,
+    0xa2b7_289d,
+    0x7054_95c7,
+    0x2df1_424b,
+    0x9efc_4947,
+    0x5c6b_fb31,
+];
+
+/// The block of a filter of `blocks` blocks that `hash` maps to: the high 32
+/// bits of the hash scaled to the number of blocks.
+#[inline]
+pub(crate) fn block_index(hash: u64, blocks: u64) -> usize {
+    (((hash >> 32) * blocks) >> 32) as usize
+}
+
+/// The bit `hash` sets in each word of its block.
+#[inline]
+pub(crate) fn masks(hash: u64) -> [u32; 8] {
+    let low = hash as u32;
+    SALT.map(|s| 1u32 << (low.wrapping_mul(s) >> 27))
+}
+
+/// Word `i` of a block.
+#[inline]
+fn word(block: &Block, i: usize) -> u32 {
+    u32::from_le_bytes([
+        block[4 * i],
+        block[4 * i + 1],
+        block[4 * i + 2],
+        block[4 * i + 3],
+    ])
+}
+
+/// True when every bit of `m` is set in `block`.
+#[inline]
+pub(crate) fn block_has(block: &Block, m: &[u32; 8]) -> bool {
+    let mut missing = 0u32;
+    for (i, m) in m.iter().enumerate() {
+        missing |= !word(block, i) & m;
+    }
+    missing == 0
+}
+
+/// Sets the bits of `m` in `block`.
+#[inline]
+pub(crate) fn block_set(block: &mut Block, m: &[u32; 8]) {
+    for (i, m) in m.iter().enumerate() {
+        let w = (word(block, i) | m).to_le_bytes();
+        block[4 * i..4 * i + 4].copy_from_slice(&w);
+    }
+}
+
+/// One standalone filter over 64-bit hashes.
 pub(crate) struct Bloom {
-    filter: Filter,
+    bytes: Vec<u8>,
 }
 
 impl Bloom {
     /// An empty filter sized so that `items` ids give at most a
     /// false-positive rate of `fp`.
+    #[cfg(test)]
     pub fn for_items(items: u64, fp: f64) -> Bloom {
         Bloom::with_bytes(bytes_for(items.max(1), fp))
     }
 
     /// An empty filter of `bytes` (rounded up to whole blocks).
     pub fn with_bytes(bytes: u64) -> Bloom {
-        let bytes = bytes.max(BLOCK_BYTES).next_multiple_of(BLOCK_BYTES);
-        // `Filter::new(bits_per_key, keys)` allocates bits_per_key × keys / 8
-        // bytes: 8 bits per "key" gives exactly `bytes`.
+        let bytes = bytes
+            .max(BLOCK_BYTES as u64)
+            .next_multiple_of(BLOCK_BYTES as u64);
         Bloom {
-            filter: Filter::new(8, bytes as usize),
+            bytes: vec![0; bytes as usize],
         }
     }
 
     /// A filter from its persisted bytes; `None` unless they are whole blocks.
     pub fn from_bytes(bytes: &[u8]) -> Option<Bloom> {
-        Filter::from_bytes(bytes).map(|filter| Bloom { filter })
+        (!bytes.is_empty() && bytes.len().is_multiple_of(BLOCK_BYTES)).then(|| Bloom {
+            bytes: bytes.to_vec(),
+        })
     }
 
     /// Its bytes, to persist.
     pub fn as_bytes(&self) -> &[u8] {
-        self.filter.as_bytes()
+        &self.bytes
     }
 
     /// Size in bits.
     pub fn num_bits(&self) -> u64 {
-        self.filter.as_bytes().len() as u64 * 8
+        self.bytes.len() as u64 * 8
+    }
+
+    /// The block `hash` maps to.
+    fn block(&self, hash: u64) -> usize {
+        block_index(hash, (self.bytes.len() / BLOCK_BYTES) as u64) * BLOCK_BYTES
     }
 
     /// Adds a hash.
     pub fn insert(&mut self, hash: u64) {
-        self.filter.insert_hash(hash);
+        let at = self.block(hash);
+        let block: &mut Block = (&mut self.bytes[at..at + BLOCK_BYTES]).try_into().unwrap();
+        block_set(block, &masks(hash));
     }
 
     /// False only if `hash` was never inserted.
     pub fn contains(&self, hash: u64) -> bool {
-        self.filter.contains_hash(hash)
+        let at = self.block(hash);
+        let block: &Block = self.bytes[at..at + BLOCK_BYTES].try_into().unwrap();
+        block_has(block, &masks(hash))
     }
-
-    /// One byte of the block `hash` maps to. A pass of these plain loads
-    /// over a batch of hashes before checking or inserting them brings their
-    /// blocks into cache with all the misses in flight at once; the checks
-    /// themselves, one indirect call each, overlap far fewer.
-    pub fn touch(&self, hash: u64) -> u8 {
-        let bytes = self.filter.as_bytes();
-        bytes[block_index(hash, bytes.len() as u64 / BLOCK_BYTES) * BLOCK_BYTES as usize]
-    }
-}
-
-/// The block of a filter of `blocks` blocks that `hash` maps to: the
-/// Parquet rule `sbbf-rs` follows, the high 32 bits of the hash scaled to
-/// the number of blocks.
-fn block_index(hash: u64, blocks: u64) -> usize {
-    (((hash >> 32) * blocks) >> 32) as usize
 }
 
 impl std::fmt::Debug for Bloom {
@@ -131,7 +187,7 @@ pub(crate) fn bytes_for(items: u64, fp: f64) -> u64 {
         }
     }
     let bits = (hi * items as f64).ceil() as u64;
-    bits.div_ceil(8).next_multiple_of(BLOCK_BYTES)
+    bits.div_ceil(8).next_multiple_of(BLOCK_BYTES as u64)
 }
 
 #[cfg(test)]
@@ -190,21 +246,21 @@ mod tests {
     }
 
     #[test]
-    fn touch_reads_the_block_the_filter_sets() {
-        // A filter of 64 blocks: inserting a hash must change exactly the
-        // block `block_index` names, so `touch` warms the right line.
-        for seed in 0..200 {
-            let hash = hashes(seed).next().unwrap();
-            let mut b = Bloom::with_bytes(64 * BLOCK_BYTES);
-            b.insert(hash);
-            let changed: Vec<usize> = b
-                .as_bytes()
-                .chunks(BLOCK_BYTES as usize)
-                .enumerate()
-                .filter(|(_, block)| block.iter().any(|&x| x != 0))
-                .map(|(i, _)| i)
-                .collect();
-            assert_eq!(changed, vec![block_index(hash, 64)]);
+    fn bytes_are_the_parquet_format_of_sbbf_rs() {
+        // Indexes written before ferry had its own filter hold sbbf-rs
+        // bytes: the same hashes must set the same bits.
+        for (blocks, n) in [(1usize, 3usize), (64, 500), (1000, 20_000)] {
+            let mut ours = Bloom::with_bytes((blocks * BLOCK_BYTES) as u64);
+            let mut theirs = sbbf_rs_safe::Filter::new(8, blocks * BLOCK_BYTES);
+            for h in hashes(blocks as u64).take(n) {
+                ours.insert(h);
+                theirs.insert_hash(h);
+            }
+            assert_eq!(ours.as_bytes(), theirs.as_bytes(), "{blocks} blocks");
+            let loaded = Bloom::from_bytes(theirs.as_bytes()).unwrap();
+            for h in hashes(99).take(5000) {
+                assert_eq!(loaded.contains(h), theirs.contains_hash(h));
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 //! that is the capacity bound, and it shrinks the effective window.
 
 use super::bloom::{self, Bloom};
+use super::filters::Filters;
 use super::key::Key;
 use std::collections::VecDeque;
 
@@ -22,7 +23,18 @@ pub(crate) struct Generation {
     /// Ids inserted.
     pub count: u64,
     /// Its filter: every id inserted is in it.
-    pub bloom: Bloom,
+    pub filter: Filter,
+}
+
+/// Where a generation's filter is.
+#[derive(Debug)]
+pub(crate) enum Filter {
+    /// A slot of the interleaved [`Filters`] (every generation created by
+    /// this process, and those loaded at the configured size).
+    Slot(usize),
+    /// Standalone: loaded from an index written with another filter size
+    /// (or more generations than are configured now), until it ages out.
+    Own(Bloom),
 }
 
 /// A change the index file must follow, in this order.
@@ -67,13 +79,19 @@ pub(crate) struct Generations {
     per_gen: u64,
     /// Most generations held at once (`generations + 1`).
     max_gens: usize,
-    /// Target false-positive rate of each filter, so that the union over
-    /// `max_gens` filters meets the configured rate.
-    fp_per_gen: f64,
     /// Configured capacity (ids guaranteed held within the window).
     capacity: u64,
     /// Id of the next generation.
     pub next_id: u64,
+    /// The filters of the generations in slots, interleaved.
+    filters: Filters,
+    /// Slots no generation uses.
+    free: Vec<usize>,
+    /// (mask bit, slot) of each generation in a slot, bit i being the i-th
+    /// newest generation; rebuilt whenever the held set changes.
+    slot_bits: Vec<(u32, usize)>,
+    /// Whether any held generation has its own filter.
+    any_own: bool,
     /// After an early drop: the start of the oldest generation kept, i.e. the
     /// oldest instant whose ids are all still held (ms since the epoch).
     pub early_boundary_ms: Option<u64>,
@@ -81,7 +99,8 @@ pub(crate) struct Generations {
 
 impl Generations {
     /// Generations for a window, a capacity, a false-positive rate and a
-    /// generation count, restored from `held` (oldest first).
+    /// generation count, restored from `held` (oldest first). Fails only
+    /// if the filters' memory cannot be mapped.
     pub fn new(
         window_ms: u64,
         capacity: u64,
@@ -90,20 +109,61 @@ impl Generations {
         held: Vec<Generation>,
         next_id: u64,
         early_boundary_ms: Option<u64>,
-    ) -> Generations {
+    ) -> std::io::Result<Generations> {
         let g = u64::from(generations.max(1));
         let (per_gen, fp_per_gen) = sizing(capacity, fp, generations);
-        Generations {
-            gens: held.into(),
+        let max_gens = g as usize + 1;
+        let filters = Filters::new(bloom::bytes_for(per_gen, fp_per_gen), max_gens)?;
+        let mut gens = Generations {
+            gens: VecDeque::with_capacity(held.len() + 1),
             window_ms,
             span_ms: (window_ms / g).max(1),
             per_gen,
-            max_gens: g as usize + 1,
-            fp_per_gen,
+            max_gens,
             capacity,
             next_id,
             early_boundary_ms,
+            free: (0..filters.slots()).rev().collect(),
+            filters,
+            slot_bits: Vec::new(),
+            any_own: false,
+        };
+        for mut g in held {
+            // Into a slot when it fits one; else it keeps its own filter.
+            if let Filter::Own(b) = &g.filter {
+                if b.num_bits() / 8 == gens.filters.filter_bytes() {
+                    if let Some(slot) = gens.free.pop() {
+                        gens.filters.fill(slot, b.as_bytes());
+                        g.filter = Filter::Slot(slot);
+                    }
+                }
+            }
+            gens.gens.push_back(g);
         }
+        gens.held_changed();
+        Ok(gens)
+    }
+
+    /// Recomputes what the checks go by after generations came or went.
+    fn held_changed(&mut self) {
+        self.slot_bits.clear();
+        self.any_own = false;
+        for (i, g) in self.gens.iter().rev().enumerate() {
+            match g.filter {
+                Filter::Slot(s) => self.slot_bits.push((i as u32, s)),
+                Filter::Own(_) => self.any_own = true,
+            }
+        }
+    }
+
+    /// Forgets the oldest generation, freeing its slot.
+    fn pop_oldest(&mut self) -> Generation {
+        let g = self.gens.pop_front().unwrap();
+        if let Filter::Slot(s) = g.filter {
+            self.free.push(s);
+        }
+        self.held_changed();
+        g
     }
 
     /// Ages generations out and starts a new one when the active one is too
@@ -113,7 +173,7 @@ impl Generations {
         // its ids were inserted before that start.
         while self.gens.len() >= 2 && self.gens[1].start_ms.saturating_add(self.window_ms) <= now_ms
         {
-            let g = self.gens.pop_front().unwrap();
+            let g = self.pop_oldest();
             changes.push(Change::Dropped {
                 id: g.id,
                 early_boundary_ms: self.early_boundary_ms,
@@ -154,24 +214,31 @@ impl Generations {
     /// that the filter's cache misses overlap.
     pub fn insert_active(&mut self, keys: &[Key]) {
         let g = self.gens.back_mut().unwrap();
-        warm(&g.bloom, keys);
-        for k in keys {
-            g.bloom.insert(k.bloom_hash());
-        }
         g.count += keys.len() as u64;
+        match &mut g.filter {
+            Filter::Slot(s) => self.filters.insert(*s, keys),
+            Filter::Own(b) => {
+                for k in keys {
+                    b.insert(k.bloom_hash());
+                }
+            }
+        }
     }
 
     /// For each key, the held generations whose filter may hold it, as a
-    /// mask (bit i: the i-th newest; at most 64 are held). Generation by
-    /// generation, so that the cache misses of different keys overlap
-    /// instead of following one another.
+    /// mask (bit i: the i-th newest; at most 64 are held). The slots in
+    /// one pass over the interleaved filters, then any standalone filter.
     pub fn hit_masks(&self, keys: &[Key], out: &mut Vec<u64>) {
         out.clear();
         out.resize(keys.len(), 0);
-        for (i, g) in self.gens.iter().rev().enumerate() {
-            warm(&g.bloom, keys);
-            for (m, k) in out.iter_mut().zip(keys) {
-                *m |= u64::from(g.bloom.contains(k.bloom_hash())) << i;
+        self.filters.hit_masks(keys, &self.slot_bits, out);
+        if self.any_own {
+            for (i, g) in self.gens.iter().rev().enumerate() {
+                if let Filter::Own(b) = &g.filter {
+                    for (m, k) in out.iter_mut().zip(keys) {
+                        *m |= u64::from(b.contains(k.bloom_hash())) << i;
+                    }
+                }
             }
         }
     }
@@ -202,25 +269,13 @@ impl Generations {
         if let Some(g) = self.gens.back() {
             changes.push(Change::Sealed {
                 id: g.id,
-                bytes: g.bloom.as_bytes().to_vec(),
+                bytes: self.filter_bytes_of(g),
             });
         }
-        let bloom = Bloom::for_items(self.per_gen, self.fp_per_gen);
-        let id = self.next_id;
-        self.next_id += 1;
-        changes.push(Change::Created {
-            id,
-            start_ms: now_ms,
-            num_bits: bloom.num_bits(),
-        });
-        self.gens.push_back(Generation {
-            id,
-            start_ms: now_ms,
-            count: 0,
-            bloom,
-        });
-        while self.gens.len() > self.max_gens {
-            let g = self.gens.pop_front().unwrap();
+        // The oldest go first, so that the new generation finds a free slot
+        // (at most `max_gens` are held, and there are as many slots).
+        while self.gens.len() >= self.max_gens {
+            let g = self.pop_oldest();
             let boundary = self.gens[0].start_ms;
             self.early_boundary_ms = Some(boundary);
             changes.push(Change::Dropped {
@@ -235,6 +290,43 @@ impl Generations {
                     "dedup capacity reached: the oldest ids aged out before the window; raise dedup capacity"
                 );
             }
+        }
+        let slot = self.free.pop().expect("a slot is free after the evictions");
+        self.filters.clear(slot);
+        let id = self.next_id;
+        self.next_id += 1;
+        changes.push(Change::Created {
+            id,
+            start_ms: now_ms,
+            num_bits: self.filters.filter_bytes() * 8,
+        });
+        self.gens.push_back(Generation {
+            id,
+            start_ms: now_ms,
+            count: 0,
+            filter: Filter::Slot(slot),
+        });
+        self.held_changed();
+    }
+
+    /// A generation's filter as standalone bytes (to persist).
+    fn filter_bytes_of(&self, g: &Generation) -> Vec<u8> {
+        match &g.filter {
+            Filter::Slot(s) => self.filters.export(*s),
+            Filter::Own(b) => b.as_bytes().to_vec(),
+        }
+    }
+
+    /// The filter of generation `id` as standalone bytes, if it is held.
+    pub fn filter_bytes(&self, id: u64) -> Option<Vec<u8>> {
+        self.get(id).map(|g| self.filter_bytes_of(g))
+    }
+
+    /// Size of a generation's filter in bits.
+    fn num_bits(&self, g: &Generation) -> u64 {
+        match &g.filter {
+            Filter::Slot(_) => self.filters.filter_bytes() * 8,
+            Filter::Own(b) => b.num_bits(),
         }
     }
 
@@ -254,19 +346,37 @@ impl Generations {
         self.gens.iter().map(|g| g.count).sum()
     }
 
-    /// Memory of all filters in bytes.
+    /// Memory of all filters in bytes: every slot (the region is in use as
+    /// a whole once any generation fills), and any standalone filter.
     pub fn bloom_bytes(&self) -> u64 {
-        self.gens.iter().map(|g| g.bloom.num_bits() / 8).sum()
+        let own: u64 = self
+            .gens
+            .iter()
+            .filter_map(|g| match &g.filter {
+                Filter::Own(b) => Some(b.num_bits() / 8),
+                Filter::Slot(_) => None,
+            })
+            .sum();
+        self.filters.bytes() + own
     }
 
     /// Estimated chance that an id never seen hits at least one filter.
     pub fn false_positive_rate(&self) -> f64 {
-        union_false_positive_rate(self.gens.iter().map(|g| (g.bloom.num_bits(), g.count)))
+        union_false_positive_rate(self.gens.iter().map(|g| (self.num_bits(g), g.count)))
     }
 
     /// The held generations, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &Generation> {
         self.gens.iter()
+    }
+
+    /// Held generations with a standalone filter.
+    #[cfg(test)]
+    pub fn standalone(&self) -> usize {
+        self.gens
+            .iter()
+            .filter(|g| matches!(g.filter, Filter::Own(_)))
+            .count()
     }
 
     /// The generation `id`, if held.
@@ -300,16 +410,6 @@ pub(crate) fn sizing(capacity: u64, fp: f64, generations: u32) -> (u64, f64) {
     (capacity.div_ceil(g).max(1), fp / (g + 1) as f64)
 }
 
-/// Loads the blocks `keys` map to in `bloom` ahead of checking or setting
-/// them (see [`Bloom::touch`]).
-fn warm(bloom: &Bloom, keys: &[Key]) {
-    let mut acc = 0u8;
-    for k in keys {
-        acc ^= bloom.touch(k.bloom_hash());
-    }
-    std::hint::black_box(acc);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,7 +417,7 @@ mod tests {
     const H: u64 = 3_600_000;
 
     fn gens(capacity: u64) -> Generations {
-        Generations::new(24 * H, capacity, 0.01, 4, Vec::new(), 0, None)
+        Generations::new(24 * H, capacity, 0.01, 4, Vec::new(), 0, None).unwrap()
     }
 
     fn key(i: u64) -> Key {
@@ -399,8 +499,8 @@ mod tests {
         let measured = fp as f64 / 100_000.0;
         assert!(measured < 0.015, "measured {measured}, estimated {est}");
         let one = &g.gens[0];
-        let single = bloom::false_positive_rate(one.bloom.num_bits(), one.count);
-        let alone = union_false_positive_rate(std::iter::once((one.bloom.num_bits(), one.count)));
+        let single = bloom::false_positive_rate(g.num_bits(one), one.count);
+        let alone = union_false_positive_rate(std::iter::once((g.num_bits(one), one.count)));
         assert!((alone - single).abs() < 1e-12);
         // Few ids: tiny but not rounded to zero.
         let sparse = union_false_positive_rate(std::iter::once((1 << 20, 100)));

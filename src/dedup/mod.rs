@@ -13,6 +13,7 @@ mod bloom;
 mod checkpoint;
 mod clock;
 mod error;
+mod filters;
 mod generations;
 mod key;
 mod options;
@@ -92,7 +93,8 @@ impl Dedup {
             loaded.gens,
             loaded.next_gen,
             loaded.early_boundary_ms,
-        );
+        )
+        .map_err(|e| DedupError::Failed(format!("cannot map memory for the bloom filters: {e}")))?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
@@ -605,6 +607,44 @@ mod tests {
                 assert_eq!(v, expect, "id {i}");
             }
         });
+    }
+
+    #[test]
+    fn filters_of_another_size_or_count_still_answer_after_a_restart() {
+        // Reopened with another capacity (filters of another size) and then
+        // fewer generations: the loaded filters that fit no slot keep their
+        // own memory, and every id held before is still a duplicate.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.redb");
+        let clock = Arc::new(ManualClock::new(t0()));
+        let small = DedupOptions {
+            capacity: 1000,
+            ..DedupOptions::default()
+        };
+        let fewer = DedupOptions {
+            capacity: 4000,
+            generations: 1,
+            ..DedupOptions::default()
+        };
+        let mut next = 0u64;
+        for (round, opts) in [small.clone(), small, fewer].into_iter().enumerate() {
+            let d = open(&path, &clock, opts);
+            let standalone = d.inner.shared.lock().gens.standalone();
+            assert_eq!(standalone > 0, round == 2, "round {round}: {standalone}");
+            run(async {
+                for i in 0..next {
+                    let v = d.begin(&[k(&i.to_string())]).await.unwrap().verdicts()[0];
+                    assert_eq!(v, Verdict::Duplicate, "round {round}, id {i}");
+                }
+                // Over a generation's worth of ids (250), three hours apart.
+                for _ in 0..2 {
+                    let keys: Vec<Key> = (next..next + 200).map(|i| k(&i.to_string())).collect();
+                    d.begin(&keys).await.unwrap().commit(next..next + 200);
+                    next += 200;
+                    clock.advance(3 * H);
+                }
+            });
+        }
     }
 
     #[test]

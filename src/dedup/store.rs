@@ -11,7 +11,7 @@
 
 use super::bloom::{Bloom, BITS_PER_ID};
 use super::error::DedupError;
-use super::generations::Generation;
+use super::generations::{Filter, Generation};
 use super::key::Key;
 use super::runs::{self, RUNS};
 use redb::{Database, ReadTransaction, ReadableTable, TableDefinition};
@@ -320,7 +320,7 @@ pub(crate) fn load(db: &Database, path: &Path) -> Result<Loaded, DedupError> {
             id,
             start_ms: row.start_ms,
             count: row.count,
-            bloom,
+            filter: Filter::Own(bloom),
         });
     }
     Ok(loaded)

@@ -317,9 +317,9 @@ impl Writer {
                 let state = self.shared.lock();
                 for (id, row) in rows.iter_mut() {
                     if row.snapshot_count != row.count {
-                        if let Some(g) = state.gens.get(*id) {
+                        if let Some(bytes) = state.gens.filter_bytes(*id) {
                             blooms
-                                .insert(*id, g.bloom.as_bytes())
+                                .insert(*id, bytes.as_slice())
                                 .map_err(|x| e(x.into()))?;
                             row.snapshot_count = row.count;
                         }
