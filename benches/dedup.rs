@@ -274,7 +274,7 @@ fn main() {
         (total - 1) % per_gen + 1
     );
     println!(
-        "| bloom memory ({} generations held) | {:.1} MiB |",
+        "| bloom memory (the filter region, every slot; {} generations held) | {:.1} MiB |",
         s.generations,
         s.bloom_bytes as f64 / (1 << 20) as f64
     );
