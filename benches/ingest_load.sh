@@ -207,7 +207,8 @@ for path in ("/v1/batch x100 events", "/v1/track"):
     print(f"summary {path}: dedup on {statistics.median(on.values()):.0f} req/s, "
           f"{second} {statistics.median(off.values()):.0f} req/s (medians), "
           f"ratio {statistics.median(on.values()) / statistics.median(off.values()):.3f}; "
-          f"per round {' '.join(f'{p:.2f}' for p in pairs)}")
+          f"per round {' '.join(f'{p:.2f}' for p in pairs)} "
+          f"(median {statistics.median(pairs):.3f}, geometric mean {statistics.geometric_mean(pairs):.3f})")
 PY
 settings() {
   echo "settings: DURATION=$DURATION CONNS=$CONNS RATE=$RATE ROUNDS=$ROUNDS ONLY=$ONLY WARMUP=${WARMUP:-none} THREADS=${THREADS:-0} AA=${AA:-0} SECOND_BIN=${SECOND_BIN:-none}, $(nproc) cores shared by oha and the server"
