@@ -125,7 +125,7 @@ impl Filters {
     }
 
     /// Loads every cache line of the groups `keys` map to, all misses in
-    /// flight at once, ahead of checking or setting them.
+    /// flight at once, ahead of checking them.
     fn warm(&self, keys: &[Key]) {
         let region = self.region();
         let group = self.group();
@@ -142,16 +142,23 @@ impl Filters {
         std::hint::black_box(acc);
     }
 
-    /// Adds `keys` to `slot`'s filter.
+    /// Adds `keys` to `slot`'s filter: first one load per key of the block
+    /// it sets (one cache line: blocks are 32-byte aligned), all the misses
+    /// in flight at once, then the inserts.
     pub fn insert(&mut self, slot: usize, keys: &[Key]) {
-        self.warm(keys);
         self.dirty[slot] = true;
         let group = self.group();
         let blocks = self.blocks;
+        let block_at = |h: u64| block_index(h, blocks) * group + slot * BLOCK_BYTES;
         let region = self.region_mut();
+        let mut acc = 0u8;
+        for k in keys {
+            acc ^= region[block_at(k.bloom_hash())];
+        }
+        std::hint::black_box(acc);
         for k in keys {
             let h = k.bloom_hash();
-            let at = block_index(h, blocks) * group + slot * BLOCK_BYTES;
+            let at = block_at(h);
             let block: &mut Block = (&mut region[at..at + BLOCK_BYTES]).try_into().unwrap();
             block_set(block, &masks(h));
         }
