@@ -33,10 +33,11 @@ pub(crate) struct Filters {
 impl Filters {
     /// Room for `slots` empty filters of `bytes` each (whole blocks).
     pub fn new(bytes: u64, slots: usize) -> std::io::Result<Filters> {
+        let slots = slots.max(1);
         let blocks = (bytes / BLOCK_BYTES as u64).max(1);
         let len = usize::try_from(blocks)
             .ok()
-            .and_then(|b| b.checked_mul(BLOCK_BYTES * slots.max(1)))
+            .and_then(|b| b.checked_mul(BLOCK_BYTES * slots))
             .ok_or_else(|| std::io::Error::other("bloom filters too large"))?;
         let map = memmap2::MmapMut::map_anon(len + HUGE_PAGE)?;
         #[cfg(target_os = "linux")]
@@ -50,8 +51,8 @@ impl Filters {
             map,
             offset,
             blocks,
-            slots: slots.max(1),
-            dirty: vec![false; slots.max(1)],
+            slots,
+            dirty: vec![false; slots],
         })
     }
 
