@@ -10,6 +10,8 @@
 
 use super::error::DedupError;
 use redb::{ReadableTable, Table, TableDefinition};
+use std::cmp::Reverse;
+use std::collections::binary_heap::{BinaryHeap, PeekMut};
 
 /// One id of a run: (key as u128, first-seen ms since the epoch).
 pub(crate) type Entry = (u128, u64);
@@ -90,12 +92,56 @@ impl RunError {
 
 /// Sorts entries by key and keeps one entry per key (the latest time: a key
 /// re-added after a restart carries the time of its stored event).
-pub(crate) fn sort_unique(entries: &mut Vec<Entry>) {
-    entries.sort_unstable();
+///
+/// Keys are hashes, so a bucket pass on their top bits (about four entries
+/// per bucket) leaves only tiny buckets to sort: two linear passes and many
+/// small sorts, where a comparison sort of a writer batch took most of the
+/// writer's sorting time. Each bucket is sorted with `sort_unstable`, so keys
+/// crowded into one bucket (chosen ids) cost n log n, never n².
+pub(crate) fn sort_unique(entries: &mut Vec<Entry>, scratch: &mut Vec<Entry>) {
+    let n = entries.len();
+    if n < 1024 {
+        entries.sort_unstable();
+    } else {
+        // At most 2¹⁴ buckets (64 KiB of counts): ~4 entries per bucket at
+        // a 75,000-id batch.
+        let bits = (usize::BITS - (n / 4).leading_zeros()).clamp(8, 14);
+        let bucket = |e: &Entry| (e.0 >> (128 - bits)) as usize;
+        let mut at = vec![0u32; 1 << bits];
+        for e in entries.iter() {
+            at[bucket(e)] += 1;
+        }
+        let mut start = 0;
+        for c in at.iter_mut() {
+            (*c, start) = (start, start + *c);
+        }
+        scratch.clear();
+        scratch.resize(n, (0, 0));
+        for e in entries.iter() {
+            let b = bucket(e);
+            scratch[at[b] as usize] = *e;
+            at[b] += 1;
+        }
+        // Now `at[b]` is where bucket b ends and bucket b + 1 starts.
+        let mut start = 0;
+        for &end in &at {
+            let end = end as usize;
+            if end - start > 1 {
+                scratch[start..end].sort_unstable();
+            }
+            start = end;
+        }
+        std::mem::swap(entries, scratch);
+    }
     // Sorted by (key, time): of equal keys the last has the latest time.
-    entries.reverse();
-    entries.dedup_by_key(|e| e.0);
-    entries.reverse();
+    let mut kept = 0;
+    for i in 0..n {
+        if i + 1 == n || entries[i + 1].0 != entries[i].0 {
+            entries[kept] = entries[i];
+            kept += 1;
+        }
+    }
+    entries.truncate(kept);
 }
 
 /// Merges two runs sorted by unique key into `out` (cleared first); a key
@@ -205,31 +251,38 @@ pub(crate) fn merge_into(
         .iter()
         .map(|&r| Cursor::new(src, r))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut heads: Vec<Option<Entry>> = Vec::with_capacity(cursors.len());
-    for c in &mut cursors {
-        heads.push(c.peek()?);
+    // The runs' heads in a min-heap by (key, run): about log₂(runs)
+    // comparisons per entry, where a scan of every head took 2 × runs.
+    let mut heads = BinaryHeap::with_capacity(cursors.len());
+    for (i, c) in cursors.iter_mut().enumerate() {
+        if let Some(e) = c.peek()? {
+            heads.push(Reverse((e.0, i)));
+        }
     }
-    let mut pending = Vec::with_capacity(CHUNK_IDS);
+    let mut pending: Vec<Entry> = Vec::with_capacity(CHUNK_IDS);
     let mut buf = Vec::with_capacity(CHUNK_IDS * ENTRY_BYTES);
     let mut written = 0;
-    // A dozen or so runs: a linear scan for the smallest head is cheaper
-    // than a heap.
-    while let Some(key) = heads.iter().flatten().map(|e| e.0).min() {
-        let mut t = 0;
-        for (c, head) in cursors.iter_mut().zip(heads.iter_mut()) {
-            if let Some(e) = *head {
-                if e.0 == key {
-                    t = t.max(e.1);
-                    c.at += 1;
-                    *head = c.peek()?;
-                }
-            }
+    while let Some(mut top) = heads.peek_mut() {
+        let Reverse((key, i)) = *top;
+        let c = &mut cursors[i];
+        let t = c.chunk[c.at].1;
+        c.at += 1;
+        match c.peek()? {
+            Some(e) => *top = Reverse((e.0, i)),
+            None => drop(PeekMut::pop(top)),
         }
-        pending.push((key, t));
-        if pending.len() == CHUNK_IDS {
-            write_chunk(dst, out, &pending, &mut buf)?;
-            written += pending.len() as u64;
-            pending.clear();
+        // A key in several runs comes out once per run, consecutively:
+        // it keeps its latest time.
+        match pending.last_mut() {
+            Some(last) if last.0 == key => last.1 = last.1.max(t),
+            _ => {
+                if pending.len() == CHUNK_IDS {
+                    write_chunk(dst, out, &pending, &mut buf)?;
+                    written += pending.len() as u64;
+                    pending.clear();
+                }
+                pending.push((key, t));
+            }
         }
     }
     if !pending.is_empty() {
@@ -343,7 +396,7 @@ mod tests {
     /// A sorted run of the spread keys of `ids`, first seen at `time(i)`.
     fn run_of(ids: std::ops::Range<u128>, time: impl Fn(u128) -> u64) -> Vec<Entry> {
         let mut run: Vec<Entry> = ids.map(|i| (spread(i), time(i))).collect();
-        sort_unique(&mut run);
+        sort_unique(&mut run, &mut Vec::new());
         run
     }
 
@@ -357,8 +410,30 @@ mod tests {
     #[test]
     fn sort_unique_keeps_the_latest_time() {
         let mut v = vec![(5, 1), (3, 9), (5, 7), (1, 2), (5, 4)];
-        sort_unique(&mut v);
+        sort_unique(&mut v, &mut Vec::new());
         assert_eq!(v, [(1, 2), (3, 9), (5, 7)]);
+    }
+
+    #[test]
+    fn sort_unique_of_a_batch_matches_a_plain_sort() {
+        // Batches large enough for the bucket pass: spread keys with
+        // repeats, keys crowded into one bucket, and both at once.
+        let spread_keys: Vec<Entry> = (0..20_000u128)
+            .map(|i| (spread(i % 15_000), (i * 7 % 13) as u64))
+            .collect();
+        let crowded: Vec<Entry> = (0..5_000u128).map(|i| (i % 4_000, i as u64)).collect();
+        let mixed: Vec<Entry> = spread_keys.iter().chain(&crowded).copied().collect();
+        let mut scratch = Vec::new();
+        for input in [spread_keys, crowded, mixed] {
+            let mut expected = input.clone();
+            expected.sort_unstable();
+            expected.reverse();
+            expected.dedup_by_key(|e| e.0);
+            expected.reverse();
+            let mut got = input;
+            sort_unique(&mut got, &mut scratch);
+            assert_eq!(got, expected);
+        }
     }
 
     #[test]
@@ -480,6 +555,51 @@ mod tests {
                 assert_eq!(find(&dst, SEALED_RUN, k).unwrap(), Some(time));
             }
             assert_eq!(dst.len().unwrap() as usize, 1500usize.div_ceil(CHUNK_IDS));
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn merging_many_runs_keeps_one_entry_per_key_with_its_latest_time() {
+        // Four runs of different sizes that share keys (a re-index after a
+        // crash writes an id again): the merged run must hold each key once,
+        // in order, with its latest time, across chunk boundaries.
+        let (_dir, db) = temp_db();
+        let runs = [
+            run_of(0..4000, |i| i as u64),
+            run_of(2000..2100, |_| 1),
+            run_of(3990..6000, |i| 10_000 + i as u64),
+            run_of(0..1, |_| 99_999),
+        ];
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(T).unwrap();
+            for (r, run) in runs.iter().enumerate() {
+                write_run(&mut t, r as u64, run).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        let mut expected = Vec::new();
+        for run in &runs {
+            let mut next = Vec::new();
+            merge(&expected, run, &mut next);
+            expected = next;
+        }
+        assert_eq!(expected.len(), 6000);
+        let tx = db.begin_write().unwrap();
+        {
+            let src = tx.open_table(T).unwrap();
+            let mut dst = tx.open_table(D).unwrap();
+            assert_eq!(
+                merge_into(&src, &[0, 1, 2, 3], &mut dst, SEALED_RUN).unwrap(),
+                6000
+            );
+            let mut back = Vec::new();
+            read_run(&dst, SEALED_RUN, &mut back).unwrap();
+            assert_eq!(back, expected);
+            assert_eq!(find(&dst, SEALED_RUN, spread(0)).unwrap(), Some(99_999));
+            assert_eq!(find(&dst, SEALED_RUN, spread(3995)).unwrap(), Some(13_995));
+            assert_eq!(find(&dst, SEALED_RUN, spread(2050)).unwrap(), Some(2050));
         }
         tx.commit().unwrap();
     }

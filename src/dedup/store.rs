@@ -415,7 +415,7 @@ mod tests {
             let mut ids: Vec<runs::Entry> = (0..1_000_000u128)
                 .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835), 1))
                 .collect();
-            runs::sort_unique(&mut ids);
+            runs::sort_unique(&mut ids, &mut Vec::new());
             runs::write_run(&mut t, 0, &ids).unwrap();
         }
         tx.open_table(GENS)

@@ -430,12 +430,15 @@ impl Target<'_, '_> {
     /// many runs), up to `max_run_ids`. Empties `staged`.
     fn insert_runs(&mut self) -> Result<(), runs::RunError> {
         let staged = &mut self.staged;
-        staged.sort_unstable_by_key(|&(gen, key, _)| (gen, key));
-        let mut rest = &staged[..];
-        while let Some(&(gen, _, _)) = rest.first() {
-            let n = rest.iter().take_while(|s| s.0 == gen).count();
-            let (group, tail) = rest.split_at(n);
-            rest = tail;
+        // A batch nearly always holds one generation, two across a rotation.
+        let mut gens: Vec<u64> = Vec::new();
+        for &(gen, _, _) in staged.iter() {
+            if gens.last() != Some(&gen) && !gens.contains(&gen) {
+                gens.push(gen);
+            }
+        }
+        gens.sort_unstable();
+        for gen in gens {
             let Some(row) = self.rows.get_mut(&gen) else {
                 continue; // aged out before it was written
             };
@@ -446,8 +449,13 @@ impl Target<'_, '_> {
                 ..
             } = &mut *self.bufs;
             current.clear();
-            current.extend(group.iter().map(|&(_, k, t)| (k.as_u128(), t)));
-            runs::sort_unique(current);
+            current.extend(
+                staged
+                    .iter()
+                    .filter(|s| s.0 == gen)
+                    .map(|&(_, k, t)| (k.as_u128(), t)),
+            );
+            runs::sort_unique(current, merged);
             let table = match self.tables.entry(gen) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
