@@ -91,7 +91,7 @@ impl Filters {
     /// Empties `slot` for a new generation.
     pub fn clear(&mut self, slot: usize) {
         if std::mem::take(&mut self.dirty[slot]) {
-            let blocks = slot_blocks(self.blocks, self.slots, slot);
+            let blocks = slot_blocks(self.blocks, self.slots, slot, 0..self.blocks);
             let region = self.region_mut();
             for r in blocks {
                 region[r].fill(0);
@@ -103,7 +103,7 @@ impl Filters {
     pub fn fill(&mut self, slot: usize, bytes: &[u8]) {
         assert_eq!(bytes.len() as u64, self.filter_bytes(), "filter size");
         self.dirty[slot] = true;
-        let blocks = slot_blocks(self.blocks, self.slots, slot);
+        let blocks = slot_blocks(self.blocks, self.slots, slot, 0..self.blocks);
         let region = self.region_mut();
         for (r, src) in blocks.zip(bytes.chunks_exact(BLOCK_BYTES)) {
             region[r].copy_from_slice(src);
@@ -112,12 +112,21 @@ impl Filters {
 
     /// `slot`'s filter as standalone bytes (to persist).
     pub fn export(&self, slot: usize) -> Vec<u8> {
-        let region = self.region();
         let mut out = Vec::with_capacity(self.filter_bytes() as usize);
-        for r in slot_blocks(self.blocks, self.slots, slot) {
+        self.export_some(slot, &mut out, u64::MAX);
+        out
+    }
+
+    /// Appends up to `max` more blocks of `slot`'s standalone bytes to
+    /// `out`, which holds the ones before; true once `out` holds them all.
+    pub fn export_some(&self, slot: usize, out: &mut Vec<u8>, max: u64) -> bool {
+        let from = (out.len() / BLOCK_BYTES) as u64;
+        let to = from.saturating_add(max).min(self.blocks);
+        let region = self.region();
+        for r in slot_blocks(self.blocks, self.slots, slot, from..to) {
             out.extend_from_slice(&region[r]);
         }
-        out
+        to == self.blocks
     }
 
     /// Where `hash`'s group starts.
@@ -183,15 +192,17 @@ impl Filters {
     }
 }
 
-/// The byte ranges of `slot`'s blocks in a region of `slots` filters of
-/// `blocks` blocks, in block order.
+/// The byte ranges of blocks `range` of `slot` in a region of `slots`
+/// filters of `blocks` blocks, in block order.
 fn slot_blocks(
     blocks: u64,
     slots: usize,
     slot: usize,
+    range: std::ops::Range<u64>,
 ) -> impl Iterator<Item = std::ops::Range<usize>> {
     let group = BLOCK_BYTES * slots;
-    (0..blocks as usize).map(move |b| {
+    let range = range.start.min(blocks) as usize..range.end.min(blocks) as usize;
+    range.map(move |b| {
         let at = b * group + slot * BLOCK_BYTES;
         at..at + BLOCK_BYTES
     })
@@ -247,6 +258,25 @@ mod tests {
             .zip(&masks)
             .enumerate()
             .all(|(i, (_, m))| m >> (4 - i / 300) & 1 == 1));
+    }
+
+    #[test]
+    fn an_export_in_slices_is_the_whole_export() {
+        // The writer copies a sealed filter out a few blocks per lock hold:
+        // the slices must add up to exactly that slot's bytes.
+        let bytes = 50 * BLOCK_BYTES as u64;
+        let mut f = Filters::new(bytes, 3).unwrap();
+        let keys: Vec<Key> = (0..400).map(key).collect();
+        f.insert(0, &keys);
+        f.insert(1, &keys[..200]);
+        let mut out = Vec::new();
+        let mut slices = 1;
+        while !f.export_some(1, &mut out, 7) {
+            slices += 1;
+        }
+        assert_eq!(slices, 8, "50 blocks in slices of 7");
+        assert_eq!(out, f.export(1));
+        assert_ne!(out, f.export(0));
     }
 
     #[test]

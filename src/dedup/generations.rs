@@ -49,12 +49,12 @@ pub(crate) enum Change {
         /// Filter size in bits.
         num_bits: u64,
     },
-    /// A generation stopped taking ids: persist its filter once.
+    /// A generation stopped taking ids: persist its filter once (the
+    /// writer copies it out with [`Generations::export_some`]; it no longer
+    /// changes).
     Sealed {
         /// Its id.
         id: u64,
-        /// Its filter's bytes.
-        bytes: Vec<u8>,
     },
     /// A generation aged out (or was evicted early): forget its ids.
     Dropped {
@@ -267,10 +267,7 @@ impl Generations {
     /// oldest when more than the capacity allows would be held.
     fn rotate(&mut self, now_ms: u64, changes: &mut Vec<Change>) {
         if let Some(g) = self.gens.back() {
-            changes.push(Change::Sealed {
-                id: g.id,
-                bytes: self.filter_bytes_of(g),
-            });
+            changes.push(Change::Sealed { id: g.id });
         }
         // The oldest go first, so that the new generation finds a free slot
         // (at most `max_gens` are held, and there are as many slots).
@@ -320,6 +317,23 @@ impl Generations {
     /// The filter of generation `id` as standalone bytes, if it is held.
     pub fn filter_bytes(&self, id: u64) -> Option<Vec<u8>> {
         self.get(id).map(|g| self.filter_bytes_of(g))
+    }
+
+    /// Appends up to `max_blocks` more blocks of sealed generation `id`'s
+    /// filter bytes to `out` (which holds the ones before): `Some(true)`
+    /// once complete, `None` if the generation is no longer held (its slot
+    /// may have been reused). For copying a filter out in slices, each
+    /// under the state lock, rather than all at once under it.
+    pub fn export_some(&self, id: u64, out: &mut Vec<u8>, max_blocks: u64) -> Option<bool> {
+        let g = self.get(id)?;
+        Some(match &g.filter {
+            Filter::Slot(s) => self.filters.export_some(*s, out, max_blocks),
+            Filter::Own(b) => {
+                out.clear();
+                out.extend_from_slice(b.as_bytes());
+                true
+            }
+        })
     }
 
     /// Size of a generation's filter in bits.
@@ -450,6 +464,29 @@ mod tests {
         assert!(g.hits(key(1)).is_empty());
         assert_eq!(g.effective_window_ms(30 * H), 24 * H);
         assert_eq!(g.early_boundary_ms, None);
+    }
+
+    #[test]
+    fn a_sealed_filter_is_copied_out_in_slices() {
+        // The writer copies a sealed filter out a few blocks per lock hold:
+        // the slices add up to the filter, and a dropped generation (whose
+        // slot may hold another generation by then) gives nothing.
+        let mut g = gens(1000);
+        let mut ch = Vec::new();
+        for hour in 0..=30 {
+            g.insert(key(100 + hour), hour * H, &mut ch);
+        }
+        let held: Vec<u64> = g.iter().map(|x| x.id).collect();
+        let sealed = held[held.len() - 2];
+        let mut out = Vec::new();
+        let mut holds = 1;
+        while !g.export_some(sealed, &mut out, 3).unwrap() {
+            holds += 1;
+        }
+        assert!(holds > 1, "copied out in more than one slice");
+        assert_eq!(Some(out), g.filter_bytes(sealed));
+        assert!(!held.contains(&0));
+        assert_eq!(g.export_some(0, &mut Vec::new(), 3), None);
     }
 
     #[test]
