@@ -110,7 +110,9 @@ impl Filters {
         }
     }
 
-    /// `slot`'s filter as standalone bytes (to persist).
+    /// `slot`'s filter as standalone bytes, all at once (the tests' view;
+    /// the writer copies out with [`Filters::export_some`]).
+    #[cfg(test)]
     pub fn export(&self, slot: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.filter_bytes() as usize);
         self.export_some(slot, &mut out, u64::MAX);

@@ -266,6 +266,9 @@ impl Generations {
     /// Starts a new generation, sealing the active one and evicting the
     /// oldest when more than the capacity allows would be held.
     fn rotate(&mut self, now_ms: u64, changes: &mut Vec<Change>) {
+        // Every request waits for a rotation (it runs under the state lock):
+        // its time is logged at debug level.
+        let started = std::time::Instant::now();
         if let Some(g) = self.gens.back() {
             changes.push(Change::Sealed { id: g.id });
         }
@@ -304,19 +307,19 @@ impl Generations {
             filter: Filter::Slot(slot),
         });
         self.held_changed();
+        tracing::debug!(
+            generation = id,
+            micros = started.elapsed().as_micros() as u64,
+            "dedup: rotated to a new generation"
+        );
     }
 
-    /// A generation's filter as standalone bytes (to persist).
-    fn filter_bytes_of(&self, g: &Generation) -> Vec<u8> {
-        match &g.filter {
-            Filter::Slot(s) => self.filters.export(*s),
-            Filter::Own(b) => b.as_bytes().to_vec(),
-        }
-    }
-
-    /// The filter of generation `id` as standalone bytes, if it is held.
+    /// The filter of generation `id` as standalone bytes, if it is held
+    /// (all at once: [`Generations::export_some`] without a slice limit).
     pub fn filter_bytes(&self, id: u64) -> Option<Vec<u8>> {
-        self.get(id).map(|g| self.filter_bytes_of(g))
+        let mut out = Vec::new();
+        self.export_some(id, &mut out, u64::MAX)?;
+        Some(out)
     }
 
     /// Appends up to `max_blocks` more blocks of sealed generation `id`'s
