@@ -105,7 +105,7 @@ pub struct DedupConfig {
     /// early (reported as the effective window). Default: 10000000.
     pub capacity: u64,
     /// Bloom filter false-positive target (a hit costs one index read).
-    /// Default: 0.0025.
+    /// Default: 0.0015.
     pub false_positive_rate: f64,
 }
 

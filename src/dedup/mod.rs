@@ -98,7 +98,7 @@ impl Dedup {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(gens, tx)),
+            state: Mutex::new(State::new(gens, tx, opts.max_pending.max(1) / 2)),
             duplicates: AtomicU64::new(loaded.duplicates),
             durable_checkpoint: AtomicU64::new(loaded.checkpoint),
             failure: OnceLock::new(),
@@ -426,6 +426,44 @@ mod tests {
         });
         d.flush().unwrap();
         assert_eq!(d.checkpoint(), 6);
+    }
+
+    #[test]
+    fn half_of_max_pending_wakes_the_writer_before_its_interval() {
+        // The writer lingers an hour for more commits here; reaching half of
+        // `max_pending` (4 ids) must make it write at once.
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(t0()));
+        let opts = DedupOptions {
+            write_interval: H,
+            max_pending: 8,
+            ..DedupOptions::default()
+        };
+        let d = open(&dir.path().join("d.redb"), &clock, opts);
+        let shared = d.inner.shared.clone();
+        run(async {
+            let keys: Vec<Key> = (0..5).map(|i| k(&format!("u{i}"))).collect();
+            d.begin(&keys[..3]).await.unwrap().commit(0..3);
+            d.begin(&keys[3..]).await.unwrap().commit(3..5);
+            let drained = async {
+                loop {
+                    let notified = shared.drained.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if shared.lock().pending() == 0 {
+                        break;
+                    }
+                    notified.await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(60), drained)
+                .await
+                .expect("the writer waited out its interval");
+            let gens: Vec<u64> = shared.lock().gens.iter().map(|g| g.id).collect();
+            let queries: Vec<(Key, Vec<u64>)> = keys.iter().map(|&k| (k, gens.clone())).collect();
+            let found = store::lookup(&d.inner.db, &d.inner.path, &queries).unwrap();
+            assert!(found.iter().all(Option::is_some), "{found:?}");
+        });
     }
 
     #[test]

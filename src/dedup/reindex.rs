@@ -64,7 +64,8 @@ impl Dedup {
         };
         let mut state = shared.lock();
         if new {
-            state.commit(&[key], t, now, 0..0);
+            // Re-indexing flushes at half of `max_pending` itself.
+            let _ = state.commit(&[key], t, now, 0..0);
         } else {
             state.release(&[key]);
         }

@@ -122,6 +122,11 @@ pub(crate) struct State {
     inbox: Inbox,
     /// A wake-up is queued for the writer since it last took the inbox.
     woken: bool,
+    /// Pending ids at which the writer is told to write now instead of at
+    /// the end of its interval (half of `max_pending`).
+    urge_at: usize,
+    /// The writer was told so since it last took the pending ids.
+    urged: bool,
 }
 
 /// Committed ids not yet handed to the writer, and the WAL offsets they
@@ -144,8 +149,9 @@ pub(crate) fn fresh(t_ms: u64, now_ms: u64, window_ms: u64) -> bool {
 }
 
 impl State {
-    /// State over restored generations.
-    pub fn new(gens: Generations, tx: Sender<Op>) -> State {
+    /// State over restored generations; the writer is urged once `urge_at`
+    /// ids are pending.
+    pub fn new(gens: Generations, tx: Sender<Op>, urge_at: usize) -> State {
         State {
             gens,
             claims: KeyMap::default(),
@@ -157,6 +163,8 @@ impl State {
             masks: Vec::new(),
             inbox: Inbox::default(),
             woken: false,
+            urge_at: urge_at.max(1),
+            urged: false,
         }
     }
 
@@ -253,8 +261,10 @@ impl State {
     /// Marks claimed ids durable in the WAL as seen, first seen at `t_ms`
     /// (now, except when re-indexing): into the active generation's filter and pending, claims ended
     /// (waiters wake), writer told. `offsets` completes once the writer has
-    /// written them.
-    pub fn commit(&mut self, keys: &[Key], t_ms: u64, now_ms: u64, offsets: Range<u64>) {
+    /// written them. True if the writer should be unparked now: enough ids
+    /// are pending that it should not wait out its interval.
+    #[must_use = "true means: unpark the writer"]
+    pub fn commit(&mut self, keys: &[Key], t_ms: u64, now_ms: u64, offsets: Range<u64>) -> bool {
         let mut rest = keys;
         while !rest.is_empty() {
             let (gen, room) = self.gens.make_room(now_ms, &mut self.changes);
@@ -291,6 +301,12 @@ impl State {
             self.woken = true;
             let _ = self.tx.send(Op::Wake);
         }
+        if !self.urged && self.pending() >= self.urge_at {
+            self.urged = true;
+            let _ = self.tx.send(Op::Urge);
+            return true;
+        }
+        false
     }
 
     /// The writer takes every op queued so far: called under this lock, so
@@ -317,6 +333,7 @@ impl State {
             });
         }
         self.woken = false;
+        self.urged = false;
         if self.writing.is_empty() {
             std::mem::swap(&mut self.pending, &mut self.writing);
         } else {

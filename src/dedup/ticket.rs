@@ -60,7 +60,11 @@ impl Ticket {
         }
         let shared = &self.dedup.inner.shared;
         let now = to_ms(shared.clock.now());
-        shared.lock().commit(&owned, now, now, offsets);
+        if shared.lock().commit(&owned, now, now, offsets) {
+            if let Some(t) = shared.writer_thread.get() {
+                t.unpark();
+            }
+        }
     }
 
     /// The append failed (or will not happen): release the keys, so waiting
