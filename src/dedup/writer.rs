@@ -30,10 +30,6 @@ use std::time::{Duration, Instant};
 /// Most operations folded into one transaction.
 const MAX_OPS: usize = 4096;
 
-/// Entries each batch buffer keeps allocated between batches (32 bytes each,
-/// so 8 MiB): a batch-sized buffer allocated afresh per batch costs page
-/// faults (huge-page zeroing) every time.
-const KEEP_ENTRIES: usize = 1 << 18;
 
 /// Work for the writer, applied in the order sent.
 pub(crate) enum Op {
@@ -93,6 +89,12 @@ pub(crate) struct Writer {
     pub linger: Duration,
     /// Largest run a merge may produce.
     pub max_run_ids: u64,
+    /// Entries each batch buffer keeps allocated between batches (32 bytes
+    /// each): `max_pending`, which bounds a batch. A batch-sized buffer
+    /// allocated afresh per batch costs page faults (huge-page zeroing)
+    /// every time; one trimmed below the batch size is reallocated, and the
+    /// inbox then grows again on the request threads.
+    pub keep: usize,
     /// Run buffers reused from batch to batch.
     pub bufs: RunBuffers,
 }
@@ -231,6 +233,7 @@ impl Writer {
                 run_rows: tx.open_table(RUNS).map_err(|x| e(x.into()))?,
                 rows,
                 max_run_ids: self.max_run_ids,
+                keep: self.keep,
                 staged: std::mem::take(&mut self.bufs.staged),
                 bufs: &mut self.bufs,
             };
@@ -308,7 +311,7 @@ impl Writer {
                         }
                         // The inbox's buffers go back to it on the next take.
                         if entries.capacity() > to.bufs.inbox.entries.capacity() {
-                            entries.shrink_to(KEEP_ENTRIES);
+                            entries.shrink_to(to.keep);
                             to.bufs.inbox = Inbox { entries, offsets };
                         }
                     }
@@ -327,7 +330,7 @@ impl Writer {
                 mut staged,
                 ..
             } = to;
-            staged.shrink_to(KEEP_ENTRIES);
+            staged.shrink_to(self.keep);
             self.bufs.staged = staged;
             if close {
                 // Persist every filter that does not cover its generation yet
@@ -394,6 +397,8 @@ struct Target<'a, 't> {
     staged: Vec<(u64, Key, u64)>,
     /// Largest run a merge may produce.
     max_run_ids: u64,
+    /// Entries a buffer keeps between batches.
+    keep: usize,
     /// Reused between batches: fresh allocations of run-sized buffers would
     /// cost a page fault per 4 KiB.
     bufs: &'a mut RunBuffers,
@@ -533,7 +538,7 @@ impl Target<'_, '_> {
             &mut self.bufs.merged,
         ] {
             buf.clear();
-            buf.shrink_to(KEEP_ENTRIES);
+            buf.shrink_to(self.keep);
         }
         Ok(())
     }
