@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 /// Most operations folded into one transaction.
 const MAX_OPS: usize = 4096;
 
-
 /// Work for the writer, applied in the order sent.
 pub(crate) enum Op {
     /// A generation started, was sealed or dropped.
