@@ -393,32 +393,13 @@ mod tests {
             ..DedupOptions::default()
         };
         let d = open(&dir.path().join("d.redb"), &clock, opts);
-        let shared = d.inner.shared.clone();
         run(async {
             for (round, next) in [(0u64, 0u64), (1, 3)] {
                 let keys: Vec<Key> = (0..3).map(|i| k(&format!("r{round}-{i}"))).collect();
                 d.begin(&keys).await.unwrap().commit(next..next + 3);
                 // (The writer may already have taken them: no assertion on
                 // the pending count here, only on where they end up.)
-                // Bounded so that a writer that never wakes fails the test.
-                let drained = async {
-                    loop {
-                        let notified = shared.drained.notified();
-                        tokio::pin!(notified);
-                        notified.as_mut().enable();
-                        if shared.lock().pending() == 0 {
-                            break;
-                        }
-                        notified.await;
-                    }
-                };
-                tokio::time::timeout(Duration::from_secs(60), drained)
-                    .await
-                    .expect("the writer never wrote the committed ids");
-                let gens: Vec<u64> = shared.lock().gens.iter().map(|g| g.id).collect();
-                let queries: Vec<(Key, Vec<u64>)> =
-                    keys.iter().map(|&k| (k, gens.clone())).collect();
-                let found = store::lookup(&d.inner.db, &d.inner.path, &queries).unwrap();
+                let found = written_by_the_writer(&d, &keys, "the writer never wrote them").await;
                 assert!(
                     found.iter().all(Option::is_some),
                     "round {round}: {found:?}"
@@ -441,30 +422,38 @@ mod tests {
             ..DedupOptions::default()
         };
         let d = open(&dir.path().join("d.redb"), &clock, opts);
-        let shared = d.inner.shared.clone();
         run(async {
             let keys: Vec<Key> = (0..5).map(|i| k(&format!("u{i}"))).collect();
             d.begin(&keys[..3]).await.unwrap().commit(0..3);
             d.begin(&keys[3..]).await.unwrap().commit(3..5);
-            let drained = async {
-                loop {
-                    let notified = shared.drained.notified();
-                    tokio::pin!(notified);
-                    notified.as_mut().enable();
-                    if shared.lock().pending() == 0 {
-                        break;
-                    }
-                    notified.await;
-                }
-            };
-            tokio::time::timeout(Duration::from_secs(60), drained)
-                .await
-                .expect("the writer waited out its interval");
-            let gens: Vec<u64> = shared.lock().gens.iter().map(|g| g.id).collect();
-            let queries: Vec<(Key, Vec<u64>)> = keys.iter().map(|&k| (k, gens.clone())).collect();
-            let found = store::lookup(&d.inner.db, &d.inner.path, &queries).unwrap();
+            let found =
+                written_by_the_writer(&d, &keys, "the writer waited out its interval").await;
             assert!(found.iter().all(Option::is_some), "{found:?}");
         });
+    }
+
+    /// Waits (60 s at most, else fails with `why`) until the writer has
+    /// written every pending id without being asked, then looks `keys` up in
+    /// redb in every held generation.
+    async fn written_by_the_writer(d: &Dedup, keys: &[Key], why: &str) -> Vec<Option<SystemTime>> {
+        let shared = &d.inner.shared;
+        let drained = async {
+            loop {
+                let notified = shared.drained.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if shared.lock().pending() == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), drained)
+            .await
+            .expect(why);
+        let gens: Vec<u64> = shared.lock().gens.iter().map(|g| g.id).collect();
+        let queries: Vec<(Key, Vec<u64>)> = keys.iter().map(|&k| (k, gens.clone())).collect();
+        store::lookup(&d.inner.db, &d.inner.path, &queries).unwrap()
     }
 
     #[test]
