@@ -120,7 +120,6 @@ impl Dedup {
             sync_interval: opts.sync_interval,
             linger: opts.write_interval,
             max_run_ids: opts.max_run_ids,
-            keep: opts.max_pending.max(1),
             bufs: Default::default(),
         };
         let for_writer = shared.clone();

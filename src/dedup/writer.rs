@@ -88,12 +88,6 @@ pub(crate) struct Writer {
     pub linger: Duration,
     /// Largest run a merge may produce.
     pub max_run_ids: u64,
-    /// Entries each batch buffer keeps allocated between batches (32 bytes
-    /// each): `max_pending`, which bounds a batch. A batch-sized buffer
-    /// allocated afresh per batch costs page faults (huge-page zeroing)
-    /// every time; one trimmed below the batch size is reallocated, and the
-    /// inbox then grows again on the request threads.
-    pub keep: usize,
     /// Run buffers reused from batch to batch.
     pub bufs: RunBuffers,
 }
@@ -232,7 +226,11 @@ impl Writer {
                 run_rows: tx.open_table(RUNS).map_err(|x| e(x.into()))?,
                 rows,
                 max_run_ids: self.max_run_ids,
-                keep: self.keep,
+                // `max_pending` bounds a batch. A batch-sized buffer
+                // allocated afresh per batch costs page faults (huge-page
+                // zeroing) every time; one trimmed below the batch size is
+                // reallocated, and the inbox grows again on request threads.
+                keep: self.shared.max_pending,
                 staged: std::mem::take(&mut self.bufs.staged),
                 bufs: &mut self.bufs,
             };
@@ -329,7 +327,7 @@ impl Writer {
                 mut staged,
                 ..
             } = to;
-            staged.shrink_to(self.keep);
+            staged.shrink_to(self.shared.max_pending);
             self.bufs.staged = staged;
             if close {
                 // Persist every filter that does not cover its generation yet
