@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Load test of ferry's ingest API (durable acks) against a bare axum baseline,
-# both release builds on this machine, driven by oha (cargo install oha).
+# both release builds on this machine, driven by benches/load_gen.rs, which
+# puts a fresh, unique messageId in every event as the SDKs do (IDS=0: sends
+# the events without ids, so the server generates them and dedup skips them).
 #
 #   benches/ingest_load.sh                 # 10 s per scenario
 #   DURATION=30s CONNS=64 RATE=5000 ROUNDS=3 benches/ingest_load.sh
@@ -16,11 +18,13 @@
 #
 # Scenarios, each against ferry (dedup on, the default), ferry with dedup off,
 # and the bare handler (two ferry servers idle while the third target is loaded):
-#   1. POST /v1/batch, 100 events of ~300 B each, $CONNS connections, open loop
-#   2. POST /v1/track, one event, $CONNS connections, open loop
-#   3. POST /v1/track at a fixed $RATE req/s (latency at a fixed load)
+#   1. POST /v1/batch, 100 events of ~340 B each, $CONNS connections, closed loop
+#   2. POST /v1/track, one event, $CONNS connections, closed loop
+#   3. POST /v1/track at a fixed $RATE req/s (latency at a fixed load, counted
+#      from each request's due time)
 # Events/s through /v1/batch = requests/s × 100. The load generator shares the
-# CPU with the server: report these settings with the figures.
+# CPU with the server: report these settings with the figures. Until stop 16
+# the load came from oha, with events without ids (oha repeats one body).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,8 +38,6 @@ FERRY_PORT="${FERRY_PORT:-18080}"
 BARE_PORT="${BARE_PORT:-18081}"
 KEY="wk_load_test"
 
-command -v oha >/dev/null || { echo "oha not found: cargo install oha" >&2; exit 1; }
-
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
@@ -46,12 +48,18 @@ cleanup() {
 trap cleanup EXIT
 
 cargo build --release --quiet --bin ferry
-BARE_BIN="$(cargo bench --bench bare_axum --no-run --message-format=json 2>/dev/null \
-  | python3 -c 'import json,sys
+bench_bin() { # the executable of bench target $1, built
+  cargo bench --bench "$1" --no-run --message-format=json 2>/dev/null \
+    | python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "bare_axum" and m.get("executable"):
-        print(m["executable"])')"
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$1"
+}
+BARE_BIN="$(bench_bin bare_axum)"
+LOAD_BIN="$(bench_bin load_gen)"
+KEEP_IDS=()
+if [ "${IDS:-1}" = 0 ]; then KEEP_IDS=(--keep-ids); fi
 
 NODEDUP_PORT="${NODEDUP_PORT:-18082}"
 SECOND_DEDUP=false
@@ -76,12 +84,10 @@ import json, sys
 work = sys.argv[1]
 pad = "x" * 150
 def event(i):
-    # No messageId: the server generates a UUID per event, so every request
-    # stores new events even though oha sends the same body (with ids, dedup
-    # would rightly store only the first request).
+    # load_gen adds a unique messageId to every event of every request.
     return {"type": "track", "userId": f"user-{i % 97}", "event": "Product Viewed",
             "properties": {"sku": f"sku-{i}", "price": 9.99, "pad": pad},
-            "context": {"library": {"name": "oha"}}}
+            "context": {"library": {"name": "load_gen"}}}
 batch = {"batch": [event(i) for i in range(100)], "sentAt": "2024-05-01T12:00:00.000Z"}
 open(f"{work}/batch.json", "w").write(json.dumps(batch))
 single = dict(event(0)); del single["type"]
@@ -111,8 +117,8 @@ AUTH="Authorization: Basic $(printf '%s:' "$KEY" | base64)"
 run() { # name url body extra-args...
   local name="$1" url="$2" body="$3"; shift 3
   echo "=== $name ($url, body $body, $*)"
-  oha --no-tui -z "$DURATION" -m POST -H "$AUTH" -H "Content-Type: application/json" \
-    -D "$WORK/$body" "$@" "$url" | grep -E "Success rate|Requests/sec|50.00%|99.00%|99.90%|\[[0-9]{3}\] [0-9]+ responses"
+  "$LOAD_BIN" -z "$DURATION" -H "$AUTH" --url "$url" --body "$WORK/$body" "${KEEP_IDS[@]}" "$@" \
+    | grep -E "Success rate|Requests/sec|50.00%|99.00%|99.90%|\[[0-9]{3}\] [0-9]+ responses"
 }
 
 cpu_ticks() { # utime + stime of a process, in clock ticks
@@ -165,8 +171,8 @@ PY
 if [ -n "$WARMUP" ]; then
   for port in "$FERRY_PORT" "$NODEDUP_PORT"; do
     echo "=== warm-up of :$port for $WARMUP (not measured)"
-    oha --no-tui -z "$WARMUP" -m POST -H "$AUTH" -H "Content-Type: application/json" \
-      -D "$WORK/batch.json" -c "$CONNS" "http://127.0.0.1:$port/v1/batch" | grep -E "Requests/sec"
+    "$LOAD_BIN" -z "$WARMUP" -H "$AUTH" --url "http://127.0.0.1:$port/v1/batch" \
+      --body "$WORK/batch.json" "${KEEP_IDS[@]}" -c "$CONNS" | grep -E "Requests/sec"
   done
 fi
 
@@ -211,7 +217,7 @@ for path in ("/v1/batch x100 events", "/v1/track"):
           f"(median {statistics.median(pairs):.3f}, geometric mean {statistics.geometric_mean(pairs):.3f})")
 PY
 settings() {
-  echo "settings: DURATION=$DURATION CONNS=$CONNS RATE=$RATE ROUNDS=$ROUNDS ONLY=$ONLY WARMUP=${WARMUP:-none} THREADS=${THREADS:-0} AA=${AA:-0} SECOND_BIN=${SECOND_BIN:-none}, $(nproc) cores shared by oha and the server"
+  echo "settings: DURATION=$DURATION CONNS=$CONNS RATE=$RATE ROUNDS=$ROUNDS ONLY=$ONLY WARMUP=${WARMUP:-none} THREADS=${THREADS:-0} AA=${AA:-0} SECOND_BIN=${SECOND_BIN:-none} IDS=${IDS:-1}, $(nproc) cores shared by load_gen and the servers"
 }
 if [ "$ONLY" = batch ]; then settings; exit 0; fi
 for target in "ferry:$FERRY_PORT" "ferry-nodedup:$NODEDUP_PORT" "bare-axum:$BARE_PORT"; do

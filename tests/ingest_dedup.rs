@@ -226,3 +226,77 @@ async fn an_event_refused_with_503_is_stored_when_retried() {
     assert_eq!(post(&http, &url, WEB_KEY, vec![late]).await, 200);
     assert_eq!(count("late"), 1);
 }
+
+/// Events without a messageId get a fresh UUID from ferry, marked as
+/// generated: they are always stored, are not held in the index (no request
+/// can repeat such an id), are not re-indexed after a restart, and their
+/// offsets still let the index's checkpoint (the WAL retention floor) pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_ids_are_stored_but_not_held_and_the_checkpoint_passes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&dir.path().join("log"), LogOptions::default()).unwrap();
+    let open_dedup = |name: &str| {
+        Dedup::open(
+            &dir.path().join(name),
+            DedupOptions::default(),
+            Arc::new(SystemClock),
+        )
+        .unwrap()
+    };
+    let dedup = open_dedup("dedup.redb");
+    let config: Config = config();
+    let state = AppState::build(
+        &config,
+        log.clone(),
+        Arc::new(Metrics::new()),
+        Some(dedup.clone()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/batch", listener.local_addr().unwrap());
+    tokio::spawn(ingest::run(listener, state, std::future::pending()));
+    let http = reqwest::Client::new();
+    let anonymous = json!({"type": "track", "event": "E", "userId": "u1"});
+    let mixed = vec![
+        anonymous.clone(),
+        ev("c1"),
+        anonymous.clone(),
+        ev("c1"),
+        anonymous.clone(),
+    ];
+    assert_eq!(post(&http, &url, WEB_KEY, mixed.clone()).await, 200);
+    assert_eq!(post(&http, &url, WEB_KEY, mixed).await, 200);
+    assert_eq!(
+        post(&http, &url, WEB_KEY, vec![anonymous.clone()]).await,
+        200
+    );
+
+    let events = read_events(&log);
+    let generated: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["_ferry"]["messageIdGenerated"] == true)
+        .collect();
+    assert_eq!(generated.len(), 7, "every event without an id is stored");
+    let ids: std::collections::HashSet<&str> = generated
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 7, "each generated id is distinct");
+    let client: Vec<&Value> = events.iter().filter(|e| e["messageId"] == "c1").collect();
+    assert_eq!(client.len(), 1, "the client id is stored once");
+    assert_eq!(client[0]["_ferry"], json!({"source": "web"}));
+    assert_eq!(events.len(), 8);
+
+    dedup.flush().unwrap();
+    assert_eq!(dedup.stats().ids_held, 1, "only the client id is held");
+    assert_eq!(
+        dedup.checkpoint(),
+        log.durable_end(),
+        "the checkpoint passes the offsets of events without a key"
+    );
+
+    // A fresh index re-built from the whole log holds the client id only.
+    let rebuilt = open_dedup("rebuilt.redb");
+    assert_eq!(ingest::reindex_from_log(&log, &rebuilt).unwrap(), 1);
+    assert_eq!(rebuilt.stats().ids_held, 1);
+    assert_eq!(rebuilt.checkpoint(), log.durable_end());
+}

@@ -211,8 +211,8 @@ async fn unknown_fields_and_null_ids_as_the_python_sdks_send_them() {
     assert_eq!(e["traits"]["plan"], "pro");
     assert_eq!(
         e["_ferry"],
-        json!({"source": "web"}),
-        "a forged source tag is replaced"
+        json!({"source": "web", "messageIdGenerated": true}),
+        "a forged source tag is replaced (and the event had no messageId)"
     );
     s.stop().await;
 }

@@ -40,22 +40,22 @@ impl Ticket {
         &self.owned
     }
 
-    /// The new events were appended at `offsets` (one per new key, in
-    /// order) and that append is durable (its fsync completed). Call it only
-    /// then: an id counts as seen from here on. Their ids enter the filter
-    /// and the pending set now and redb with the writer's next batch; the
-    /// checkpoint passes `offsets` once that batch is written.
+    /// The request's events were appended at `offsets` (every event of the
+    /// append: the new keys' and any without a key, such as events whose id
+    /// ferry generated) and that append is durable (its fsync completed).
+    /// Call it only then: an id counts as seen from here on. Their ids enter
+    /// the filter and the pending set now and redb with the writer's next
+    /// batch; the checkpoint passes `offsets` once that batch is written.
     ///
     /// # Panics
-    /// If `offsets` does not hold exactly one offset per new key.
+    /// If `offsets` holds fewer offsets than there are new keys.
     pub fn commit(mut self, offsets: Range<u64>) {
         let owned = std::mem::take(&mut self.owned);
-        assert_eq!(
-            offsets.end.saturating_sub(offsets.start),
-            owned.len() as u64,
-            "commit needs one WAL offset per new key"
+        assert!(
+            offsets.end.saturating_sub(offsets.start) >= owned.len() as u64,
+            "commit needs a WAL offset per new key"
         );
-        if owned.is_empty() {
+        if owned.is_empty() && offsets.is_empty() {
             return;
         }
         let shared = &self.dedup.inner.shared;

@@ -6,9 +6,14 @@ use time::OffsetDateTime;
 
 use super::timestamp::{self, ClientTimes};
 
-/// Top-level field ferry adds to every stored event (`{"source": name}`);
-/// a client-sent value of it is replaced.
+/// Top-level field ferry adds to every stored event (`{"source": name}`, and
+/// [`GENERATED_ID_FIELD`] when the id is ferry's); a client-sent value of it
+/// is replaced.
 pub const FERRY_FIELD: &str = "_ferry";
+/// Key in the [`FERRY_FIELD`] tag, `true` when ferry generated the event's
+/// `messageId` (the client sent none). Such an id cannot repeat, so it is not
+/// held in the dedup index.
+pub const GENERATED_ID_FIELD: &str = "messageIdGenerated";
 /// Longest client `messageId` accepted, in characters.
 pub const MAX_MESSAGE_ID_CHARS: usize = 100;
 
@@ -130,12 +135,14 @@ pub(crate) fn normalise(
         EventType::Identify | EventType::Page | EventType::Screen => {}
     }
 
+    let mut generated = false;
     match e.get("messageId") {
         None | Some(Value::Null) => {
             // A v4 UUID from the thread's CSPRNG: `Uuid::new_v4` makes a
             // getrandom system call per id, which showed up in profiles.
             let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
             e.insert("messageId".into(), id.to_string().into());
+            generated = true;
         }
         Some(Value::String(id)) if !id.is_empty() && id.chars().count() <= MAX_MESSAGE_ID_CHARS => {
         }
@@ -150,6 +157,9 @@ pub(crate) fn normalise(
 
     let mut tag = Map::new();
     tag.insert("source".into(), source.into());
+    if generated {
+        tag.insert(GENERATED_ID_FIELD.into(), true.into());
+    }
     e.insert(FERRY_FIELD.into(), Value::Object(tag));
     Ok(e)
 }
@@ -274,7 +284,7 @@ mod tests {
         assert_eq!(e["type"], "track");
         assert_eq!(e["custom"], json!([1, 2]));
         assert_eq!(e["properties"]["price"], 3);
-        assert_eq!(e[FERRY_FIELD], json!({"source": "web"}));
+        assert_eq!(e[FERRY_FIELD]["source"], "web");
         assert!(!e.contains_key("writeKey"));
     }
 
@@ -285,9 +295,28 @@ mod tests {
             None,
         );
         assert_eq!(e["messageId"], "m-1");
-        let e = ok(json!({"type": "page", "userId": "u"}), None);
-        let id = uuid::Uuid::parse_str(e["messageId"].as_str().unwrap()).unwrap();
-        assert_eq!(id.get_version_num(), 4);
+        assert_eq!(e[FERRY_FIELD], json!({"source": "web"}));
+        for generated in [
+            ok(json!({"type": "page", "userId": "u"}), None),
+            ok(
+                json!({"type": "page", "userId": "u", "messageId": null}),
+                None,
+            ),
+        ] {
+            let id = uuid::Uuid::parse_str(generated["messageId"].as_str().unwrap()).unwrap();
+            assert_eq!(id.get_version_num(), 4);
+            assert_eq!(
+                generated[FERRY_FIELD],
+                json!({"source": "web", GENERATED_ID_FIELD: true})
+            );
+        }
+        // A client cannot claim its id was generated: `_ferry` is replaced.
+        let forged = ok(
+            json!({"type": "page", "userId": "u", "messageId": "m-2",
+                   "_ferry": {"source": "x", GENERATED_ID_FIELD: true}}),
+            None,
+        );
+        assert_eq!(forged[FERRY_FIELD], json!({"source": "web"}));
         ok(
             json!({"type": "page", "userId": "u", "messageId": "é".repeat(100)}),
             None,

@@ -114,9 +114,13 @@ pub(crate) async fn store(
     let mut records = Vec::with_capacity(items.len());
     let mut types = Vec::with_capacity(items.len());
     // Dedup keys are hashed as the events are normalised: no copy of the
-    // message ids is kept, and nothing is hashed when dedup is off.
+    // message ids is kept, and nothing is hashed when dedup is off. Only
+    // client ids are keys: an id ferry generates is a fresh random UUID that
+    // no later request can repeat, so holding it would only take capacity.
     let dedup = state.dedup();
     let mut keys = Vec::with_capacity(if dedup.is_some() { items.len() } else { 0 });
+    // The index of the event each key belongs to.
+    let mut keyed = Vec::with_capacity(keys.capacity());
     for (index, item) in items.into_iter().enumerate() {
         let size = compact_size(&item);
         if size > max_event {
@@ -126,12 +130,14 @@ pub(crate) async fn store(
                 limit: max_event,
             });
         }
+        let client_id = item.get("messageId").is_some_and(|id| !id.is_null());
         let normalised = event::normalise(item, forced, envelope, source)
             .map_err(|reason| IngestError::InvalidEvent { index, reason })?;
         types.push(normalised["type"].as_str().unwrap_or_default().to_owned());
-        if dedup.is_some() {
+        if dedup.is_some() && client_id {
             let id = normalised["messageId"].as_str().unwrap_or_default();
             keys.push(Key::new(source, id));
+            keyed.push(index);
         }
         records.push(
             serde_json::to_vec(&normalised).map_err(|e| IngestError::InvalidEvent {
@@ -155,11 +161,15 @@ pub(crate) async fn store(
                     reason: e.to_string(),
                     retry_after,
                 })?;
-            let mut verdicts = ticket.verdicts().iter();
+            let mut keep = vec![true; records.len()];
+            for (&index, verdict) in keyed.iter().zip(ticket.verdicts()) {
+                keep[index] = *verdict == Verdict::New;
+            }
             let before = records.len();
-            records.retain(|_| verdicts.next() == Some(&Verdict::New));
-            let mut verdicts = ticket.verdicts().iter();
-            types.retain(|_| verdicts.next() == Some(&Verdict::New));
+            let mut kept = keep.iter();
+            records.retain(|_| kept.next() == Some(&true));
+            let mut kept = keep.iter();
+            types.retain(|_| kept.next() == Some(&true));
             let duplicates = (before - records.len()) as u64;
             if duplicates > 0 {
                 let labels = SourceLabels {

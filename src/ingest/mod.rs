@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use error::IngestError;
-pub use event::{EventType, FERRY_FIELD, MAX_MESSAGE_ID_CHARS};
+pub use event::{EventType, FERRY_FIELD, GENERATED_ID_FIELD, MAX_MESSAGE_ID_CHARS};
 pub use reindex::{reindex_from_log, stored_key, ReindexError};
 
 use crate::config::{Config, Limits};

@@ -34,12 +34,17 @@ struct Stored<'a> {
 struct Tag<'a> {
     #[serde(borrow)]
     source: std::borrow::Cow<'a, str>,
+    /// [`crate::ingest::GENERATED_ID_FIELD`]: ferry made the id up.
+    #[serde(rename = "messageIdGenerated", default)]
+    generated: bool,
 }
 
-/// The dedup key and receipt time of a stored event, if it has them.
+/// The dedup key and receipt time of a stored event, if it has them. An
+/// event whose id ferry generated has none: ingestion does not index it.
 pub fn stored_key(payload: &[u8]) -> Option<(Key, SystemTime)> {
     let s: Stored = serde_json::from_slice(payload).ok()?;
-    let key = Key::new(&s.ferry?.source, &s.message_id?);
+    let tag = s.ferry.filter(|tag| !tag.generated)?;
+    let key = Key::new(&tag.source, &s.message_id?);
     let at = time::OffsetDateTime::parse(
         &s.received_at?,
         &time::format_description::well_known::Rfc3339,
