@@ -68,6 +68,7 @@ struct Bodies {
 impl Bodies {
     fn new(template: &Value, keep_ids: bool) -> Result<Bodies, String> {
         let mut value = template.clone();
+        let mut events_with_ids = 0;
         if !keep_ids {
             let events: Vec<&mut Value> = match value.get_mut("batch") {
                 Some(Value::Array(items)) => items.iter_mut().collect(),
@@ -79,6 +80,7 @@ impl Bodies {
                     return Err("every event must be a JSON object".into());
                 };
                 e.insert("messageId".into(), PLACEHOLDER.into());
+                events_with_ids += 1;
             }
         }
         let template = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
@@ -88,6 +90,11 @@ impl Bodies {
             .filter(|(_, w)| *w == PLACEHOLDER.as_bytes())
             .map(|(at, _)| at)
             .collect();
+        if slots.len() != events_with_ids {
+            return Err(format!(
+                "the template holds {PLACEHOLDER:?} itself; change that value"
+            ));
+        }
         let mut prefix = [b'-'; 17];
         prefix[..16].copy_from_slice(format!("{:016x}", rand::random::<u64>()).as_bytes());
         Ok(Bodies {

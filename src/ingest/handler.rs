@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use super::error::IngestError;
-use super::event::{self, Envelope, EventType};
+use super::event::{self, Envelope, EventType, FERRY_FIELD, GENERATED_ID_FIELD};
 use super::{body, timestamp, AppState};
 use crate::dedup::{Key, Verdict};
 use crate::metrics::{EventLabels, SourceLabels};
@@ -130,11 +130,10 @@ pub(crate) async fn store(
                 limit: max_event,
             });
         }
-        let client_id = item.get("messageId").is_some_and(|id| !id.is_null());
         let normalised = event::normalise(item, forced, envelope, source)
             .map_err(|reason| IngestError::InvalidEvent { index, reason })?;
         types.push(normalised["type"].as_str().unwrap_or_default().to_owned());
-        if dedup.is_some() && client_id {
+        if dedup.is_some() && normalised[FERRY_FIELD][GENERATED_ID_FIELD] != true {
             let id = normalised["messageId"].as_str().unwrap_or_default();
             keys.push(Key::new(source, id));
             keyed.push(index);
