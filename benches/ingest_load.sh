@@ -10,7 +10,8 @@
 #   WARMUP=40s ONLY=batch ROUNDS=5 DURATION=6s benches/ingest_load.sh
 #       # the same after loading each server for 40 s first (unmeasured), so
 #       # the rounds run with a full dedup index (10M ids held, sealed generations)
-#   THREADS=1 ...                          # also each server thread's CPU per request
+#   THREADS=1 ...                          # also each server thread's CPU and context
+#       # switches (voluntary: waits; involuntary: preempted) per request
 #   AA=1 ...                               # both servers with dedup on: an A/A run, whose
 #       # on/off ratio shows how far apart two identical servers measure on this machine
 #   AA=1 SECOND_BIN=/path/to/other/ferry ... # the same, the second server running another
@@ -124,47 +125,58 @@ run() { # name url body extra-args...
 cpu_ticks() { # utime + stime of a process, in clock ticks
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
-thread_ticks() { # per thread of a process: name user-ticks system-ticks
+thread_ticks() { # per thread of a process: name user-ticks system-ticks voluntary involuntary
   local t
   for t in /proc/"$1"/task/*; do
-    printf '%s %s\n' "$(tr ' ' _ <"$t/comm")" "$(awk '{print $14, $15}' "$t/stat")"
+    printf '%s %s %s\n' "$(tr ' ' _ <"$t/comm")" "$(awk '{print $14, $15}' "$t/stat")" \
+      "$(awk '/^voluntary_ctxt/ {v = $2} /^nonvoluntary_ctxt/ {n = $2} END {print v, n}' "$t/status")"
   done 2>/dev/null
+}
+io_bytes() { # bytes a process passed to write and read calls (/proc/PID/io wchar, rchar)
+  awk '/^wchar/ {w = $2} /^rchar/ {r = $2} END {print w, r}' "/proc/$1/io"
 }
 run_cpu() { # like run, then the server's CPU time per request (per thread with THREADS=1)
   local pid="$1"; shift
-  local before after out threads_before threads_after
+  local before after out threads_before threads_after io_before io_after
   before="$(cpu_ticks "$pid")"
   threads_before="$(thread_ticks "$pid")"
+  io_before="$(io_bytes "$pid")"
   out="$(run "$@")"
   after="$(cpu_ticks "$pid")"
   threads_after="$(thread_ticks "$pid")"
+  io_after="$(io_bytes "$pid")"
   echo "$out"
-  python3 - "$out" "$before" "$after" "$(getconf CLK_TCK)" "$DURATION" "${THREADS:-0}" "$threads_before" "$threads_after" <<'PY'
+  python3 - "$out" "$before" "$after" "$(getconf CLK_TCK)" "$DURATION" "${THREADS:-0}" "$threads_before" "$threads_after" "$io_before" "$io_after" <<'PY'
 import collections, re, sys
-out, before, after, hz, dur, threads, tb, ta = sys.argv[1:]
+out, before, after, hz, dur, threads, tb, ta, iob, ioa = sys.argv[1:]
 rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
 secs = float(dur.rstrip("s"))
 cpu = (float(after) - float(before)) / float(hz)
-print(f"  server CPU: {cpu / secs:.2f} cores, {1000 * cpu / (rps * secs):.3f} ms/request")
+n = rps * secs
+print(f"  server CPU: {cpu / secs:.2f} cores, {1000 * cpu / n:.3f} ms/request")
+(wb, rb), (wa, ra) = map(int, iob.split()), map(int, ioa.split())
+print(f"  server I/O calls: {(wa - wb) / n / 1000:.1f} KB written, {(ra - rb) / n / 1000:.1f} KB read per request")
 if threads == "1":
     def load(text):
-        d = collections.defaultdict(lambda: [0, 0])
+        d = collections.defaultdict(lambda: [0, 0, 0, 0])
         for line in text.splitlines():
             fields = line.split()
-            if len(fields) != 3:
+            if len(fields) != 5:
                 continue  # a thread that ended while being read
-            name, user, system = fields
-            d[name][0] += int(user)
-            d[name][1] += int(system)
+            for i, v in enumerate(fields[1:]):
+                d[fields[0]][i] += int(v)
         return d
     b, a = load(tb), load(ta)
-    us = 1e6 / float(hz) / (rps * secs)  # µs of CPU per request per tick
-    parts = []
+    us = 1e6 / float(hz) / n  # µs of CPU per request per tick
+    parts, switches = [], []
     for name in sorted(a):
-        du, ds = a[name][0] - b[name][0], a[name][1] - b[name][1]
+        du, ds, dv, di = (a[name][i] - b[name][i] for i in range(4))
         if du + ds:
             parts.append(f"{name} {du * us:.0f}+{ds * us:.0f}")
+        if dv + di:
+            switches.append(f"{name} {dv / n:.3f}+{di / n:.3f}")
     print("  per thread, µs/request user+system: " + ", ".join(parts))
+    print("  per thread, context switches/request voluntary+involuntary: " + ", ".join(switches))
 PY
 }
 

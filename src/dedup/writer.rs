@@ -325,9 +325,10 @@ impl Writer {
             let Target {
                 mut rows,
                 mut staged,
+                keep,
                 ..
             } = to;
-            staged.shrink_to(self.shared.max_pending);
+            staged.shrink_to(keep);
             self.bufs.staged = staged;
             if close {
                 // Persist every filter that does not cover its generation yet
@@ -369,7 +370,7 @@ const SLICE_BLOCKS: u64 = 2048;
 /// Sealed generation `id`'s filter bytes, copied out a slice per lock hold;
 /// `None` if the generation was dropped meanwhile.
 /// `out` is reused from seal to seal: growing a fresh vector to a filter's
-/// size (5.8 MiB at the defaults) cost about 20 reallocations, each touching
+/// size (6.4 MiB at the defaults) cost about 20 reallocations, each touching
 /// fresh memory (page faults), per seal.
 fn export_filter<'a>(shared: &Shared, id: u64, out: &'a mut Vec<u8>) -> Option<&'a [u8]> {
     out.clear();
