@@ -98,7 +98,7 @@ impl Dedup {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(gens, tx, opts.max_pending.max(1) / 2)),
+            state: Mutex::new(State::new(gens, tx, opts.max_pending / 2)),
             duplicates: AtomicU64::new(loaded.duplicates),
             durable_checkpoint: AtomicU64::new(loaded.checkpoint),
             failure: OnceLock::new(),
