@@ -12,6 +12,9 @@
 #       # the rounds run with a full dedup index (10M ids held, sealed generations)
 #   THREADS=1 ...                          # also each server thread's CPU and context
 #       # switches (voluntary: waits; involuntary: preempted) per request
+#   SIMUL=1 WARMUP=40s ROUNDS=5 DURATION=10s benches/ingest_load.sh
+#       # dedup on and off loaded at the same time ($CONNS/2 connections each), /v1/batch
+#       # only: per round, both servers' CPU per request under the same machine state
 #   AA=1 ...                               # both servers with dedup on: an A/A run, whose
 #       # on/off ratio shows how far apart two identical servers measure on this machine
 #   AA=1 SECOND_BIN=/path/to/other/ferry ... # the same, the second server running another
@@ -186,6 +189,58 @@ if [ -n "$WARMUP" ]; then
     "$LOAD_BIN" -z "$WARMUP" -H "$AUTH" --url "http://127.0.0.1:$port/v1/batch" \
       --body "$WORK/batch.json" "${KEEP_IDS[@]}" -c "$CONNS" | grep -E "Requests/sec"
   done
+fi
+
+if [ "${SIMUL:-}" = 1 ]; then
+  # Dedup on and off loaded at the same time, $CONNS/2 connections each, $ROUNDS rounds: both
+  # servers then run under the same machine state (other tenants, page cache, clock speed),
+  # which alternating rounds cannot give on this shared machine. Each round prints both
+  # servers' rates and CPU per request; the summary quotes the medians of the per-round
+  # ratios. The CPU per request ratio (off / on) is what decides the throughput ratio of a
+  # CPU-bound server; the throughput ratio here also depends on how the kernel shares the
+  # cores between the two. AA=1 SIMUL=1 gives the method's own spread.
+  half=$((CONNS / 2))
+  for round in $(seq "$ROUNDS"); do
+    declare -A before
+    for name in ferry ferry-nodedup; do before[$name]="$(cpu_ticks "${PID_OF[$name]}")"; done
+    "$LOAD_BIN" -z "$DURATION" -H "$AUTH" --url "http://127.0.0.1:$FERRY_PORT/v1/batch" \
+      --body "$WORK/batch.json" "${KEEP_IDS[@]}" -c "$half" >"$WORK/simul-on.out" &
+    on_pid=$!
+    "$LOAD_BIN" -z "$DURATION" -H "$AUTH" --url "http://127.0.0.1:$NODEDUP_PORT/v1/batch" \
+      --body "$WORK/batch.json" "${KEEP_IDS[@]}" -c "$half" >"$WORK/simul-off.out" &
+    off_pid=$!
+    wait "$on_pid" "$off_pid"
+    python3 - "$round" "$(getconf CLK_TCK)" "$DURATION" \
+      "$WORK/simul-on.out" "${before[ferry]}" "$(cpu_ticks "${PID_OF[ferry]}")" \
+      "$WORK/simul-off.out" "${before[ferry-nodedup]}" "$(cpu_ticks "${PID_OF[ferry-nodedup]}")" \
+      <<'PY' | tee -a "$WORK/simul.log"
+import re, sys
+rnd, hz, dur = sys.argv[1], float(sys.argv[2]), float(sys.argv[3].rstrip("s"))
+def server(out, before, after):
+    text = open(out).read()
+    codes = re.findall(r"\[(\d{3})\] \d+ responses", text)
+    if float(re.search(r"Success rate:\s+([0-9.]+)", text).group(1)) < 1 or codes != ["200"]:
+        sys.exit(f"round {rnd}: not every request was answered 200:\n{text}")
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", text).group(1))
+    return rps, (float(after) - float(before)) / hz / (rps * dur) * 1000
+on_rps, on_ms = server(*sys.argv[4:7])
+off_rps, off_ms = server(*sys.argv[7:10])
+print(f"=== simultaneous round {rnd}: ferry {on_rps:.0f} req/s, {on_ms:.3f} ms CPU/request; "
+      f"ferry-nodedup {off_rps:.0f} req/s, {off_ms:.3f} ms CPU/request; "
+      f"throughput ratio {on_rps / off_rps:.3f}, CPU per request off/on {off_ms / on_ms:.3f}")
+PY
+  done
+  python3 - "$WORK/simul.log" <<'PY'
+import re, statistics, sys
+rows = re.findall(r"throughput ratio ([0-9.]+), CPU per request off/on ([0-9.]+)", open(sys.argv[1]).read())
+tput, cpu = [float(t) for t, _ in rows], [float(c) for _, c in rows]
+print(f"summary simultaneous /v1/batch x100 events: throughput ratio median {statistics.median(tput):.3f} "
+      f"(geometric mean {statistics.geometric_mean(tput):.3f}), CPU per request off/on median "
+      f"{statistics.median(cpu):.3f} (geometric mean {statistics.geometric_mean(cpu):.3f}); "
+      f"per round {' '.join(f'{c:.3f}' for c in cpu)}")
+PY
+  echo "settings: SIMUL=1 DURATION=$DURATION CONNS=$CONNS ($half per server) ROUNDS=$ROUNDS WARMUP=${WARMUP:-none} AA=${AA:-0} SECOND_BIN=${SECOND_BIN:-none} IDS=${IDS:-1}, $(nproc) cores shared by both load generators and both servers"
+  exit 0
 fi
 
 # Dedup on and off alternate, $ROUNDS rounds each, in the order on, off, off,
