@@ -210,12 +210,15 @@ if [ "${SIMUL:-}" = 1 ]; then
       --body "$WORK/batch.json" "${KEEP_IDS[@]}" -c "$half" >"$WORK/simul-off.out" &
     off_pid=$!
     wait "$on_pid" "$off_pid"
-    python3 - "$round" "$(getconf CLK_TCK)" "$DURATION" \
+    python3 - "$round" "$(getconf CLK_TCK)" "$DURATION" "$SECOND_DEDUP" \
       "$WORK/simul-on.out" "${before[ferry]}" "$(cpu_ticks "${PID_OF[ferry]}")" \
       "$WORK/simul-off.out" "${before[ferry-nodedup]}" "$(cpu_ticks "${PID_OF[ferry-nodedup]}")" \
       <<'PY' | tee -a "$WORK/simul.log"
 import re, sys
 rnd, hz, dur = sys.argv[1], float(sys.argv[2]), float(sys.argv[3].rstrip("s"))
+# With AA=1 both servers run dedup on: the ratios are then second server / first.
+pair = "second/first" if sys.argv[4] == "true" else "off/on"
+del sys.argv[4]
 def server(out, before, after):
     text = open(out).read()
     codes = re.findall(r"\[(\d{3})\] \d+ responses", text)
@@ -227,15 +230,17 @@ on_rps, on_ms = server(*sys.argv[4:7])
 off_rps, off_ms = server(*sys.argv[7:10])
 print(f"=== simultaneous round {rnd}: ferry {on_rps:.0f} req/s, {on_ms:.3f} ms CPU/request; "
       f"ferry-nodedup {off_rps:.0f} req/s, {off_ms:.3f} ms CPU/request; "
-      f"throughput ratio {on_rps / off_rps:.3f}, CPU per request off/on {off_ms / on_ms:.3f}")
+      f"throughput ratio {on_rps / off_rps:.3f}, CPU per request {pair} {off_ms / on_ms:.3f}")
 PY
   done
-  python3 - "$WORK/simul.log" <<'PY'
+  python3 - "$WORK/simul.log" "$SECOND_DEDUP" <<'PY'
 import re, statistics, sys
-rows = re.findall(r"throughput ratio ([0-9.]+), CPU per request off/on ([0-9.]+)", open(sys.argv[1]).read())
+rows = re.findall(r"throughput ratio ([0-9.]+), CPU per request (?:off/on|second/first) ([0-9.]+)",
+                  open(sys.argv[1]).read())
+pair = "second/first" if sys.argv[2] == "true" else "off/on"
 tput, cpu = [float(t) for t, _ in rows], [float(c) for _, c in rows]
 print(f"summary simultaneous /v1/batch x100 events: throughput ratio median {statistics.median(tput):.3f} "
-      f"(geometric mean {statistics.geometric_mean(tput):.3f}), CPU per request off/on median "
+      f"(geometric mean {statistics.geometric_mean(tput):.3f}), CPU per request {pair} median "
       f"{statistics.median(cpu):.3f} (geometric mean {statistics.geometric_mean(cpu):.3f}); "
       f"per round {' '.join(f'{c:.3f}' for c in cpu)}")
 PY
