@@ -195,6 +195,10 @@ async fn metrics_add_up_and_the_admin_api_operates_delivery() {
     let m = ops.metrics().await;
     let ingested = sum(&m, "ferry_ingest_events_total");
     assert_eq!(ingested, 8.0);
+    for (kind, n) in [("track", 6.0), ("identify", 2.0)] {
+        let key = format!("ferry_ingest_events_total{{source=\"app\",type=\"{kind}\"}}");
+        assert_eq!(m.get(&key), Some(&n), "{key}");
+    }
     for dest in ["hook", "archive"] {
         let get = |name: &str| {
             m.get(&format!("{name}{{destination=\"{dest}\"}}"))

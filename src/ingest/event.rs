@@ -35,6 +35,16 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// Every type, each at the index of its discriminant (`t as usize`).
+    pub const ALL: [EventType; 6] = [
+        EventType::Identify,
+        EventType::Track,
+        EventType::Page,
+        EventType::Screen,
+        EventType::Group,
+        EventType::Alias,
+    ];
+
     /// Parses the `type` field.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -218,6 +228,14 @@ mod tests {
     use super::*;
     use serde_json::json;
     use time::macros::datetime;
+
+    #[test]
+    fn every_type_sits_at_its_own_index() {
+        for (i, t) in EventType::ALL.iter().enumerate() {
+            assert_eq!(*t as usize, i, "{t:?}");
+            assert_eq!(EventType::parse(t.as_str()), Some(*t));
+        }
+    }
 
     fn env() -> Envelope {
         Envelope {

@@ -132,7 +132,8 @@ pub(crate) async fn store(
         }
         let normalised = event::normalise(item, forced, envelope, source)
             .map_err(|reason| IngestError::InvalidEvent { index, reason })?;
-        types.push(normalised["type"].as_str().unwrap_or_default().to_owned());
+        // normalise accepted the event, so its type is one of the six.
+        types.push(normalised["type"].as_str().and_then(EventType::parse));
         if dedup.is_some() && normalised[FERRY_FIELD][GENERATED_ID_FIELD] != true {
             let id = normalised["messageId"].as_str().unwrap_or_default();
             keys.push(Key::new(source, id));
@@ -193,13 +194,7 @@ pub(crate) async fn store(
                 ticket.commit(offsets);
             }
             state.set_full(false);
-            for kind in types {
-                let labels = EventLabels {
-                    source: source.to_string(),
-                    r#type: kind,
-                };
-                state.metrics().events.get_or_create(&labels).inc();
-            }
+            count_events(state, source, &types);
             Ok(count)
         }
         Err(e) => {
@@ -210,6 +205,24 @@ pub(crate) async fn store(
                 state.set_full(true);
             }
             Err(err)
+        }
+    }
+}
+
+/// Adds a request's stored events to the per-type counters: one counter
+/// update per type present, not one label set (two strings) per event.
+fn count_events(state: &AppState, source: &str, types: &[Option<EventType>]) {
+    let mut counts = [0u64; EventType::ALL.len()];
+    for t in types.iter().flatten() {
+        counts[*t as usize] += 1;
+    }
+    for (kind, n) in EventType::ALL.iter().zip(counts) {
+        if n > 0 {
+            let labels = EventLabels {
+                source: source.to_owned(),
+                r#type: kind.as_str().to_owned(),
+            };
+            state.metrics().events.get_or_create(&labels).inc_by(n);
         }
     }
 }
