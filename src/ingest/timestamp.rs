@@ -2,7 +2,6 @@
 //! clock-skew correction `timestamp = receivedAt − (sentAt − originalTimestamp)`.
 
 use time::format_description::well_known::Rfc3339;
-use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
 
 /// Parses an RFC 3339 timestamp (any offset, any number of fraction digits).
@@ -10,18 +9,31 @@ pub(crate) fn parse(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).ok()
 }
 
-/// Formats as UTC RFC 3339 with exactly three fraction digits
+/// Formats as UTC RFC 3339 with exactly three fraction digits, truncated
 /// (`2024-05-01T12:00:00.123Z`); `None` outside the years 0000–9999.
+///
+/// Written out digit by digit: every stored event carries two or three
+/// timestamps, and `time`'s general formatter (a format description walked
+/// item by item) cost about 6 % of a 100-event request's CPU.
 pub(crate) fn format(t: OffsetDateTime) -> Option<String> {
     // `to_offset` panics when the offset pushes the time past the year 9999.
     let utc = t.checked_to_offset(UtcOffset::UTC)?;
-    if !(0..=9999).contains(&utc.year()) {
-        return None;
-    }
-    utc.format(format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    ))
-    .ok()
+    let year = u32::try_from(utc.year()).ok().filter(|y| *y <= 9999)?;
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, digits: usize, mut value: u32| {
+        for i in (at..at + digits).rev() {
+            out[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, u32::from(u8::from(utc.month())));
+    put(8, 2, u32::from(utc.day()));
+    put(11, 2, u32::from(utc.hour()));
+    put(14, 2, u32::from(utc.minute()));
+    put(17, 2, u32::from(utc.second()));
+    put(20, 3, u32::from(utc.millisecond()));
+    Some(out.iter().map(|&b| char::from(b)).collect())
 }
 
 /// The client's clock readings of one event, as parsed from the request.
@@ -90,6 +102,34 @@ mod tests {
             format(datetime!(2024-05-01 12:00 UTC)).unwrap(),
             "2024-05-01T12:00:00.000Z"
         );
+    }
+
+    proptest::proptest! {
+        /// The hand-written formatter says exactly what `time`'s own
+        /// formatter says, for any instant and offset in range.
+        #[test]
+        fn formats_as_the_time_crate_does(
+            // From the year -9999 to 9999, so outside 0000–9999 is covered too.
+            secs in -377_705_116_800i64..253_402_300_800i64,
+            nanos in 0u32..1_000_000_000,
+            offset_secs in -86_399i32..86_400,
+        ) {
+            let offset = UtcOffset::from_whole_seconds(offset_secs).unwrap();
+            let utc = OffsetDateTime::from_unix_timestamp(secs).unwrap()
+                .checked_add(time::Duration::nanoseconds(i64::from(nanos)));
+            let t = utc.and_then(|u| u.checked_to_offset(offset));
+            proptest::prop_assume!(t.is_some());
+            let t = t.unwrap();
+            let oracle = t.checked_to_offset(UtcOffset::UTC).and_then(|u| {
+                (0..=9999).contains(&u.year()).then(|| {
+                    u.format(time::macros::format_description!(
+                        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+                    ))
+                    .unwrap()
+                })
+            });
+            proptest::prop_assert_eq!(format(t), oracle);
+        }
     }
 
     #[test]
