@@ -33,7 +33,8 @@ pub(crate) fn format(t: OffsetDateTime) -> Option<String> {
     put(14, 2, u32::from(utc.minute()));
     put(17, 2, u32::from(utc.second()));
     put(20, 3, u32::from(utc.millisecond()));
-    Some(out.iter().map(|&b| char::from(b)).collect())
+    // ASCII digits and separators only, so this never fails.
+    std::str::from_utf8(&out).ok().map(str::to_owned)
 }
 
 /// The client's clock readings of one event, as parsed from the request.
