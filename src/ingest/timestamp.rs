@@ -12,9 +12,10 @@ pub(crate) fn parse(text: &str) -> Option<OffsetDateTime> {
 /// Formats as UTC RFC 3339 with exactly three fraction digits, truncated
 /// (`2024-05-01T12:00:00.123Z`); `None` outside the years 0000–9999.
 ///
-/// Written out digit by digit: every stored event carries two or three
+/// Written out digit by digit: every stored event carries three or four
 /// timestamps, and `time`'s general formatter (a format description walked
-/// item by item) cost about 6 % of a 100-event request's CPU.
+/// item by item) cost about 9 % of a 100-event request's CPU
+/// (docs/benchmarks.md, "Stop 17").
 pub(crate) fn format(t: OffsetDateTime) -> Option<String> {
     // `to_offset` panics when the offset pushes the time past the year 9999.
     let utc = t.checked_to_offset(UtcOffset::UTC)?;
