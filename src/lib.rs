@@ -25,6 +25,7 @@
 //!   - `ingest/event.rs` — validation and normalisation of one event
 //!   - `ingest/timestamp.rs` — RFC 3339 parsing/formatting, skew correction
 //!   - `ingest/reindex.rs` — start-up dedup re-index from the log tail
+//!   - `ingest/dedup_slot.rs` — the dedup index in use, reopened after a full disk
 //!   - `ingest/pixel.rs` — tracking pixels (query string → event, 1×1 GIF)
 //!   - `ingest/cors.rs` — CORS for browser SDKs
 //!   - `ingest/health.rs` — `/health` and `/ready`

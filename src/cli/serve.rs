@@ -10,7 +10,6 @@ use anyhow::{Context, Result};
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::dedup::{Dedup, SystemClock};
-use crate::delivery::RetentionFloor;
 use crate::delivery::{make_sink, Delivery};
 use crate::ingest::{self, AppState};
 use crate::log::{CommitObserver, Log, LogOptions};
@@ -59,10 +58,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot open the log in {}", log_dir.display()))?;
     let store = Arc::new(StateStore::open(&config.data_dir.join("state.redb"))?);
     let dedup = open_dedup(&config, &log)?;
+    let state = AppState::build(&config, log.clone(), metrics.clone(), dedup);
     // Retention keeps what the dedup index would re-index after a crash.
-    let floor: Option<RetentionFloor> = dedup
-        .clone()
-        .map(|d| Arc::new(move || d.checkpoint()) as RetentionFloor);
+    let floor = state.retention_floor();
     if config.destinations.is_empty() {
         tracing::warn!("no destinations configured: events are stored but not delivered");
     }
@@ -92,7 +90,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             metrics.clone(),
             floor,
         )?;
-        let state = AppState::build(&config, log.clone(), metrics, dedup);
+        // Reopens the dedup index after it stopped on a full disk.
+        let reopening = tokio::spawn(state.clone().keep_dedup_open());
         let mut app = ingest::router(state);
         if let Some(token) = &config.admin_token {
             let admin = AdminState::new(token.clone(), delivery.destinations.clone(), store, log);
@@ -116,6 +115,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .await
             .context("server error");
         // Ingestion has stopped taking requests; let delivery finish what is in flight.
+        reopening.abort();
         delivery.shutdown().await;
         let _ = std::fs::remove_file(config.data_dir.join(SERVER_FILE));
         served

@@ -34,12 +34,33 @@ pub enum DedupError {
     /// process restarts and re-indexes from the write-ahead log.
     #[error("the dedup index stopped after a write failure; restart to recover: {0}")]
     Failed(String),
+    /// A previous index write found the disk full; dedup refuses new
+    /// requests until the index is reopened and re-indexed from the
+    /// write-ahead log, which the server does once space is freed.
+    #[error("the dedup index stopped: the disk is full ({0})")]
+    NoSpace(String),
     /// The options are unusable.
     #[error("invalid dedup options: {0}")]
     InvalidOptions(String),
 }
 
 impl DedupError {
+    /// True when the error is the file system being full (ENOSPC): the
+    /// index file is intact at its last commit, and reopening it once space
+    /// is freed recovers it, as a restart would.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            DedupError::NoSpace(_) => true,
+            DedupError::Index { source, .. } => match source.as_ref() {
+                redb::Error::Io(e) => {
+                    e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// Wraps any redb error with the index path.
     pub(crate) fn index(path: &std::path::Path, e: impl Into<redb::Error>) -> DedupError {
         let source: redb::Error = e.into();
@@ -51,5 +72,22 @@ impl DedupError {
                 source: Box::new(source),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_full_disk_counts_as_no_space() {
+        let path = std::path::Path::new("/d/dedup.redb");
+        let io = |e: std::io::Error| DedupError::index(path, redb::Error::Io(e));
+        assert!(io(std::io::Error::from_raw_os_error(28)).is_no_space());
+        assert!(io(std::io::ErrorKind::StorageFull.into()).is_no_space());
+        assert!(DedupError::NoSpace("full".into()).is_no_space());
+        assert!(!io(std::io::Error::from_raw_os_error(5)).is_no_space());
+        assert!(!DedupError::Failed("EIO".into()).is_no_space());
+        assert!(!DedupError::index(path, redb::Error::Corrupted("x".into())).is_no_space());
     }
 }

@@ -29,6 +29,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::DedupError;
 pub use key::Key;
 pub use options::{bloom_too_large, DedupOptions, MAX_BLOOM_BYTES};
+pub use state::Failure;
 pub use stats::{stats_from_file, DedupStats};
 pub use ticket::{Ticket, Verdict};
 
@@ -63,6 +64,25 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Set by [`Dedup::crash`]: do not close cleanly.
     crashed: AtomicBool,
+    /// What it was opened with, to open it again ([`Dedup::reopener`]).
+    options: DedupOptions,
+}
+
+/// How to open an index again after its handles are closed: the path,
+/// options and clock it was opened with.
+#[derive(Clone)]
+pub struct Reopener {
+    path: PathBuf,
+    options: DedupOptions,
+    clock: Arc<dyn Clock>,
+}
+
+impl Reopener {
+    /// Opens the index as [`Dedup::open`] did (blocking). The file must be
+    /// closed: every handle of the previous open dropped.
+    pub fn open(&self) -> Result<Dedup, DedupError> {
+        Dedup::open(&self.path, self.options.clone(), self.clock.clone())
+    }
 }
 
 impl Dedup {
@@ -76,6 +96,7 @@ impl Dedup {
         clock: Arc<dyn Clock>,
     ) -> Result<Dedup, DedupError> {
         options::validate(&opts)?;
+        let options = opts.clone();
         let window_ms = opts.window.as_millis() as u64;
         let db = store::open(path, opts.cache_bytes, window_ms, opts.capacity)?;
         let loaded = store::load(&db, path)?;
@@ -128,7 +149,10 @@ impl Dedup {
             .spawn(move || {
                 let run = std::panic::AssertUnwindSafe(|| writer.run());
                 if std::panic::catch_unwind(run).is_err() {
-                    let _ = for_writer.failure.set("the dedup writer panicked".into());
+                    let _ = for_writer.failure.set(Failure {
+                        reason: "the dedup writer panicked".into(),
+                        no_space: false,
+                    });
                     for_writer.drained.notify_waiters();
                 }
             })
@@ -141,8 +165,46 @@ impl Dedup {
                 path: path.to_path_buf(),
                 writer: Mutex::new(Some(handle)),
                 crashed: AtomicBool::new(false),
+                options,
             }),
         })
+    }
+
+    /// Why the index stopped taking requests, if it did: its writer failed.
+    /// A [`Failure::no_space`] failure is recovered by closing every handle
+    /// and opening the index again (then re-indexing from the log) once the
+    /// disk has room; any other needs a restart.
+    pub fn failure(&self) -> Option<Failure> {
+        self.inner.shared.failure.get().cloned()
+    }
+
+    /// What opens this index again once every handle is dropped.
+    pub fn reopener(&self) -> Reopener {
+        Reopener {
+            path: self.inner.path.clone(),
+            options: self.inner.options.clone(),
+            clock: self.inner.shared.clock.clone(),
+        }
+    }
+
+    /// Waits until the writer has stopped on a failure, and returns it.
+    pub async fn stopped(&self) -> Failure {
+        let shared = &self.inner.shared;
+        loop {
+            let notified = shared.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(f) = shared.failure.get() {
+                return f.clone();
+            }
+            notified.await;
+        }
+    }
+
+    /// Handles (clones, tickets included) of this open index. The file
+    /// closes when the last one is dropped; reopening it needs that first.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
     }
 
     /// The WAL offset below which every record is durably indexed: re-index
@@ -167,7 +229,7 @@ impl Dedup {
             let pass = {
                 let mut state = shared.lock();
                 if let Some(f) = shared.failure.get() {
-                    return Err(DedupError::Failed(f.clone()));
+                    return Err(f.to_error());
                 }
                 (state.pending() < shared.max_pending)
                     .then(|| state.claim(keys, now, shared.window_ms))

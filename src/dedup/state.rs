@@ -28,7 +28,7 @@ pub(crate) struct Shared {
     /// The checkpoint of the last durable redb commit: what a restart resumes from.
     pub durable_checkpoint: AtomicU64,
     /// Set once, by the first index write failure.
-    pub failure: OnceLock<String>,
+    pub failure: OnceLock<Failure>,
     /// Woken whenever the writer retires pending ids (back-pressure).
     pub drained: Notify,
     /// Where time comes from.
@@ -67,6 +67,41 @@ impl Shared {
     /// Locks the test hold flag.
     pub fn lock_hold(&self) -> MutexGuard<'_, bool> {
         self.hold.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Why the writer stopped: after its first failed write, the index takes no
+/// more requests (the handle must be reopened).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The error, as a sentence.
+    pub reason: String,
+    /// The disk was full: reopening the index once space is freed recovers
+    /// it. Any other failure needs a restart (and maybe an operator).
+    pub no_space: bool,
+}
+
+impl Failure {
+    /// The failure of `e`.
+    pub(crate) fn of(e: &super::DedupError) -> Failure {
+        use super::DedupError::{Failed, NoSpace};
+        Failure {
+            // A stopped index's own error keeps its reason, not nested.
+            reason: match e {
+                Failed(reason) | NoSpace(reason) => reason.clone(),
+                e => e.to_string(),
+            },
+            no_space: e.is_no_space(),
+        }
+    }
+
+    /// The error requests get while the index is stopped.
+    pub(crate) fn to_error(&self) -> super::DedupError {
+        if self.no_space {
+            super::DedupError::NoSpace(self.reason.clone())
+        } else {
+            super::DedupError::Failed(self.reason.clone())
+        }
     }
 }
 

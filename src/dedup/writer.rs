@@ -16,7 +16,7 @@ use super::error::DedupError;
 use super::generations::Change;
 use super::key::Key;
 use super::runs::{self, Entry, RUNS};
-use super::state::{Inbox, Shared};
+use super::state::{Failure, Inbox, Shared};
 use super::store::{self, GenRow};
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
@@ -157,7 +157,7 @@ impl Writer {
             }
             let durable = forced || (dirty && last_durable.elapsed() >= self.sync_interval);
             let result = match self.shared.failure.get() {
-                Some(f) => Err(DedupError::Failed(f.clone())),
+                Some(f) => Err(f.to_error()),
                 None if batch.is_empty() && !durable => Ok(()),
                 None => self.write(batch, durable, close),
             };
@@ -171,15 +171,21 @@ impl Writer {
                 }
                 Ok(()) => dirty = true,
                 Err(e) => {
-                    tracing::error!(error = %e, "dedup index write failed; dedup stops until restart");
-                    let _ = self.shared.failure.set(e.to_string());
+                    if self.shared.failure.get().is_none() {
+                        tracing::error!(error = %e, "dedup index write failed; dedup stops until it is reopened");
+                    }
+                    let _ = self.shared.failure.set(Failure::of(e));
                     self.shared.drained.notify_waiters();
                 }
             }
             for r in replies {
                 let _ = r.send(match &result {
                     Ok(()) => Ok(()),
-                    Err(e) => Err(DedupError::Failed(e.to_string())),
+                    Err(e) => Err(self
+                        .shared
+                        .failure
+                        .get()
+                        .map_or_else(|| Failure::of(e).to_error(), Failure::to_error)),
                 });
             }
             if close {

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::dedup::DedupError;
 use crate::log::LogError;
 
 /// An ingest request that cannot be acknowledged.
@@ -59,7 +60,8 @@ pub enum IngestError {
         /// Seconds for `Retry-After`.
         retry_after: u64,
     },
-    /// The log's disk budget or free-space reserve is exhausted.
+    /// The log's disk budget or free-space reserve is exhausted, or the
+    /// disk is full.
     #[error("storage is full, retry later: {reason}")]
     StorageFull {
         /// The log's explanation.
@@ -84,6 +86,23 @@ pub enum IngestError {
 }
 
 impl IngestError {
+    /// Maps a dedup index that cannot take the request: a full disk is
+    /// `storage_full` (it resumes once space is freed), anything else
+    /// `storage_unavailable`. Both are 503 with `Retry-After`.
+    pub(crate) fn from_dedup(err: DedupError, retry_after: u64) -> Self {
+        if err.is_no_space() {
+            IngestError::StorageFull {
+                reason: err.to_string(),
+                retry_after,
+            }
+        } else {
+            IngestError::StorageUnavailable {
+                reason: err.to_string(),
+                retry_after,
+            }
+        }
+    }
+
     /// Maps a failed append. Nothing of the request was stored in any case.
     pub(crate) fn from_log(err: LogError, retry_after: u64) -> Self {
         match err {

@@ -154,13 +154,11 @@ pub(crate) async fn store(
     let ticket = match dedup {
         None => None,
         Some(dedup) => {
+            let dedup = dedup.map_err(|e| IngestError::from_dedup(e, retry_after))?;
             let ticket = dedup
                 .begin(&keys)
                 .await
-                .map_err(|e| IngestError::StorageUnavailable {
-                    reason: e.to_string(),
-                    retry_after,
-                })?;
+                .map_err(|e| IngestError::from_dedup(e, retry_after))?;
             let mut keep = vec![true; records.len()];
             for (&index, verdict) in keyed.iter().zip(ticket.verdicts()) {
                 keep[index] = *verdict == Verdict::New;

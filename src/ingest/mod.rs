@@ -5,6 +5,7 @@
 mod auth;
 mod body;
 mod cors;
+mod dedup_slot;
 mod error;
 mod event;
 mod handler;
@@ -33,9 +34,11 @@ pub use event::{EventType, FERRY_FIELD, GENERATED_ID_FIELD, MAX_MESSAGE_ID_CHARS
 pub use reindex::{reindex_from_log, stored_key, ReindexError};
 
 use crate::config::{Config, Limits};
-use crate::dedup::Dedup;
+use crate::dedup::{Dedup, DedupError};
+use crate::delivery::RetentionFloor;
 use crate::log::Log;
 use crate::metrics::{Metrics, RequestLabels};
+use dedup_slot::{DedupHealth, DedupSlot};
 use handler::Shape;
 
 /// Shared state of all handlers; cheap to clone.
@@ -62,7 +65,7 @@ struct Shared {
     /// Where request and event counts go (shared with delivery).
     metrics: Arc<Metrics>,
     /// Duplicate suppression by (source, messageId); `None` when disabled.
-    dedup: Option<Dedup>,
+    dedup: Option<Arc<DedupSlot>>,
 }
 
 impl AppState {
@@ -78,13 +81,15 @@ impl AppState {
     }
 
     /// The full constructor: metrics shared with delivery, and the dedup
-    /// index every request is checked against (after its re-index).
+    /// index every request is checked against (after its re-index). If that
+    /// index stops on a full disk, [`AppState::keep_dedup_open`] reopens it.
     pub fn build(
         config: &Config,
         log: Log,
         metrics: Arc<Metrics>,
         dedup: Option<Dedup>,
     ) -> AppState {
+        let dedup = dedup.map(|d| Arc::new(DedupSlot::new(d, log.clone())));
         AppState {
             inner: Arc::new(Shared {
                 log,
@@ -103,8 +108,34 @@ impl AppState {
         &self.inner.log
     }
 
-    fn dedup(&self) -> Option<&Dedup> {
-        self.inner.dedup.as_ref()
+    /// The dedup index for one request: `None` when dedup is off, an
+    /// error while the index is stopped.
+    fn dedup(&self) -> Option<Result<Dedup, DedupError>> {
+        self.inner.dedup.as_ref().map(|slot| slot.current())
+    }
+
+    /// Whether dedup takes requests (`None` when it is off).
+    fn dedup_health(&self) -> Option<DedupHealth> {
+        self.inner.dedup.as_ref().map(|slot| slot.health())
+    }
+
+    /// The offset below which the log may delete records without losing
+    /// what the dedup index would re-index after a crash (`None` when dedup
+    /// is off).
+    pub fn retention_floor(&self) -> Option<RetentionFloor> {
+        let slot = self.inner.dedup.clone()?;
+        Some(Arc::new(move || slot.checkpoint()))
+    }
+
+    /// Runs for as long as the server does (spawn it): whenever the dedup
+    /// index stops on a full disk, closes it and opens it again, re-indexed
+    /// from the log, once the disk has room. Returns at once when dedup is
+    /// off, and when the index stopped for another reason (that needs a
+    /// restart; `/health` says so).
+    pub async fn keep_dedup_open(self) {
+        if let Some(slot) = &self.inner.dedup {
+            slot.keep_open().await;
+        }
     }
 
     /// The metrics this server reports into.
@@ -209,7 +240,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 
 /// `GET /metrics`: Prometheus text exposition.
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    let dedup = state.dedup().map(|d| d.stats());
+    let dedup = state.inner.dedup.as_ref().and_then(|slot| slot.stats());
     let text = state.metrics().render(&state.log().stats(), dedup.as_ref());
     (
         [(

@@ -1,0 +1,314 @@
+//! A real full disk, against the real binary: small tmpfs file systems are
+//! mounted for the test (it needs CAP_SYS_ADMIN, as CI's root has; without
+//! it the test says so and checks nothing), and filled by ferry itself.
+//!
+//! - The log's file system full, with no free-space reserve: requests are
+//!   refused with 503 `storage_full` (never another error), ingestion resumes
+//!   by itself once space is freed, every refused batch is stored when
+//!   retried, and a kill -9 afterwards keeps every acknowledged event once.
+//! - Only the dedup index's file system full (its file is a symlink onto a
+//!   tiny tmpfs, so the log keeps room): the index stops, requests get 503
+//!   `storage_full` and `/health` says why, and once space is freed the
+//!   index is reopened and re-indexed in the same process, with no restart:
+//!   batches stored before the stop are still duplicates, refused ones are
+//!   stored, each event once.
+
+mod common;
+
+use common::{ferry_cli, spawn_server, text, ServerProcess};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const KEY: &str = "wk_disk_full";
+/// Events per batch; each event carries 300 bytes of padding.
+const PER_BATCH: usize = 100;
+/// How long the server may take to notice that space was freed.
+const RESUME_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts `bytes` of tmpfs at `dir` (created); `None` when this process
+    /// may not mount (no CAP_SYS_ADMIN, or no `mount` program).
+    fn mount(dir: &Path, bytes: u64) -> Option<Tmpfs> {
+        if !may_mount() {
+            return None;
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir)
+            .output();
+        match out {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("cannot run mount: {e}"),
+            Ok(o) => {
+                assert!(o.status.success(), "mount failed: {}", text(&o.stderr));
+                Some(Tmpfs {
+                    dir: dir.to_path_buf(),
+                })
+            }
+        }
+    }
+
+    /// Changes the size: what an operator freeing space amounts to.
+    fn resize(&self, bytes: u64) {
+        let o = Command::new("mount")
+            .args(["-o", &format!("remount,size={bytes}")])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "remount failed: {}", text(&o.stderr));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// CAP_SYS_ADMIN (bit 21) in this process's effective capabilities.
+fn may_mount() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 21) != 0)
+}
+
+fn skip(test: &str) {
+    eprintln!("{test}: skipped, this process may not mount a tmpfs (needs CAP_SYS_ADMIN)");
+}
+
+/// `ferry serve` on `data_dir` with no free-space reserve, 1 MiB segments
+/// and a dedup capacity the test cannot exhaust.
+fn serve(work: &Path, data_dir: &Path) -> ServerProcess {
+    let config = work.join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:0"
+data_dir = "{}"
+[[sources]]
+name = "app"
+write_key = "{KEY}"
+[log]
+min_free_bytes = 0
+segment_bytes = 1048576
+[dedup]
+capacity = 1000000
+"#,
+            data_dir.display()
+        ),
+    )
+    .unwrap();
+    spawn_server(work, &["--config", config.to_str().unwrap()], &[])
+}
+
+fn batch(n: usize) -> Value {
+    let events: Vec<Value> = (0..PER_BATCH)
+        .map(|i| {
+            json!({"type": "track", "event": "Disk Filled", "userId": format!("u{}", i % 7),
+                   "messageId": format!("b{n}-{i}"), "properties": {"pad": "x".repeat(300)}})
+        })
+        .collect();
+    json!({ "batch": events })
+}
+
+/// The outcome of one batch: 200, or 503 `storage_full` with `Retry-After`
+/// (anything else fails the test).
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Stored,
+    Full,
+}
+
+async fn send(http: &reqwest::Client, server: &ServerProcess, n: usize) -> Outcome {
+    let r = http
+        .post(server.url("/v1/batch"))
+        .basic_auth(KEY, Some(""))
+        .json(&batch(n))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry_after = r.headers().get("retry-after").is_some();
+    let body: Value = r.json().await.unwrap();
+    match status {
+        200 => {
+            assert_eq!(body["count"], PER_BATCH, "{body}");
+            Outcome::Stored
+        }
+        503 => {
+            assert_eq!(body["code"], "storage_full", "{body}");
+            assert!(retry_after, "503 without Retry-After: {body}");
+            Outcome::Full
+        }
+        other => panic!("batch {n}: HTTP {other}: {body}"),
+    }
+}
+
+async fn get(http: &reqwest::Client, server: &ServerProcess, path: &str) -> (u16, Value) {
+    let r = http.get(server.url(path)).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Sends batches from `first` until one is refused; returns the batches
+/// stored and the first refused.
+async fn fill(
+    http: &reqwest::Client,
+    server: &ServerProcess,
+    first: usize,
+    limit: usize,
+) -> (Vec<usize>, usize) {
+    let mut stored = Vec::new();
+    for n in first..first + limit {
+        match send(http, server, n).await {
+            Outcome::Stored => stored.push(n),
+            Outcome::Full => return (stored, n),
+        }
+    }
+    panic!("{limit} batches stored and none refused: the file system never filled");
+}
+
+/// Retries batch `n` until it is stored (the server noticed the space).
+async fn resend_until_stored(http: &reqwest::Client, server: &ServerProcess, n: usize) {
+    let started = Instant::now();
+    while send(http, server, n).await == Outcome::Full {
+        assert!(
+            started.elapsed() < RESUME_DEADLINE,
+            "still refused {RESUME_DEADLINE:?} after space was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How many times each messageId is in the log (read with `ferry log dump`).
+fn stored_ids(data_dir: &Path) -> HashMap<String, usize> {
+    let out = ferry_cli(&["log", "dump", "--data-dir", data_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut ids = HashMap::new();
+    for line in text(&out.stdout).lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        let id = record["payload"]["messageId"].as_str().unwrap().to_owned();
+        *ids.entry(id).or_insert(0) += 1;
+    }
+    ids
+}
+
+/// Every event of batches `0..batches` is in the log exactly once, and
+/// nothing else is.
+fn assert_each_once(data_dir: &Path, batches: usize) {
+    let ids = stored_ids(data_dir);
+    let twice: Vec<_> = ids.iter().filter(|(_, &n)| n > 1).take(5).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    for n in 0..batches {
+        for i in 0..PER_BATCH {
+            let id = format!("b{n}-{i}");
+            assert!(ids.contains_key(&id), "{id} is missing from the log");
+        }
+    }
+    assert_eq!(
+        ids.len(),
+        batches * PER_BATCH,
+        "unexpected events in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_log_disk_refuses_with_503_resumes_by_itself_and_survives_kill_9() {
+    let work = tempfile::tempdir().unwrap();
+    let Some(disk) = Tmpfs::mount(&work.path().join("disk"), 12 << 20) else {
+        return skip("a_full_log_disk");
+    };
+    let data_dir = disk.dir.join("data");
+    let http = reqwest::Client::new();
+    let mut server = serve(work.path(), &data_dir);
+
+    let (stored, refused) = fill(&http, &server, 0, 2000).await;
+    assert!(stored.len() > 10, "only {} batches fit", stored.len());
+    // Refused again while the disk stays full; health says so.
+    assert_eq!(send(&http, &server, refused).await, Outcome::Full);
+    let (status, health) = get(&http, &server, "/health").await;
+    assert_eq!(
+        (status, &health["accepting"]),
+        (200, &json!(false)),
+        "{health}"
+    );
+    assert_eq!(get(&http, &server, "/ready").await.0, 200);
+
+    // Space freed: the refused batch goes in without a restart, then more.
+    disk.resize(64 << 20);
+    resend_until_stored(&http, &server, refused).await;
+    for n in refused + 1..refused + 20 {
+        assert_eq!(send(&http, &server, n).await, Outcome::Stored, "batch {n}");
+    }
+    // Everything sent again: all duplicates, nothing stored twice.
+    for n in 0..refused + 20 {
+        assert_eq!(send(&http, &server, n).await, Outcome::Stored, "batch {n}");
+    }
+    let (_, health) = get(&http, &server, "/health").await;
+    assert_eq!(health["accepting"], true, "{health}");
+
+    // A crash after all this: the restarted server holds each event once.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let server = serve(work.path(), &data_dir);
+    assert_eq!(send(&http, &server, 0).await, Outcome::Stored);
+    drop(server);
+    assert_each_once(&data_dir, refused + 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_dedup_index_disk_stops_dedup_and_it_reopens_without_a_restart() {
+    let work = tempfile::tempdir().unwrap();
+    let Some(disk) = Tmpfs::mount(&work.path().join("index-disk"), 2 << 20) else {
+        return skip("a_full_dedup_index_disk");
+    };
+    // The log stays on the roomy test directory; only the index is short of space.
+    let data_dir = work.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::os::unix::fs::symlink(disk.dir.join("dedup.redb"), data_dir.join("dedup.redb")).unwrap();
+    let http = reqwest::Client::new();
+    let server = serve(work.path(), &data_dir);
+
+    let (stored, refused) = fill(&http, &server, 0, 5000).await;
+    assert!(stored.len() > 10, "only {} batches fit", stored.len());
+    let (status, health) = get(&http, &server, "/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["accepting"], false, "{health}");
+    assert_eq!(health["dedup"]["state"], "full", "{health}");
+    assert!(
+        health["dedup"]["failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("No space left on device")),
+        "{health}"
+    );
+    // Not unready: it recovers by itself.
+    assert_eq!(get(&http, &server, "/ready").await.0, 200);
+    assert_eq!(send(&http, &server, refused).await, Outcome::Full);
+
+    disk.resize(64 << 20);
+    resend_until_stored(&http, &server, refused).await;
+    let (_, health) = get(&http, &server, "/health").await;
+    assert_eq!(health["dedup"]["state"], "ok", "{health}");
+    for n in refused + 1..refused + 20 {
+        assert_eq!(send(&http, &server, n).await, Outcome::Stored, "batch {n}");
+    }
+    // The reopened index knows what was stored before it stopped.
+    for n in 0..refused + 20 {
+        assert_eq!(send(&http, &server, n).await, Outcome::Stored, "batch {n}");
+    }
+    let pid = server.child.id();
+    assert!(server.terminate().success());
+    assert_each_once(&data_dir, refused + 20);
+    eprintln!("dedup index reopened in process {pid}; {refused} batches before the stop");
+}
