@@ -219,3 +219,27 @@ fn log_commands_do_not_modify_the_log() {
         );
     }
 }
+
+#[test]
+fn dump_into_a_closed_pipe_ends_quietly_without_a_panic() {
+    // `ferry log dump | head -1`: the reader goes away. The command must end
+    // as other tools do (SIGPIPE), not panic in `println!`.
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    make_data_dir(dir.path());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["log", "dump", "--data-dir", dir.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // closed before the first record is written
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.status.signal() == Some(13) || out.status.success(),
+        "{:?}: {stderr}",
+        out.status
+    );
+}

@@ -12,6 +12,11 @@
 //!   index is reopened and re-indexed in the same process, with no restart:
 //!   batches stored before the stop are still duplicates, refused ones are
 //!   stored, each event once.
+//! - Only the delivery state store's file system full (`state.redb` on a
+//!   tiny tmpfs), while a webhook rejects every event so each becomes a dead
+//!   letter: delivery waits instead of stopping, its status says why, and
+//!   once space is freed every event ends up dead-lettered once and the
+//!   cursor reaches the end.
 
 mod common;
 
@@ -91,12 +96,19 @@ fn skip(test: &str) {
 /// `ferry serve` on `data_dir` with no free-space reserve, 1 MiB segments
 /// and a dedup capacity the test cannot exhaust.
 fn serve(work: &Path, data_dir: &Path) -> ServerProcess {
+    serve_with(work, data_dir, "", "")
+}
+
+/// [`serve`], with `top` among the configuration file's top-level keys and
+/// `tables` appended to it.
+fn serve_with(work: &Path, data_dir: &Path, top: &str, tables: &str) -> ServerProcess {
     let config = work.join("ferry.toml");
     std::fs::write(
         &config,
         format!(
             r#"listen = "127.0.0.1:0"
 data_dir = "{}"
+{top}
 [[sources]]
 name = "app"
 write_key = "{KEY}"
@@ -105,7 +117,7 @@ min_free_bytes = 0
 segment_bytes = 1048576
 [dedup]
 capacity = 1000000
-"#,
+{tables}"#,
             data_dir.display()
         ),
     )
@@ -311,4 +323,121 @@ async fn a_full_dedup_index_disk_stops_dedup_and_it_reopens_without_a_restart() 
     assert!(server.terminate().success());
     assert_each_once(&data_dir, refused + 20);
     eprintln!("dedup index reopened in process {pid}; {refused} batches before the stop");
+}
+
+const ADMIN_TOKEN: &str = "disk-full-admin-token";
+
+/// A webhook on 127.0.0.1 that rejects every delivery with 400, so each
+/// event becomes a dead letter; returns its URL.
+async fn rejecting_hook() -> String {
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|| async { (axum::http::StatusCode::BAD_REQUEST, "rejected") }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/hook")
+}
+
+/// The destination's status from the admin API.
+async fn destination(http: &reqwest::Client, server: &ServerProcess) -> Value {
+    let r = http
+        .get(server.url("/admin/destinations"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    body["destinations"][0].clone()
+}
+
+/// Polls the destination's status until `done` holds for it.
+async fn wait_for(
+    http: &reqwest::Client,
+    server: &ServerProcess,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = Instant::now();
+    loop {
+        let d = destination(http, server).await;
+        if done(&d) {
+            return d;
+        }
+        assert!(
+            started.elapsed() < RESUME_DEADLINE,
+            "no {what} after {RESUME_DEADLINE:?}: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_state_store_disk_pauses_delivery_and_it_resumes_when_space_returns() {
+    let work = tempfile::tempdir().unwrap();
+    let Some(disk) = Tmpfs::mount(&work.path().join("state-disk"), 2 << 20) else {
+        return skip("a_full_state_store_disk");
+    };
+    let data_dir = work.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::os::unix::fs::symlink(disk.dir.join("state.redb"), data_dir.join("state.redb")).unwrap();
+    let hook = rejecting_hook().await;
+    let top = format!("admin_token = \"{ADMIN_TOKEN}\"");
+    let tables =
+        format!("[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{hook}\"\n");
+    let http = reqwest::Client::new();
+    let server = serve_with(work.path(), &data_dir, &top, &tables);
+
+    // 6,000 events of about 500 bytes as dead letters cannot fit in 2 MiB.
+    const BATCHES: usize = 60;
+    for n in 0..BATCHES {
+        assert_eq!(send(&http, &server, n).await, Outcome::Stored, "batch {n}");
+    }
+    let d = wait_for(&http, &server, "wait for disk space", |d| {
+        d["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("waiting for disk space"))
+    })
+    .await;
+    assert!(d["stopped"].is_null(), "{d}");
+    assert!(
+        d["committed_cursor"].as_u64().unwrap() < (BATCHES * PER_BATCH) as u64,
+        "{d}"
+    );
+
+    disk.resize(64 << 20);
+    let end = (BATCHES * PER_BATCH) as u64;
+    let d = wait_for(&http, &server, "complete delivery", |d| {
+        d["committed_cursor"] == end && d["dead_letters"] == end
+    })
+    .await;
+    assert!(d["stopped"].is_null(), "{d}");
+    assert!(server.terminate().success());
+
+    // Each event is a dead letter exactly once.
+    let out = ferry_cli(&[
+        "dlq",
+        "list",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "hook",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    let ids: std::collections::HashSet<&str> = listed
+        .lines()
+        .filter_map(|l| l.split('\t').nth(1)?.strip_prefix("messageId="))
+        .collect();
+    assert_eq!(listed.lines().count(), BATCHES * PER_BATCH, "{listed:.300}");
+    for n in 0..BATCHES {
+        for i in 0..PER_BATCH {
+            let id = format!("b{n}-{i}");
+            assert!(
+                ids.contains(id.as_str()),
+                "{id} is not a dead letter: {listed:.300}"
+            );
+        }
+    }
 }

@@ -61,6 +61,15 @@ pub enum Command {
     Dedup(dedup_cmd::DedupCommand),
 }
 
+impl Cli {
+    /// True for `serve`: the one command that must outlive a closed pipe or
+    /// socket. The others print to stdout and should end quietly, as other
+    /// command-line tools do, when what reads it goes away (`| head`).
+    pub fn is_server(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     init_tracing(cli.log_format);

@@ -12,7 +12,7 @@ use super::status::{Control, DestinationHandle};
 use super::CursorBoard;
 use crate::log::{Log, LogError, LogReader, Record};
 use crate::metrics::{DestLabels, Metrics};
-use crate::store::{DeadLetter, StateStore};
+use crate::store::{DeadLetter, StateStore, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -25,6 +25,11 @@ use tokio_util::time::DelayQueue;
 pub const COMMIT_EVERY: Duration = Duration::from_millis(100);
 /// Records read from the log per blocking read.
 const READ_CHUNK: usize = 1024;
+/// First wait before retrying a state store write that found the disk full;
+/// doubled on each retry up to [`STORE_RETRY_MAX`].
+const STORE_RETRY_MIN: Duration = Duration::from_millis(250);
+/// Longest wait between retries of a state store write on a full disk.
+const STORE_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Errors that stop a destination's loop.
 #[derive(Debug, thiserror::Error)]
@@ -113,23 +118,44 @@ impl Worker {
         }
     }
 
-    async fn blocking<T: Send + 'static>(
+    /// Runs a state store operation off the async threads. While the disk
+    /// is full it waits and tries again (the loop makes no progress then,
+    /// and its status says why), so a full disk pauses delivery instead of
+    /// stopping it; any other store error is returned.
+    async fn store_op<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&StateStore) -> T + Send + 'static,
-    ) -> T {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .expect("state store task panicked")
+        f: impl Fn(&StateStore) -> Result<T, StoreError> + Send + Sync + 'static,
+    ) -> Result<T, DeliveryError> {
+        let f = Arc::new(f);
+        let mut wait = STORE_RETRY_MIN;
+        loop {
+            let (store, op) = (self.store.clone(), f.clone());
+            let result = tokio::task::spawn_blocking(move || op(&store))
+                .await
+                .expect("state store task panicked");
+            match result {
+                Err(e) if e.is_no_space() => {
+                    tracing::warn!(destination = %self.cfg.name, "delivery waits for disk space: {e}");
+                    let why = format!("waiting for disk space: {e}");
+                    self.handle.update(|s| s.last_error = Some(why));
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return Err(self.store_err(e)),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(STORE_RETRY_MAX);
+                }
+                result => return result.map_err(|e| self.store_err(e)),
+            }
+        }
     }
 
     /// The stored cursor, or the configured start for a new destination.
     async fn start_cursor(&self) -> Result<u64, DeliveryError> {
         let name = self.cfg.name.clone();
         let stored = self
-            .blocking(move |s| s.cursors().map(|c| c.get(&name).copied()))
-            .await;
-        if let Some(c) = stored.map_err(|e| self.store_err(e))? {
+            .store_op(move |s| s.cursors().map(|c| c.get(&name).copied()))
+            .await?;
+        if let Some(c) = stored {
             return Ok(c);
         }
         let c = match self.cfg.start {
@@ -137,9 +163,8 @@ impl Worker {
             super::config::StartAt::Latest => self.log.durable_end(),
         };
         let name = self.cfg.name.clone();
-        self.blocking(move |s| s.set_cursors(&[(name, c)]))
-            .await
-            .map_err(|e| self.store_err(e))?;
+        self.store_op(move |s| s.set_cursors(&[(name.clone(), c)]))
+            .await?;
         tracing::info!(destination = %self.cfg.name, cursor = c, "new destination starts at offset {c}");
         Ok(c)
     }
@@ -246,9 +271,8 @@ impl Worker {
                 st.timers.clear();
                 st.reader = None;
                 let name = self.cfg.name.clone();
-                self.blocking(move |s| s.set_cursors(&[(name, to)]))
-                    .await
-                    .map_err(|e| self.store_err(e))?;
+                self.store_op(move |s| s.set_cursors(&[(name.clone(), to)]))
+                    .await?;
                 st.committed = to;
                 self.board.set(&self.cfg.name, to);
                 tracing::info!(destination = %self.cfg.name, cursor = to, "cursor reset by an operator");
@@ -485,9 +509,7 @@ impl Worker {
         };
         tracing::warn!(destination = %self.cfg.name, offset = event.offset, message_id = %dl.message_id, status = ?status, "dead-lettered: {}", dl.last_error);
         self.metrics.dead_lettered.get_or_create(&self.labels).inc();
-        self.blocking(move |s| s.add_dead_letter(&dl))
-            .await
-            .map_err(|e| self.store_err(e))
+        self.store_op(move |s| s.add_dead_letter(&dl)).await
     }
 
     /// Stores the cursor if it moved; returns the committed value.
@@ -497,9 +519,8 @@ impl Worker {
             return Ok(committed);
         }
         let name = self.cfg.name.clone();
-        self.blocking(move |s| s.set_cursors(&[(name, cursor)]))
-            .await
-            .map_err(|e| self.store_err(e))?;
+        self.store_op(move |s| s.set_cursors(&[(name.clone(), cursor)]))
+            .await?;
         self.board.set(&self.cfg.name, cursor);
         Ok(cursor)
     }

@@ -1,5 +1,8 @@
 //! The redb tables behind cursors and dead letters, and their operations.
 //! Every operation is one write transaction; callers batch cursor updates.
+//! A write that finds the disk full fails with [`StoreError::NoSpace`], and
+//! the next operation reopens the file (redb refuses every call after an
+//! I/O error until then), so the store works again once space is freed.
 
 // The transaction closures return redb's own (large) error type; they run once
 // per transaction, so its size does not matter.
@@ -9,6 +12,8 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{PoisonError, RwLock};
 
 /// destination → next offset to deliver.
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
@@ -31,6 +36,28 @@ pub enum StoreError {
         /// What failed.
         message: String,
     },
+    /// The disk is full: nothing was written. The store reopens its file at
+    /// the next operation, which succeeds once space is freed.
+    #[error("state store {path}: the disk is full ({message})")]
+    NoSpace {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// True for [`StoreError::NoSpace`]: retry later instead of giving up.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StoreError::NoSpace { .. })
+    }
+}
+
+/// True for an I/O error saying the file system is full.
+fn no_space(e: &redb::Error) -> bool {
+    matches!(e, redb::Error::Io(io)
+        if io.raw_os_error() == Some(28) || io.kind() == std::io::ErrorKind::StorageFull)
 }
 
 /// An event a destination gave up on, with why.
@@ -70,24 +97,24 @@ pub fn excerpt(s: &str) -> String {
 
 /// The open state database.
 pub struct StateStore {
-    db: Database,
+    /// The open file; `None` after a full disk stopped it and reopening
+    /// has not yet succeeded.
+    db: RwLock<Option<Database>>,
     path: PathBuf,
+    /// The open database's first I/O error was a full disk: its later
+    /// "previous I/O error" refusals are that too.
+    full: AtomicBool,
 }
 
 impl StateStore {
     /// Opens or creates `path`.
     pub fn open(path: &Path) -> Result<StateStore, StoreError> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.to_path_buf()),
-            other => StoreError::Db {
-                path: path.to_path_buf(),
-                message: other.to_string(),
-            },
-        })?;
         let store = StateStore {
-            db,
+            db: RwLock::new(None),
             path: path.to_path_buf(),
+            full: AtomicBool::new(false),
         };
+        store.reopen()?;
         store.write(|tx| {
             tx.open_table(CURSORS)?;
             tx.open_table(DEAD)?;
@@ -97,29 +124,88 @@ impl StateStore {
         Ok(store)
     }
 
+    /// Opens the file if it is not open (first open, or after a full disk
+    /// stopped it). Every write committed durably before is there: a failed
+    /// commit leaves redb's file at its last commit.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if db.is_none() {
+            *db = Some(Database::create(&self.path).map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(self.path.clone()),
+                other => self.err(other),
+            })?);
+            self.full.store(false, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Maps a redb error. A full disk also closes the file: redb refuses
+    /// every call after an I/O error, and the next operation reopens it.
     fn err(&self, e: impl Into<redb::Error>) -> StoreError {
+        let e = e.into();
+        if no_space(&e) {
+            self.full.store(true, Ordering::Release);
+        }
+        let after_full = matches!(e, redb::Error::PreviousIo) && self.full.load(Ordering::Acquire);
+        if no_space(&e) || after_full {
+            return StoreError::NoSpace {
+                path: self.path.clone(),
+                message: e.to_string(),
+            };
+        }
         StoreError::Db {
             path: self.path.clone(),
-            message: e.into().to_string(),
+            message: e.to_string(),
         }
+    }
+
+    /// Runs `f` on the open database, reopening it first if a full disk
+    /// closed it, and closing it if `f` finds the disk full.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.reopen()?;
+        let out = {
+            let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+            match db.as_ref() {
+                Some(db) => f(db),
+                // Closed by another thread's full-disk error just now.
+                None => Err(StoreError::NoSpace {
+                    path: self.path.clone(),
+                    message: "closed after a full disk; reopened at the next operation".into(),
+                }),
+            }
+        };
+        if matches!(&out, Err(e) if e.is_no_space()) {
+            self.db
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+        }
+        out
     }
 
     fn write<T>(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        let out = f(&tx).map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
-        Ok(out)
+        self.with_db(|db| {
+            let tx = db.begin_write().map_err(|e| self.err(e))?;
+            let out = f(&tx).map_err(|e| self.err(e))?;
+            tx.commit().map_err(|e| self.err(e))?;
+            Ok(out)
+        })
     }
 
     fn read<T>(
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        f(&tx).map_err(|e| self.err(e))
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(|e| self.err(e))?;
+            f(&tx).map_err(|e| self.err(e))
+        })
     }
 
     /// Every stored cursor.
