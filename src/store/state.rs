@@ -128,6 +128,14 @@ impl StateStore {
     /// stopped it). Every write committed durably before is there: a failed
     /// commit leaves redb's file at its last commit.
     fn reopen(&self) -> Result<(), StoreError> {
+        if self
+            .db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+        {
+            return Ok(());
+        }
         let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
         if db.is_none() {
             *db = Some(Database::create(&self.path).map_err(|e| match e {
