@@ -25,6 +25,11 @@ pub struct DestinationConfig {
     /// `X-Ferry-Signature: sha256=<hex HMAC-SHA256 of the body>`. Default: none.
     #[serde(default)]
     pub secret: Option<String>,
+    /// Webhook: a PEM file of CA certificates trusted for `https` besides the
+    /// built-in (Mozilla) roots, e.g. an internal CA. A relative path is
+    /// relative to the working directory. Default: none.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// File: the JSON Lines file. Required for files.
     #[serde(default)]
     pub path: Option<PathBuf>,
@@ -182,6 +187,9 @@ impl DestinationConfig {
             }
             DestinationType::File if self.path.is_none() => {
                 return Err(format!("{} is required for a file destination", at("path")));
+            }
+            DestinationType::File if self.ca_file.is_some() => {
+                return Err(format!("{} applies to webhooks only", at("ca_file")));
             }
             DestinationType::File => {}
         }

@@ -27,6 +27,34 @@ pub struct Webhook {
     batched: bool,
 }
 
+/// An error and its causes, outermost first: reqwest's own message names
+/// only the URL, while the cause says what went wrong (a refused
+/// connection, an unknown certificate issuer, …).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+/// The certificates of a PEM file; an error unless it holds at least one.
+fn ca_certificates(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate".into());
+    }
+    Ok(certs)
+}
+
 impl Webhook {
     /// Builds the sink (and its own connection pool) from a validated config.
     pub fn new(cfg: &DestinationConfig) -> Result<Webhook, String> {
@@ -39,13 +67,21 @@ impl Webhook {
             headers.insert(name, value);
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .default_headers(headers)
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
             .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .pool_max_idle_per_host(cfg.concurrency)
+            .pool_max_idle_per_host(cfg.concurrency);
+        if let Some(path) = &cfg.ca_file {
+            for cert in ca_certificates(path).map_err(|e| {
+                format!("destinations[{}].ca_file {}: {e}", cfg.name, path.display())
+            })? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .build()
             .map_err(|e| format!("destinations[{}]: {e}", cfg.name))?;
         Ok(Webhook {
@@ -88,7 +124,7 @@ impl Sink for Webhook {
                     };
                     return Outcome::Retry {
                         status: None,
-                        error: state_excerpt(&format!("{kind}: {e}")),
+                        error: state_excerpt(&format!("{kind}: {}", with_causes(&e))),
                         retry_after: None,
                     };
                 }

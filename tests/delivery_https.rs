@@ -1,0 +1,241 @@
+//! Webhooks over https, against the real binary and a TLS server on
+//! 127.0.0.1 whose certificate an internal CA (made by the test) signed:
+//! with `ca_file` naming that CA, events arrive; without it the certificate
+//! is refused, the events are retried with the reason in the destination's
+//! status (not dead-lettered, not lost), and a restart with `ca_file`
+//! delivers them. A `ca_file` that is missing or holds no certificate stops
+//! start-up with a sentence.
+
+mod common;
+
+use common::{serve_fails, spawn_server, ServerProcess};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "wk_https_test";
+const ADMIN_TOKEN: &str = "https-test-admin-token";
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A CA and a certificate for `localhost` it signed.
+struct Pki {
+    ca_pem: String,
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "ferry test internal CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        cert: cert.der().clone(),
+        key_der: key.serialize_der(),
+    }
+}
+
+/// An https server on 127.0.0.1 answering 200 to every POST and recording
+/// the messageId of each event it receives; returns its port.
+async fn https_hook(pki: &Pki, seen: Arc<Mutex<Vec<String>>>) -> u16 {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![pki.cert.clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(pki.key_der.clone().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let event: Value = serde_json::from_slice(&body).unwrap_or_default();
+                        if let Some(id) = event["messageId"].as_str() {
+                            seen.lock().unwrap().push(id.to_owned());
+                        }
+                        Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::new())))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(tls);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// `ferry serve` delivering to `https://localhost:{port}/hook`, trusting
+/// `ca_file` when given.
+fn serve(dir: &Path, port: u16, ca_file: Option<&Path>) -> ServerProcess {
+    let config = dir.join("ferry.toml");
+    let ca = ca_file.map_or(String::new(), |p| format!("ca_file = {:?}\n", p));
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:0"
+data_dir = "{}"
+admin_token = "{ADMIN_TOKEN}"
+[[sources]]
+name = "app"
+write_key = "{KEY}"
+[[destinations]]
+name = "secure"
+type = "webhook"
+url = "https://localhost:{port}/hook"
+retry = {{ base = "50ms", cap = "200ms" }}
+{ca}"#,
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    spawn_server(dir, &["--config", config.to_str().unwrap()], &[])
+}
+
+async fn send_three(http: &reqwest::Client, server: &ServerProcess) {
+    let batch = json!({"batch": (0..3).map(|i| json!({
+        "type": "track", "event": "Paid", "userId": format!("u{i}"), "messageId": format!("tls-{i}")
+    })).collect::<Vec<_>>()});
+    let r = http
+        .post(server.url("/v1/batch"))
+        .basic_auth(KEY, Some(""))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Waits until the hook has seen the three events (order across users is free).
+async fn wait_for_three(seen: &Mutex<Vec<String>>) {
+    let started = Instant::now();
+    loop {
+        let mut got = seen.lock().unwrap().clone();
+        got.sort();
+        got.dedup();
+        if got == ["tls-0", "tls-1", "tls-2"] {
+            return;
+        }
+        assert!(started.elapsed() < DEADLINE, "delivered so far: {got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn destination(http: &reqwest::Client, server: &ServerProcess) -> Value {
+    let r = http
+        .get(server.url("/admin/destinations"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    r.json::<Value>().await.unwrap()["destinations"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_signed_by_an_internal_ca_receives_events_with_ca_file() {
+    let pki = pki();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let port = https_hook(&pki, seen.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("internal-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let server = serve(dir.path(), port, Some(&ca));
+    send_three(&reqwest::Client::new(), &server).await;
+    wait_for_three(&seen).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_ca_file_the_certificate_is_refused_and_events_wait_for_a_restart_that_trusts_it() {
+    let pki = pki();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let port = https_hook(&pki, seen.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let server = serve(dir.path(), port, None);
+    send_three(&http, &server).await;
+
+    // Refused for the certificate, and said so; retried, not given up.
+    let started = Instant::now();
+    let status = loop {
+        let d = destination(&http, &server).await;
+        if d["last_error"]
+            .as_str()
+            .is_some_and(|e| e.to_lowercase().contains("certificate"))
+        {
+            break d;
+        }
+        assert!(started.elapsed() < DEADLINE, "no certificate error: {d}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status["dead_letters"], 0, "{status}");
+    assert_eq!(status["committed_cursor"], 0, "{status}");
+    assert!(seen.lock().unwrap().is_empty());
+    assert!(server.terminate().success());
+
+    // Trusted after a restart: nothing was lost meanwhile.
+    let ca = dir.path().join("internal-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let _server = serve(dir.path(), port, Some(&ca));
+    wait_for_three(&seen).await;
+}
+
+#[test]
+fn a_missing_or_empty_ca_file_stops_start_up_with_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |ca: &Path| {
+        let config = dir.path().join("ferry.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[[destinations]]\nname = \"secure\"\ntype = \"webhook\"\n\
+                 url = \"https://localhost:9/hook\"\nca_file = {:?}\n",
+                dir.path().join("data"),
+                ca
+            ),
+        )
+        .unwrap();
+        config
+    };
+    let missing = dir.path().join("no-such-ca.pem");
+    let err = serve_fails(dir.path(), &["--config", write(&missing).to_str().unwrap()]);
+    assert!(
+        err.contains("destinations[secure].ca_file") && err.contains("no-such-ca.pem"),
+        "{err}"
+    );
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let err = serve_fails(dir.path(), &["--config", write(&empty).to_str().unwrap()]);
+    assert!(
+        err.contains("destinations[secure].ca_file") && err.contains("no PEM certificate"),
+        "{err}"
+    );
+}
