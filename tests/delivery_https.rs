@@ -150,16 +150,6 @@ async fn wait_for_three(seen: &Mutex<Vec<String>>) {
     }
 }
 
-async fn destination(http: &reqwest::Client, server: &ServerProcess) -> Value {
-    let r = http
-        .get(server.url("/admin/destinations"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    r.json::<Value>().await.unwrap()["destinations"][0].clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_webhook_signed_by_an_internal_ca_receives_events_with_ca_file() {
     let pki = pki();
@@ -186,7 +176,7 @@ async fn without_ca_file_the_certificate_is_refused_and_events_wait_for_a_restar
     // Refused for the certificate, and said so; retried, not given up.
     let started = Instant::now();
     let status = loop {
-        let d = destination(&http, &server).await;
+        let d = server.first_destination(&http, ADMIN_TOKEN).await;
         if d["last_error"]
             .as_str()
             .is_some_and(|e| e.to_lowercase().contains("certificate"))

@@ -79,6 +79,15 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A data directory under `work` whose `file` is a symlink onto `disk`: only
+/// that file is short of space.
+fn data_dir_with_file_on(work: &Path, disk: &Tmpfs, file: &str) -> PathBuf {
+    let data_dir = work.join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::os::unix::fs::symlink(disk.dir.join(file), data_dir.join(file)).unwrap();
+    data_dir
+}
+
 /// CAP_SYS_ADMIN (bit 21) in this process's effective capabilities.
 fn may_mount() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -286,9 +295,7 @@ async fn a_full_dedup_index_disk_stops_dedup_and_it_reopens_without_a_restart() 
         return skip("a_full_dedup_index_disk");
     };
     // The log stays on the roomy test directory; only the index is short of space.
-    let data_dir = work.path().join("data");
-    std::fs::create_dir_all(&data_dir).unwrap();
-    std::os::unix::fs::symlink(disk.dir.join("dedup.redb"), data_dir.join("dedup.redb")).unwrap();
+    let data_dir = data_dir_with_file_on(work.path(), &disk, "dedup.redb");
     let http = reqwest::Client::new();
     let server = serve(work.path(), &data_dir);
 
@@ -341,19 +348,6 @@ async fn rejecting_hook() -> String {
     format!("http://{addr}/hook")
 }
 
-/// The destination's status from the admin API.
-async fn destination(http: &reqwest::Client, server: &ServerProcess) -> Value {
-    let r = http
-        .get(server.url("/admin/destinations"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
-    body["destinations"][0].clone()
-}
-
 /// Polls the destination's status until `done` holds for it.
 async fn wait_for(
     http: &reqwest::Client,
@@ -363,7 +357,7 @@ async fn wait_for(
 ) -> Value {
     let started = Instant::now();
     loop {
-        let d = destination(http, server).await;
+        let d = server.first_destination(http, ADMIN_TOKEN).await;
         if done(&d) {
             return d;
         }
@@ -381,9 +375,7 @@ async fn a_full_state_store_disk_pauses_delivery_and_it_resumes_when_space_retur
     let Some(disk) = Tmpfs::mount(&work.path().join("state-disk"), 2 << 20) else {
         return skip("a_full_state_store_disk");
     };
-    let data_dir = work.path().join("data");
-    std::fs::create_dir_all(&data_dir).unwrap();
-    std::os::unix::fs::symlink(disk.dir.join("state.redb"), data_dir.join("state.redb")).unwrap();
+    let data_dir = data_dir_with_file_on(work.path(), &disk, "state.redb");
     let hook = rejecting_hook().await;
     let top = format!("admin_token = \"{ADMIN_TOKEN}\"");
     let tables =

@@ -236,6 +236,19 @@ impl ServerProcess {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The first configured destination's status from the admin API.
+    pub async fn first_destination(&self, http: &reqwest::Client, admin_token: &str) -> Value {
+        let r = http
+            .get(self.url("/admin/destinations"))
+            .bearer_auth(admin_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        body["destinations"][0].clone()
+    }
+
     /// Sends SIGTERM and waits; returns the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
