@@ -125,16 +125,22 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn bearer(State(state): State<AdminState>, request: Request, next: Next) -> Response {
-    let given = request
-        .headers()
+/// True when `headers` carry `Authorization: Bearer <token>` (compared in
+/// constant time). Also guards `/metrics` when `metrics_token` is set.
+pub(crate) fn bearer_is(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(t) if same(t.as_bytes(), state.inner.token.as_bytes()) => next.run(request).await,
-        _ => AdminError::Unauthorized.into_response(),
+        .map(str::trim)
+        .is_some_and(|t| same(t.as_bytes(), token.as_bytes()))
+}
+
+async fn bearer(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    if bearer_is(request.headers(), &state.inner.token) {
+        next.run(request).await
+    } else {
+        AdminError::Unauthorized.into_response()
     }
 }
 

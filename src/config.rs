@@ -41,6 +41,9 @@ pub struct Config {
     /// Bearer token of the admin API (`/admin/…`); without it the admin API
     /// is off. Default: none.
     pub admin_token: Option<String>,
+    /// Bearer token `GET /metrics` requires; without it `/metrics` is open
+    /// (it shares the port browsers and SDKs post to). Default: none.
+    pub metrics_token: Option<String>,
     /// Where events are delivered (`[[destinations]]`, see
     /// docs/configuration.md). Without a config file, one file destination
     /// named `default-file` writes `<data_dir>/events.jsonl`. Default: empty.
@@ -172,6 +175,7 @@ impl Default for Config {
             log: LogConfig::default(),
             destinations: Vec::new(),
             admin_token: None,
+            metrics_token: None,
             dedup: DedupConfig::default(),
         }
     }
@@ -373,6 +377,13 @@ impl Config {
         {
             return invalid("admin_token".to_owned(), "must be at least 16 characters");
         }
+        if self
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.trim().len() < 16)
+        {
+            return invalid("metrics_token".to_owned(), "must be at least 16 characters");
+        }
         let mut dest_names = HashSet::new();
         for (i, d) in self.destinations.iter().enumerate() {
             if let Err(message) = d.validate() {
@@ -409,8 +420,10 @@ impl Config {
                 }
             }
         }
-        if !v["admin_token"].is_null() {
-            v["admin_token"] = HIDDEN.into();
+        for key in ["admin_token", "metrics_token"] {
+            if !v[key].is_null() {
+                v[key] = HIDDEN.into();
+            }
         }
         v
     }
@@ -572,7 +585,7 @@ mod tests {
     #[test]
     fn redaction_hides_every_secret() {
         let c = Config::parse(
-            "admin_token = \"0123456789abcdef-admin\"\n[[sources]]\nname = \"web\"\nwrite_key = \"wk_secret\"\n[[destinations]]\nname = \"h\"\ntype = \"webhook\"\nurl = \"http://x/\"\nsecret = \"hmac_secret\"\nheaders = { Authorization = \"Bearer tok_secret\" }\n",
+            "admin_token = \"0123456789abcdef-admin\"\nmetrics_token = \"0123456789abcdef-metrics\"\n[[sources]]\nname = \"web\"\nwrite_key = \"wk_secret\"\n[[destinations]]\nname = \"h\"\ntype = \"webhook\"\nurl = \"http://x/\"\nsecret = \"hmac_secret\"\nheaders = { Authorization = \"Bearer tok_secret\" }\n",
         )
         .unwrap();
         let text = c.redacted().to_string();
@@ -581,11 +594,26 @@ mod tests {
             "hmac_secret",
             "tok_secret",
             "0123456789abcdef-admin",
+            "0123456789abcdef-metrics",
         ] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
         assert!(text.contains("\"timeout\":\"10s\""), "{text}");
         assert!(text.contains("\"name\":\"web\""));
+    }
+
+    #[test]
+    fn short_tokens_are_refused_by_name() {
+        let e = err("metrics_token = \"short\"\n");
+        assert!(
+            e.contains("metrics_token") && e.contains("16 characters"),
+            "{e}"
+        );
+        let e = err("admin_token = \"short\"\n");
+        assert!(
+            e.contains("admin_token") && e.contains("16 characters"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -285,3 +285,32 @@ async fn unknown_paths_and_methods_get_json_errors() {
     .await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_token_guards_metrics_and_leaves_health_open() {
+    const TOKEN: &str = "metrics-token-0123456789";
+    let config = ferry::config::Config {
+        metrics_token: Some(TOKEN.into()),
+        ..config()
+    };
+    let s = start_with(config, ferry::log::LogOptions::default()).await;
+    for auth in [None, Some("wrong-token-0123456789")] {
+        let mut req = s.get("/metrics");
+        if let Some(t) = auth {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{auth:?}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "unauthorized", "{body}");
+        assert!(body["error"].as_str().unwrap().contains("metrics_token"));
+    }
+    let r = s.get("/metrics").bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("ferry_log_end_offset"));
+    assert_eq!(s.get("/health").send().await.unwrap().status(), 200);
+    assert_eq!(s.get("/ready").send().await.unwrap().status(), 200);
+    // Without the setting, /metrics stays open.
+    let open = start().await;
+    assert_eq!(open.get("/metrics").send().await.unwrap().status(), 200);
+}

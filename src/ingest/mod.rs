@@ -60,6 +60,8 @@ struct Shared {
     /// success. Only for `/health`: appends are still attempted, so ingestion
     /// resumes by itself once space is freed.
     full: AtomicBool,
+    /// Bearer token `/metrics` requires, if any.
+    metrics_token: Option<String>,
     /// CORS settings, kept for building the router.
     cors: crate::config::Cors,
     /// Where request and event counts go (shared with delivery).
@@ -97,6 +99,7 @@ impl AppState {
                 limits: config.limits.clone(),
                 in_flight: Arc::new(Semaphore::new(config.limits.max_in_flight)),
                 full: AtomicBool::new(false),
+                metrics_token: config.metrics_token.clone(),
                 cors: config.cors.clone(),
                 metrics,
                 dedup,
@@ -238,8 +241,20 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
-/// `GET /metrics`: Prometheus text exposition.
-async fn metrics_text(State(state): State<AppState>) -> Response {
+/// `GET /metrics`: Prometheus text exposition; with `metrics_token`
+/// configured, only for `Authorization: Bearer <metrics_token>` (401 JSON
+/// otherwise).
+async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = &state.inner.metrics_token {
+        if !crate::admin::bearer_is(&headers, token) {
+            let body = serde_json::json!({
+                "success": false,
+                "code": "unauthorized",
+                "error": "send Authorization: Bearer <metrics_token>",
+            });
+            return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+        }
+    }
     let dedup = state.inner.dedup.as_ref().and_then(|slot| slot.stats());
     let text = state.metrics().render(&state.log().stats(), dedup.as_ref());
     (
