@@ -434,3 +434,57 @@ async fn a_full_state_store_disk_pauses_delivery_and_it_resumes_when_space_retur
         }
     }
 }
+
+/// Fills the rest of `disk` with a file (written until ENOSPC); returns it.
+fn fill_up(disk: &Tmpfs) -> PathBuf {
+    use std::io::Write;
+    let path = disk.dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("filling the tmpfs: {e}"),
+        }
+    }
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_started_on_a_full_index_disk_serves_503_then_opens_the_index() {
+    let work = tempfile::tempdir().unwrap();
+    let Some(disk) = Tmpfs::mount(&work.path().join("index-disk"), 4 << 20) else {
+        return skip("a_server_started_on_a_full_index_disk");
+    };
+    let data_dir = data_dir_with_file_on(work.path(), &disk, "dedup.redb");
+    let http = reqwest::Client::new();
+    let mut server = serve(work.path(), &data_dir);
+    const BEFORE: usize = 100;
+    for n in 0..BEFORE {
+        assert_eq!(send(&http, &server, n).await, Outcome::Stored, "batch {n}");
+    }
+    // A crash that also lost the index file, then no room at all: at
+    // start-up the index must be made again from the whole log, and the
+    // disk is full. The server still starts, and says why it refuses.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    std::fs::remove_file(disk.dir.join("dedup.redb")).unwrap();
+    let filler = fill_up(&disk);
+    let server = serve(work.path(), &data_dir);
+    let (status, health) = get(&http, &server, "/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["dedup"]["state"], "full", "{health}");
+    assert_eq!(health["accepting"], false, "{health}");
+    assert_eq!(send(&http, &server, BEFORE).await, Outcome::Full);
+
+    std::fs::remove_file(filler).unwrap();
+    resend_until_stored(&http, &server, BEFORE).await;
+    // The index made again from the log knows every event stored before.
+    for n in 0..=BEFORE {
+        assert_eq!(send(&http, &server, n).await, Outcome::Stored, "batch {n}");
+    }
+    assert!(server.terminate().success());
+    assert_each_once(&data_dir, BEFORE + 1);
+}

@@ -9,9 +9,9 @@ use anyhow::{Context, Result};
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
-use crate::dedup::{Dedup, SystemClock};
+use crate::dedup::{Reopener, SystemClock};
 use crate::delivery::{make_sink, Delivery};
-use crate::ingest::{self, AppState};
+use crate::ingest::{self, AppState, ReindexError, StartDedup};
 use crate::log::{CommitObserver, Log, LogOptions};
 use crate::metrics::Metrics;
 use crate::store::StateStore;
@@ -58,7 +58,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot open the log in {}", log_dir.display()))?;
     let store = Arc::new(StateStore::open(&config.data_dir.join("state.redb"))?);
     let dedup = open_dedup(&config, &log)?;
-    let state = AppState::build(&config, log.clone(), metrics.clone(), dedup);
+    let state = AppState::starting(&config, log.clone(), metrics.clone(), dedup);
     // Retention keeps what the dedup index would re-index after a crash.
     let floor = state.retention_floor();
     if config.destinations.is_empty() {
@@ -125,17 +125,31 @@ pub fn run(args: ServeArgs) -> Result<()> {
 }
 
 /// Opens the dedup index (when enabled) and re-indexes the log tail past
-/// its checkpoint before any request is taken.
-fn open_dedup(config: &Config, log: &Log) -> Result<Option<Dedup>> {
+/// its checkpoint before any request is taken. On a full disk the server
+/// starts anyway, answering 503 until the index can be opened.
+fn open_dedup(config: &Config, log: &Log) -> Result<Option<StartDedup>> {
     if !config.dedup.enabled {
         tracing::info!("dedup is disabled: every event is stored, duplicates included");
         return Ok(None);
     }
     let path = config.data_dir.join(crate::dedup::INDEX_FILE);
-    let dedup = Dedup::open(&path, config.dedup.options(), Arc::new(SystemClock))
-        .with_context(|| format!("cannot open the dedup index {}", path.display()))?;
-    ingest::reindex_from_log(log, &dedup)?;
-    Ok(Some(dedup))
+    let reopener = Reopener::new(&path, config.dedup.options(), Arc::new(SystemClock));
+    match ingest::open_and_reindex(&reopener, log) {
+        Ok(dedup) => Ok(Some(StartDedup::Open(dedup))),
+        Err(e) if e.is_no_space() => {
+            tracing::warn!(
+                error = %e,
+                "the dedup index cannot be opened: the disk is full; ingestion answers 503 until it can"
+            );
+            Ok(Some(StartDedup::Full {
+                reopener,
+                reason: e.to_string(),
+            }))
+        }
+        Err(ReindexError::Dedup(e)) => Err(anyhow::Error::new(e)
+            .context(format!("cannot open the dedup index {}", path.display()))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Creates the data directory if needed, and refuses one that holds other

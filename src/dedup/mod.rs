@@ -78,6 +78,16 @@ pub struct Reopener {
 }
 
 impl Reopener {
+    /// What opens the index at `path` with `options` and `clock`, as
+    /// [`Dedup::open`] would (for a first open that may have to wait).
+    pub fn new(path: &Path, options: DedupOptions, clock: Arc<dyn Clock>) -> Reopener {
+        Reopener {
+            path: path.to_path_buf(),
+            options,
+            clock,
+        }
+    }
+
     /// Opens the index as [`Dedup::open`] did (blocking). The file must be
     /// closed: every handle of the previous open dropped.
     pub fn open(&self) -> Result<Dedup, DedupError> {

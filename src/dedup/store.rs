@@ -102,10 +102,12 @@ pub(crate) fn open(
     capacity: u64,
 ) -> Result<Database, DedupError> {
     let create = || {
-        Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)
-            .map_err(|e| DedupError::index(path, e))
+        crate::store::create_or_undo(path, || {
+            Database::builder()
+                .set_cache_size(cache_bytes)
+                .create(path)
+                .map_err(|e| DedupError::index(path, e))
+        })
     };
     let mut db = create()?;
     if let Some(old) = stored_format(&db, path)?.filter(|&f| f < FORMAT) {

@@ -3,9 +3,12 @@
 //! it is opened again and re-indexed from the log (what a restart does), so
 //! ingestion resumes by itself when space is freed, as it does after the log
 //! itself was full. Meanwhile requests get 503 `storage_full` with
-//! `Retry-After`. Any other index failure still needs a restart.
+//! `Retry-After`. A server that starts on a full disk starts the same way:
+//! serving, with the index to be opened. Any other index failure still
+//! needs a restart.
 
-use super::reindex::{reindex_from_log, ReindexError};
+use super::reindex::{open_and_reindex, ReindexError};
+use super::StartDedup;
 use crate::dedup::{Dedup, DedupError, DedupStats, Reopener};
 use crate::log::Log;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,12 +57,18 @@ pub(crate) struct DedupSlot {
 }
 
 impl DedupSlot {
-    /// A slot holding `dedup`, which re-indexes from `log` when reopened.
-    pub fn new(dedup: Dedup, log: Log) -> DedupSlot {
+    /// A slot holding the index the server starts with, which re-indexes
+    /// from `log` when (re)opened. An index that could not be opened keeps
+    /// the whole log (retention floor 0) until it is.
+    pub fn new(start: StartDedup, log: Log) -> DedupSlot {
+        let (checkpoint, reopener, slot) = match start {
+            StartDedup::Open(dedup) => (dedup.checkpoint(), dedup.reopener(), Slot::Open(dedup)),
+            StartDedup::Full { reopener, reason } => (0, reopener, Slot::Reopening(reason)),
+        };
         DedupSlot {
-            checkpoint: AtomicU64::new(dedup.checkpoint()),
-            reopener: dedup.reopener(),
-            slot: RwLock::new(Slot::Open(dedup)),
+            checkpoint: AtomicU64::new(checkpoint),
+            reopener,
+            slot: RwLock::new(slot),
             log,
         }
     }
@@ -103,14 +112,24 @@ impl DedupSlot {
         *self.slot.write().unwrap_or_else(PoisonError::into_inner) = slot;
     }
 
-    /// Watches the open index and reopens it whenever it stops on a full
-    /// disk. Returns only when it stopped for another reason (a restart is
-    /// needed then); the server spawns it and drops it at shutdown.
+    /// Watches the open index and reopens it whenever it stopped on a full
+    /// disk (or opens it, when the server started without it). Returns only
+    /// when it stopped for another reason (a restart is needed then); the
+    /// server spawns it and drops it at shutdown.
     pub async fn keep_open(&self) {
         let mut retry = MIN_RETRY;
         let mut last_open = Instant::now();
         loop {
-            let Ok(dedup) = self.current() else { return };
+            let dedup = match self.current() {
+                Ok(dedup) => dedup,
+                Err(DedupError::NoSpace(_)) => {
+                    if !self.open_when_space(&mut retry, &mut last_open).await {
+                        return;
+                    }
+                    continue;
+                }
+                Err(_) => return,
+            };
             let failure = dedup.stopped().await;
             if !failure.no_space {
                 return;
@@ -137,53 +156,44 @@ impl DedupSlot {
             }
             let closing = tokio::task::spawn_blocking(move || drop(dedup));
             let _ = closing.await;
-            loop {
-                tokio::time::sleep(retry).await;
-                match self.reopen().await {
-                    Ok(dedup) => {
-                        tracing::info!("dedup index reopened and re-indexed from the log");
-                        last_open = Instant::now();
-                        self.set(Slot::Open(dedup));
-                        break;
-                    }
-                    Err(e) if is_no_space(&e) => {
-                        tracing::warn!(error = %e, "dedup index: the disk is still full");
-                        retry = (retry * 2).min(MAX_RETRY);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "dedup index cannot be reopened; restart ferry");
-                        self.set(Slot::Failed(e.to_string()));
-                        return;
-                    }
+        }
+    }
+
+    /// Tries to open the index, waiting `retry` (doubled while the disk
+    /// stays full) before each attempt. False when opening failed for
+    /// another reason than space (the slot is then failed for good).
+    async fn open_when_space(&self, retry: &mut Duration, last_open: &mut Instant) -> bool {
+        loop {
+            tokio::time::sleep(*retry).await;
+            match self.reopen().await {
+                Ok(dedup) => {
+                    tracing::info!("dedup index opened and re-indexed from the log");
+                    *last_open = Instant::now();
+                    self.set(Slot::Open(dedup));
+                    return true;
+                }
+                Err(e) if e.is_no_space() => {
+                    tracing::warn!(error = %e, "dedup index: the disk is still full");
+                    *retry = (*retry * 2).min(MAX_RETRY);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "dedup index cannot be opened; restart ferry");
+                    self.set(Slot::Failed(e.to_string()));
+                    return false;
                 }
             }
         }
     }
 
-    /// Opens the index, re-indexes the log tail and writes it durably, so a
-    /// disk that is still full shows now rather than at the next request.
+    /// [`open_and_reindex`] off the async threads.
     async fn reopen(&self) -> Result<Dedup, ReindexError> {
         let reopener = self.reopener.clone();
         let log = self.log.clone();
-        let opened = tokio::task::spawn_blocking(move || -> Result<Dedup, ReindexError> {
-            let dedup = reopener.open()?;
-            reindex_from_log(&log, &dedup)?;
-            dedup.flush()?;
-            Ok(dedup)
-        })
-        .await;
+        let opened = tokio::task::spawn_blocking(move || open_and_reindex(&reopener, &log)).await;
         opened.unwrap_or_else(|e| {
             Err(ReindexError::Dedup(DedupError::Failed(format!(
                 "reopening the dedup index panicked: {e}"
             ))))
         })
-    }
-}
-
-/// True when reopening failed because the disk is still full.
-fn is_no_space(e: &ReindexError) -> bool {
-    match e {
-        ReindexError::Dedup(e) => e.is_no_space(),
-        ReindexError::Log(_) => false,
     }
 }

@@ -31,7 +31,7 @@ use tokio::sync::Semaphore;
 
 pub use error::IngestError;
 pub use event::{EventType, FERRY_FIELD, GENERATED_ID_FIELD, MAX_MESSAGE_ID_CHARS};
-pub use reindex::{reindex_from_log, stored_key, ReindexError};
+pub use reindex::{open_and_reindex, reindex_from_log, stored_key, ReindexError};
 
 use crate::config::{Config, Limits};
 use crate::dedup::{Dedup, DedupError};
@@ -40,6 +40,21 @@ use crate::log::Log;
 use crate::metrics::{Metrics, RequestLabels};
 use dedup_slot::{DedupHealth, DedupSlot};
 use handler::Shape;
+
+/// The dedup index a server starts with.
+pub enum StartDedup {
+    /// Opened and re-indexed.
+    Open(Dedup),
+    /// Opening or re-indexing found the disk full: the server starts
+    /// anyway, answers 503 `storage_full`, and opens the index once space is
+    /// freed (see [`AppState::keep_dedup_open`]).
+    Full {
+        /// What opens it.
+        reopener: crate::dedup::Reopener,
+        /// Why it could not be opened.
+        reason: String,
+    },
+}
 
 /// Shared state of all handlers; cheap to clone.
 #[derive(Clone)]
@@ -90,6 +105,17 @@ impl AppState {
         log: Log,
         metrics: Arc<Metrics>,
         dedup: Option<Dedup>,
+    ) -> AppState {
+        Self::starting(config, log, metrics, dedup.map(StartDedup::Open))
+    }
+
+    /// Like [`AppState::build`], also for a dedup index that could not be
+    /// opened yet because the disk is full.
+    pub fn starting(
+        config: &Config,
+        log: Log,
+        metrics: Arc<Metrics>,
+        dedup: Option<StartDedup>,
     ) -> AppState {
         let dedup = dedup.map(|d| Arc::new(DedupSlot::new(d, log.clone())));
         AppState {

@@ -3,7 +3,7 @@
 //! and the index write) go back in before the server takes requests. This
 //! file knows how ingestion stores events; the dedup index does not.
 
-use crate::dedup::{Dedup, DedupError, Key};
+use crate::dedup::{Dedup, DedupError, Key, Reopener};
 use crate::log::{Log, LogError};
 use serde::Deserialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +17,14 @@ pub enum ReindexError {
     /// The index failed.
     #[error("re-indexing dedup from the log: {0}")]
     Dedup(#[from] DedupError),
+}
+
+impl ReindexError {
+    /// True when the index found the disk full: it can be opened and
+    /// re-indexed again once space is freed.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, ReindexError::Dedup(e) if e.is_no_space())
+    }
 }
 
 /// The fields of a stored event that make its dedup key.
@@ -52,6 +60,16 @@ pub fn stored_key(payload: &[u8]) -> Option<(Key, SystemTime)> {
     .ok()?;
     let ms = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()?;
     Some((key, UNIX_EPOCH + Duration::from_millis(ms)))
+}
+
+/// Opens the index, re-indexes the log tail past its checkpoint, and writes
+/// it durably, so that a full disk shows here rather than at the first
+/// request (blocking). What start-up and a reopen after a full disk do.
+pub fn open_and_reindex(reopener: &Reopener, log: &Log) -> Result<Dedup, ReindexError> {
+    let dedup = reopener.open()?;
+    reindex_from_log(log, &dedup)?;
+    dedup.flush()?;
+    Ok(dedup)
 }
 
 /// Re-indexes every event from the index's checkpoint to the log's durable

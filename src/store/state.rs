@@ -138,7 +138,8 @@ impl StateStore {
         }
         let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
         if db.is_none() {
-            *db = Some(Database::create(&self.path).map_err(|e| match e {
+            let created = super::create_or_undo(&self.path, || Database::create(&self.path));
+            *db = Some(created.map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(self.path.clone()),
                 other => self.err(other),
             })?);
