@@ -8,15 +8,28 @@ use crate::log::{Log, LogError};
 use serde::Deserialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Why the re-index failed.
+/// Why the re-index failed. The message includes the cause, so the cause
+/// is not also a `source` (an error chain would print it twice).
 #[derive(Debug, thiserror::Error)]
 pub enum ReindexError {
     /// Reading the log failed.
     #[error("re-indexing dedup from the log: {0}")]
-    Log(#[from] LogError),
+    Log(LogError),
     /// The index failed.
     #[error("re-indexing dedup from the log: {0}")]
-    Dedup(#[from] DedupError),
+    Dedup(DedupError),
+}
+
+impl From<LogError> for ReindexError {
+    fn from(e: LogError) -> Self {
+        ReindexError::Log(e)
+    }
+}
+
+impl From<DedupError> for ReindexError {
+    fn from(e: DedupError) -> Self {
+        ReindexError::Dedup(e)
+    }
 }
 
 impl ReindexError {
@@ -106,4 +119,21 @@ pub fn reindex_from_log(log: &Log, dedup: &Dedup) -> Result<u64, ReindexError> {
         "dedup: re-indexed the log tail past the checkpoint"
     );
     Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reindex_error_chain_names_its_cause_once() {
+        let e = ReindexError::from(DedupError::NoSpace("No space left on device".into()));
+        assert!(e.is_no_space());
+        let chain = format!("{:#}", anyhow::Error::new(e).context("cannot start"));
+        assert_eq!(
+            chain.matches("No space left on device").count(),
+            1,
+            "{chain}"
+        );
+    }
 }
