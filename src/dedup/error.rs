@@ -51,12 +51,9 @@ impl DedupError {
     pub fn is_no_space(&self) -> bool {
         match self {
             DedupError::NoSpace(_) => true,
-            DedupError::Index { source, .. } => match source.as_ref() {
-                redb::Error::Io(e) => {
-                    e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull
-                }
-                _ => false,
-            },
+            DedupError::Index { source, .. } => {
+                matches!(source.as_ref(), redb::Error::Io(e) if crate::log::is_no_space(e))
+            }
             _ => false,
         }
     }

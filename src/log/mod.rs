@@ -21,7 +21,7 @@ pub use inspect::{LogView, SegmentReport, VerifyProblem};
 pub use reader::{LogReader, Record};
 pub use recovery::{RecoveryMode, QUARANTINE_DIR};
 pub use scan::{Problem, ProblemKind, SegmentScan};
-pub use storage::{FsStorage, LockGuard, Storage, StorageFile};
+pub use storage::{is_no_space, FsStorage, LockGuard, Storage, StorageFile};
 
 use std::collections::BTreeMap;
 use std::ops::Range;

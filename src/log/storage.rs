@@ -10,6 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+/// True when an I/O error says the file system is full (ENOSPC): a refusal
+/// to retry once space is freed, unlike other I/O errors. The log, the dedup
+/// index and the delivery state store all decide by this.
+pub fn is_no_space(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(28) || e.kind() == io::ErrorKind::StorageFull
+}
+
 /// One open file of the log.
 pub trait StorageFile: Send + Sync {
     /// Reads up to `buf.len()` bytes at `pos`; returns how many were read

@@ -6,7 +6,7 @@
 use super::error::{LogError, Result};
 use super::format::{self, RecordHeader, SEGMENT_HEADER_LEN};
 use super::recovery::create_segment;
-use super::storage::StorageFile;
+use super::storage::{is_no_space, StorageFile};
 use super::Shared;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -276,10 +276,6 @@ impl Writer {
         let _ = self.shared.failure.set(reason);
         LogError::Failed(self.shared.failure.get().cloned().unwrap_or_default())
     }
-}
-
-fn is_no_space(e: &std::io::Error) -> bool {
-    e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull
 }
 
 /// The refusals the writer hands out are `Full` or `Failed`; both clone.

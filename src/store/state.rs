@@ -56,8 +56,7 @@ impl StoreError {
 
 /// True for an I/O error saying the file system is full.
 fn no_space(e: &redb::Error) -> bool {
-    matches!(e, redb::Error::Io(io)
-        if io.raw_os_error() == Some(28) || io.kind() == std::io::ErrorKind::StorageFull)
+    matches!(e, redb::Error::Io(io) if crate::log::is_no_space(io))
 }
 
 /// An event a destination gave up on, with why.
