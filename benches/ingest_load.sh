@@ -19,6 +19,9 @@
 #       # on/off ratio shows how far apart two identical servers measure on this machine
 #   AA=1 SECOND_BIN=/path/to/other/ferry ... # the same, the second server running another
 #       # build: an A/B of two builds in ABBA order (ratio = this tree's build / the other)
+#   POLL=1 SIMUL=1 ...                     # also read both servers' /metrics every 250 ms
+#       # during each round (requests/s, mean WAL fsync, the dedup server's pending ids)
+#       # and print the dedup server's generation seals with their times
 #   SHAPE=browser ...                      # events shaped as analytics.js sends the spec's
 #       # "Product Viewed" (page, userAgent, 13 properties; ~1.2 KB) instead of the
 #       # minimal ~340 B event (SHAPE=minimal, the default)
@@ -136,7 +139,9 @@ declare -A PID_OF
 for vname in ferry ferry-nodedup; do
   bin="${CARGO_TARGET_DIR:-target}/release/ferry"
   if [ "$vname" = ferry-nodedup ] && [ -n "${SECOND_BIN:-}" ]; then bin="$SECOND_BIN"; fi
-  "$bin" serve --config "$WORK/$vname.toml" >"$WORK/$vname.out" 2>"$WORK/$vname.err" &
+  # POLL=1 also logs each dedup generation rotation and seal (debug level).
+  FERRY_LOG="${FERRY_LOG:-$([ "${POLL:-}" = 1 ] && echo "info,ferry::dedup=debug" || echo info)}" \
+    "$bin" serve --config "$WORK/$vname.toml" >"$WORK/$vname.out" 2>"$WORK/$vname.err" &
   PIDS+=($!)
   PID_OF[$vname]=$!
 done
@@ -241,7 +246,37 @@ if [ "${SIMUL:-}" = 1 ]; then
     "$LOAD_BIN" -z "$DURATION" -H "$AUTH" --url "http://127.0.0.1:$NODEDUP_PORT/v1/batch" \
       --body "$WORK/batch.json" "${KEEP_IDS[@]}" -c "$half" >"$WORK/simul-off.out" &
     off_pid=$!
+    if [ "${POLL:-}" = 1 ]; then
+      python3 - "$DURATION" "$FERRY_PORT" "$NODEDUP_PORT" "$round" <<'PY' &
+# Every 250 ms: each server's requests/s and mean WAL fsync (ms) over the
+# interval, and the first server's dedup ids pending (not yet in the index).
+import re, sys, time, urllib.request
+dur, ports, rnd = float(sys.argv[1].rstrip("s")), sys.argv[2:4], sys.argv[4]
+def num(text, name):
+    return sum(float(v) for v in re.findall("^" + name + r"(?:\{[^}]*\})? (\S+)", text, re.M))
+def scrape(port):
+    t = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    return [num(t, n) for n in ("ferry_ingest_requests_total", "ferry_log_fsync_duration_seconds_sum",
+                                "ferry_log_fsync_duration_seconds_count", "ferry_dedup_pending_ids")]
+end, prev = time.time() + dur - 0.5, None
+while time.time() < end:
+    t0 = time.time()
+    now = [scrape(p) for p in ports]
+    if prev:
+        dt, cols = t0 - prev[0], []
+        for a, b in zip(now, prev[1]):
+            fsync = 1000 * (a[1] - b[1]) / max(1, a[2] - b[2])
+            cols.append(f"{(a[0] - b[0]) / dt:6.0f} req/s {fsync:5.2f} ms")
+        stamp = time.strftime("%H:%M:%S", time.gmtime(t0)) + f".{int(t0 % 1 * 100):02d}"
+        print(f"poll round {rnd} {stamp} first {cols[0]} | second {cols[1]} | "
+              f"first pending {now[0][3]:.0f}", flush=True)
+    prev = (t0, now)
+    time.sleep(max(0.0, 0.25 - (time.time() - t0)))
+PY
+      poll_pid=$!
+    fi
     wait "$on_pid" "$off_pid"
+    if [ "${POLL:-}" = 1 ]; then wait "$poll_pid"; fi
     python3 - "$round" "$(getconf CLK_TCK)" "$DURATION" "$SECOND_DEDUP" \
       "$WORK/simul-on.out" "${before[ferry]}" "$(cpu_ticks "${PID_OF[ferry]}")" \
       "$WORK/simul-off.out" "${before[ferry-nodedup]}" "$(cpu_ticks "${PID_OF[ferry-nodedup]}")" \
@@ -278,7 +313,11 @@ print(f"summary simultaneous /v1/batch x100 events: throughput ratio median {sta
       f"{statistics.median(cpu):.3f} (geometric mean {statistics.geometric_mean(cpu):.3f}); "
       f"per round {' '.join(f'{c:.3f}' for c in cpu)}")
 PY
-  echo "settings: SIMUL=1 DURATION=$DURATION CONNS=$CONNS ($half per server) ROUNDS=$ROUNDS WARMUP=${WARMUP:-none} AA=${AA:-0} SECOND_BIN=${SECOND_BIN:-none} IDS=${IDS:-1}, $(nproc) cores shared by both load generators and both servers"
+  if [ "${POLL:-}" = 1 ]; then
+    echo "dedup generations of the first server (UTC):"
+    sed 's/\x1b\[[0-9;]*m//g' "$WORK/ferry.err" | grep -E "rotated to a new generation|sealed generation" || true
+  fi
+  echo "settings: SIMUL=1 POLL=${POLL:-0} DURATION=$DURATION CONNS=$CONNS ($half per server) ROUNDS=$ROUNDS WARMUP=${WARMUP:-none} AA=${AA:-0} SECOND_BIN=${SECOND_BIN:-none} IDS=${IDS:-1}, $(nproc) cores shared by both load generators and both servers"
   exit 0
 fi
 
