@@ -69,6 +69,7 @@ pub mod cli;
 pub mod config;
 pub mod dedup;
 pub mod delivery;
+pub mod disk;
 pub mod ingest;
 pub mod log;
 pub mod metrics;

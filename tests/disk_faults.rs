@@ -9,7 +9,7 @@ mod common;
 
 use common::{config, expect_error, expect_ok, read_events, WEB_KEY};
 use ferry::ingest::{self, AppState};
-use ferry::log::sim::SimStorage;
+use ferry::log::crash_storage::CrashStorage;
 use ferry::log::{Log, LogOptions};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -40,7 +40,7 @@ struct Server {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-async fn serve(storage: &SimStorage, segment_bytes: u64) -> Server {
+async fn serve(storage: &CrashStorage, segment_bytes: u64) -> Server {
     let log = Log::open_with(
         Arc::new(storage.clone()),
         Path::new(DIR),
@@ -97,7 +97,7 @@ fn batch(tag: &str, n: usize) -> Value {
 
 /// Recovers each crash image and checks: every acknowledged request whole,
 /// every stored request whole (never a part), none twice, nothing in `never`.
-fn check_images(storage: &SimStorage, acked: &[String], per_request: usize, never: &[&str]) {
+fn check_images(storage: &CrashStorage, acked: &[String], per_request: usize, never: &[&str]) {
     for seed in 0..SEEDS {
         let image = storage.crash_image(seed);
         let log = Log::open_with(Arc::new(image), Path::new(DIR), options(1 << 20))
@@ -131,7 +131,7 @@ fn check_images(storage: &SimStorage, acked: &[String], per_request: usize, neve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fsync_eio_under_load_stops_acks_and_a_restart_keeps_every_ack() {
-    let sim = SimStorage::new();
+    let sim = CrashStorage::new();
     let s = Arc::new(serve(&sim, 4096).await);
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let (count_tx, mut count_rx) = tokio::sync::watch::channel(0usize);
@@ -222,7 +222,7 @@ async fn fsync_eio_under_load_stops_acks_and_a_restart_keeps_every_ack() {
 
 #[tokio::test]
 async fn fsync_eio_while_rolling_a_segment_is_reported_and_recovers() {
-    let sim = SimStorage::new();
+    let sim = CrashStorage::new();
     // Tiny segments: every request after the first of a segment rolls.
     let s = serve(&sim, 64).await;
     expect_ok(
@@ -263,7 +263,7 @@ async fn fsync_eio_while_rolling_a_segment_is_reported_and_recovers() {
 
 #[tokio::test]
 async fn directory_fsync_eio_in_retention_stops_acks_and_leaves_no_gap() {
-    let sim = SimStorage::new();
+    let sim = CrashStorage::new();
     let s = serve(&sim, 1024).await;
     let mut acked = Vec::new();
     for n in 0..12 {
@@ -318,7 +318,7 @@ async fn directory_fsync_eio_in_retention_stops_acks_and_leaves_no_gap() {
 
 #[tokio::test]
 async fn enospc_on_write_refuses_with_503_stores_nothing_and_resumes() {
-    let sim = SimStorage::new();
+    let sim = CrashStorage::new();
     let s = serve(&sim, 4096).await;
     let mut acked = Vec::new();
     for n in 0..5 {

@@ -11,7 +11,7 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use ferry::ingest::{router, AppState};
-use ferry::log::sim::SimStorage;
+use ferry::log::crash_storage::CrashStorage;
 use ferry::log::{Log, LogOptions};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -41,7 +41,7 @@ fn target() -> Target {
         .unwrap();
     let log = rt.block_on(async {
         Log::open_with(
-            Arc::new(SimStorage::new()),
+            Arc::new(CrashStorage::new()),
             Path::new("/fuzz/log"),
             LogOptions::default(),
         )

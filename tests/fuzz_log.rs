@@ -6,8 +6,8 @@
 //! and what opens reads back as contiguous offsets. `FERRY_FUZZ_CASES`
 //! (default 256 per target) sets the run length.
 
+use ferry::log::crash_storage::CrashStorage;
 use ferry::log::format::{self, RecordHeader};
-use ferry::log::sim::SimStorage;
 use ferry::log::{Log, LogOptions, LogView, RecoveryMode, Storage};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -49,7 +49,7 @@ fn drain(mut reader: ferry::log::LogReader, from: u64) -> Result<(), TestCaseErr
 /// Puts `files` (name, bytes) into a fresh log directory and runs every
 /// reading and recovering path over it.
 fn exercise(files: &[(String, Vec<u8>)]) -> Result<(), TestCaseError> {
-    let sim = SimStorage::new();
+    let sim = CrashStorage::new();
     let dir = Path::new(DIR);
     sim.create_dir_all(dir).unwrap();
     for (name, bytes) in files {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use ferry::log::sim::SimStorage;
+use ferry::log::crash_storage::CrashStorage;
 use ferry::log::LogOptions;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,7 +68,7 @@ async fn disk_budget_refuses_with_503_until_space_is_freed() {
 
 #[tokio::test]
 async fn free_space_reserve_refuses_with_503_and_recovers() {
-    let sim = SimStorage::new();
+    let sim = CrashStorage::new();
     let s = start_on(Arc::new(sim.clone()), config(), LogOptions::default()).await;
     expect_ok(s.post("/v1/track").json(&event(0)).send().await.unwrap()).await;
     sim.set_available_space(Some(1024 * 1024)); // below the 64 MiB reserve
@@ -89,7 +89,7 @@ async fn free_space_reserve_refuses_with_503_and_recovers() {
 
 #[tokio::test]
 async fn a_failed_log_refuses_with_503_and_health_says_why() {
-    let sim = SimStorage::new();
+    let sim = CrashStorage::new();
     let s = start_on(Arc::new(sim.clone()), config(), LogOptions::default()).await;
     expect_ok(s.post("/v1/track").json(&event(0)).send().await.unwrap()).await;
     sim.fail_syncs(true);

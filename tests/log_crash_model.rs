@@ -5,7 +5,7 @@
 //! was written: every acknowledged record at its offset, then only whole,
 //! unacknowledged appends, never a part of one.
 
-use ferry::log::sim::SimStorage;
+use ferry::log::crash_storage::CrashStorage;
 use ferry::log::{Log, LogError, LogOptions};
 use proptest::prelude::*;
 use std::path::Path;
@@ -77,7 +77,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
         .build()
         .unwrap();
     let dir = Path::new("/data/log");
-    let mut storage = SimStorage::new();
+    let mut storage = CrashStorage::new();
     let mut log = Log::open_with(Arc::new(storage.clone()), dir, options()).unwrap();
     // The model: every record known durable, by offset.
     let mut known: Vec<Vec<u8>> = Vec::new();

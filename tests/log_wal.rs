@@ -1,7 +1,7 @@
 //! Black-box tests of the write-ahead log through its public API, on the real
 //! file system and on the crash-simulating storage.
 
-use ferry::log::sim::SimStorage;
+use ferry::log::crash_storage::CrashStorage;
 use ferry::log::{FsStorage, Log, LogError, LogOptions, LogView, RecoveryMode, Storage};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,7 +47,7 @@ fn storages() -> Vec<(Arc<dyn Storage>, PathBuf, Option<tempfile::TempDir>)> {
     vec![
         (Arc::new(FsStorage), dir, Some(tmp)),
         (
-            Arc::new(SimStorage::new()),
+            Arc::new(CrashStorage::new()),
             PathBuf::from("/data/log"),
             None,
         ),
@@ -114,7 +114,7 @@ async fn concurrent_appends_get_contiguous_offsets_and_read_back() {
 
 #[tokio::test]
 async fn readers_seek_into_any_segment_and_cross_boundaries() {
-    let storage = Arc::new(SimStorage::new());
+    let storage = Arc::new(CrashStorage::new());
     let dir = PathBuf::from("/d/log");
     let log = Log::open_with(storage.clone(), &dir, opts(1000)).unwrap();
     for i in 0..200u64 {
@@ -144,7 +144,7 @@ async fn readers_seek_into_any_segment_and_cross_boundaries() {
 
 #[tokio::test]
 async fn a_reader_follows_the_writer_and_only_sees_durable_records() {
-    let storage = Arc::new(SimStorage::new());
+    let storage = Arc::new(CrashStorage::new());
     let dir = PathBuf::from("/d/log");
     let log = Log::open_with(storage, &dir, opts(2048)).unwrap();
     let mut reader = log.reader(0).unwrap();
@@ -175,7 +175,7 @@ async fn a_reader_follows_the_writer_and_only_sees_durable_records() {
 
 #[tokio::test]
 async fn retention_deletes_only_whole_segments_below_the_offset() {
-    let storage = Arc::new(SimStorage::new());
+    let storage = Arc::new(CrashStorage::new());
     let dir = PathBuf::from("/d/log");
     let log = Log::open_with(storage.clone(), &dir, opts(600)).unwrap();
     for i in 0..100u64 {
@@ -216,7 +216,7 @@ async fn retention_deletes_only_whole_segments_below_the_offset() {
 
 #[tokio::test]
 async fn fsync_failure_is_fatal_and_nothing_unsynced_is_durable() {
-    let storage = Arc::new(SimStorage::new());
+    let storage = Arc::new(CrashStorage::new());
     let dir = PathBuf::from("/d/log");
     let log = Log::open_with(storage.clone(), &dir, opts(1 << 20)).unwrap();
     for i in 0..10u64 {
@@ -262,7 +262,7 @@ async fn fsync_failure_is_fatal_and_nothing_unsynced_is_durable() {
 
 #[tokio::test]
 async fn disk_full_refuses_without_damage_and_resumes() {
-    let storage = Arc::new(SimStorage::new());
+    let storage = Arc::new(CrashStorage::new());
     let dir = PathBuf::from("/d/log");
     let log = Log::open_with(storage.clone(), &dir, opts(1 << 20)).unwrap();
     log.append(vec![payload(0, 20)]).await.unwrap();
@@ -288,7 +288,7 @@ async fn disk_full_refuses_without_damage_and_resumes() {
 
 #[tokio::test]
 async fn disk_budget_and_free_space_reserve_push_back() {
-    let storage = Arc::new(SimStorage::new());
+    let storage = Arc::new(CrashStorage::new());
     let dir = PathBuf::from("/d/log");
     let options = LogOptions {
         max_log_bytes: Some(2000),
@@ -324,7 +324,7 @@ async fn disk_budget_and_free_space_reserve_push_back() {
     // The free-space reserve.
     storage.set_available_space(Some(10));
     let log2 = Log::open_with(
-        Arc::new(SimStorage::new()),
+        Arc::new(CrashStorage::new()),
         Path::new("/e/log"),
         LogOptions {
             min_free_bytes: 100,
@@ -349,7 +349,7 @@ async fn disk_budget_and_free_space_reserve_push_back() {
 
 /// Builds a log of `n` single-record appends plus one 3-record append on the
 /// simulated disk and returns the bytes of its only segment.
-async fn small_log(storage: &SimStorage, dir: &Path, n: u64) -> (PathBuf, Vec<u8>) {
+async fn small_log(storage: &CrashStorage, dir: &Path, n: u64) -> (PathBuf, Vec<u8>) {
     let log = Log::open_with(Arc::new(storage.clone()), dir, opts(1 << 20)).unwrap();
     for i in 0..n {
         log.append(vec![payload(i, 30)]).await.unwrap();
@@ -366,12 +366,12 @@ async fn small_log(storage: &SimStorage, dir: &Path, n: u64) -> (PathBuf, Vec<u8
 #[tokio::test]
 async fn every_cut_inside_the_last_append_recovers_the_prefix() {
     let dir = PathBuf::from("/d/log");
-    let base = SimStorage::new();
+    let base = CrashStorage::new();
     let (path, full) = small_log(&base, &dir, 5).await;
     let rec_len = 24 + payload(0, 30).len();
     let last_append_start = full.len() - 3 * rec_len;
     for cut in last_append_start..full.len() {
-        let storage = SimStorage::new();
+        let storage = CrashStorage::new();
         storage.create_dir_all(&dir).unwrap();
         storage.write_file(&path, full[..cut].to_vec());
         let log = Log::open_with(Arc::new(storage.clone()), &dir, opts(1 << 20)).unwrap();
@@ -397,7 +397,7 @@ async fn every_cut_inside_the_last_append_recovers_the_prefix() {
 #[tokio::test]
 async fn zero_and_garbage_tails_are_cut() {
     let dir = PathBuf::from("/d/log");
-    let base = SimStorage::new();
+    let base = CrashStorage::new();
     let (path, full) = small_log(&base, &dir, 4).await;
     let mut junk_tail = Vec::new();
     let mut x = 12345u64;
@@ -408,7 +408,7 @@ async fn zero_and_garbage_tails_are_cut() {
         junk_tail.push((x >> 33) as u8);
     }
     for tail in [vec![0u8; 4096], vec![0u8; 7], junk_tail] {
-        let storage = SimStorage::new();
+        let storage = CrashStorage::new();
         storage.create_dir_all(&dir).unwrap();
         let mut bytes = full.clone();
         bytes.extend_from_slice(&tail);
@@ -428,14 +428,14 @@ async fn zero_and_garbage_tails_are_cut() {
 #[tokio::test]
 async fn corruption_followed_by_valid_records_is_never_skipped() {
     let dir = PathBuf::from("/d/log");
-    let base = SimStorage::new();
+    let base = CrashStorage::new();
     let (path, full) = small_log(&base, &dir, 6).await;
     let rec_len = 24 + payload(0, 30).len();
     // Flip a payload byte of record 2: records 3.. (later commits) follow.
     let bad_pos = 32 + 2 * rec_len;
     let mut bytes = full.clone();
     bytes[bad_pos + 30] ^= 0x40;
-    let storage = SimStorage::new();
+    let storage = CrashStorage::new();
     storage.create_dir_all(&dir).unwrap();
     storage.write_file(&path, bytes.clone());
     match Log::open_with(Arc::new(storage.clone()), &dir, opts(1 << 20)) {
@@ -479,7 +479,7 @@ async fn corruption_followed_by_valid_records_is_never_skipped() {
 
 #[tokio::test]
 async fn corruption_in_a_sealed_segment_is_found_by_verify() {
-    let storage = SimStorage::new();
+    let storage = CrashStorage::new();
     let dir = PathBuf::from("/d/log");
     let log = Log::open_with(Arc::new(storage.clone()), &dir, opts(500)).unwrap();
     for i in 0..40u64 {
@@ -518,7 +518,7 @@ async fn corruption_in_a_sealed_segment_is_found_by_verify() {
 
 #[tokio::test]
 async fn a_segment_torn_while_being_created_is_removed() {
-    let storage = SimStorage::new();
+    let storage = CrashStorage::new();
     let dir = PathBuf::from("/d/log");
     let log = Log::open_with(Arc::new(storage.clone()), &dir, opts(1 << 20)).unwrap();
     log.append(vec![payload(0, 10), payload(1, 10)])
@@ -535,7 +535,7 @@ async fn a_segment_torn_while_being_created_is_removed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_fsync_covers_everything_queued_and_acks_wait_for_it() {
-    let storage = Arc::new(SimStorage::new());
+    let storage = Arc::new(CrashStorage::new());
     let log = Log::open_with(storage.clone(), Path::new("/g/log"), opts(1 << 20)).unwrap();
     let before = log.stats();
     storage.hold_syncs(true);
@@ -596,7 +596,7 @@ async fn only_one_writer_per_log_directory() {
 
 #[tokio::test]
 async fn minimum_retention_keeps_recent_segments_for_replay() {
-    let storage = Arc::new(SimStorage::new());
+    let storage = Arc::new(CrashStorage::new());
     let dir = PathBuf::from("/r/log");
     let options = LogOptions {
         min_retention: std::time::Duration::from_secs(3600),

@@ -1,10 +1,10 @@
-//! Crash simulation of segment rolls and retention through `SimStorage`: a
+//! Crash simulation of segment rolls and retention through `CrashStorage`: a
 //! crash at a chosen sync point of a roll or of `Log::delete_segments_below`
 //! (each unsynced write kept, dropped, torn, zeroed or garbled; each unsynced
 //! directory entry kept or lost) must recover to one contiguous run of records
 //! that holds every acknowledged record and only whole appends after them.
 
-use ferry::log::sim::SimStorage;
+use ferry::log::crash_storage::CrashStorage;
 use ferry::log::{Log, LogError, LogOptions, Storage};
 use proptest::prelude::*;
 use std::collections::HashSet;
@@ -70,7 +70,10 @@ struct Model {
 /// Recovers the crash image and checks it against the model; returns the
 /// reopened log and the model extended by whatever unacknowledged whole
 /// appends survived.
-fn recover_and_check(image: SimStorage, model: &Model) -> Result<(Log, SimStorage, Model), String> {
+fn recover_and_check(
+    image: CrashStorage,
+    model: &Model,
+) -> Result<(Log, CrashStorage, Model), String> {
     let log = Log::open_with(Arc::new(image.clone()), Path::new(DIR), options())
         .map_err(|e| format!("recovery failed: {e}"))?;
     let start = log.start_offset();
@@ -148,7 +151,7 @@ fn recover_and_check(image: SimStorage, model: &Model) -> Result<(Log, SimStorag
 /// each took (a roll takes three: segment header, directory, data).
 fn build(
     rt: &tokio::runtime::Runtime,
-    storage: &SimStorage,
+    storage: &CrashStorage,
     log: &Log,
     appends: u32,
 ) -> (Model, Vec<u64>) {
@@ -168,7 +171,7 @@ fn build(
 fn a_crash_at_any_sync_point_of_a_segment_roll_recovers() {
     let rt = rt();
     // Find which appends roll, from a dry run.
-    let dry = SimStorage::new();
+    let dry = CrashStorage::new();
     let log = Log::open_with(Arc::new(dry.clone()), Path::new(DIR), options()).unwrap();
     let (_, cost) = build(&rt, &dry, &log, 30);
     drop(log);
@@ -181,7 +184,7 @@ fn a_crash_at_any_sync_point_of_a_segment_roll_recovers() {
     for &r in rolls.iter().take(4) {
         for point in 1..=cost[r] {
             for seed in 0..SEEDS {
-                let storage = SimStorage::new();
+                let storage = CrashStorage::new();
                 let log =
                     Log::open_with(Arc::new(storage.clone()), Path::new(DIR), options()).unwrap();
                 let (model, _) = build(&rt, &storage, &log, r as u32);
@@ -224,7 +227,7 @@ fn a_crash_at_any_sync_point_of_retention_recovers() {
     for cut_segments in [1usize, 3, 6] {
         for point in 1..=cut_segments as u64 {
             for seed in 0..SEEDS {
-                let storage = SimStorage::new();
+                let storage = CrashStorage::new();
                 let log =
                     Log::open_with(Arc::new(storage.clone()), Path::new(DIR), options()).unwrap();
                 let (mut model, _) = build(&rt, &storage, &log, 40);
@@ -289,7 +292,7 @@ fn step() -> impl Strategy<Value = Step> {
 
 fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let rt = rt();
-    let mut storage = SimStorage::new();
+    let mut storage = CrashStorage::new();
     let mut log = Log::open_with(Arc::new(storage.clone()), Path::new(DIR), options()).unwrap();
     let mut model = Model::default();
     let mut next_id = 0u32;

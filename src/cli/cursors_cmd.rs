@@ -1,7 +1,7 @@
 //! `ferry cursors`: each destination's cursor and lag, and `ferry cursors
 //! reset` to rewind or skip for replay. Works offline on a data directory.
 
-use super::remote::{open_state, StateAccess};
+use super::state_access::{open_state, StateAccess};
 use crate::delivery::event::EventMeta;
 use crate::log::LogView;
 use anyhow::{bail, Context, Result};

@@ -1,7 +1,7 @@
 //! `ferry dlq list|show|replay|purge`: inspect and replay dead letters.
 //! Replay queues them; a running destination re-delivers them in order.
 
-use super::remote::{open_state, StateAccess};
+use super::state_access::{open_state, StateAccess};
 use crate::store::DeadLetter;
 use anyhow::{bail, Result};
 use clap::Subcommand;

@@ -6,8 +6,8 @@ mod cursors_cmd;
 mod dedup_cmd;
 mod dlq_cmd;
 mod log_cmd;
-mod remote;
 mod serve;
+mod state_access;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -52,7 +52,7 @@ impl DedupError {
         match self {
             DedupError::NoSpace(_) => true,
             DedupError::Index { source, .. } => {
-                matches!(source.as_ref(), redb::Error::Io(e) if crate::log::is_no_space(e))
+                matches!(source.as_ref(), redb::Error::Io(e) if crate::disk::is_no_space(e))
             }
             _ => false,
         }

@@ -102,7 +102,7 @@ pub(crate) fn open(
     capacity: u64,
 ) -> Result<Database, DedupError> {
     let create = || {
-        crate::store::create_or_undo(path, || {
+        crate::disk::create_or_undo(path, || {
             Database::builder()
                 .set_cache_size(cache_bytes)
                 .create(path)

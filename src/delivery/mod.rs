@@ -6,18 +6,18 @@
 
 pub mod backoff;
 pub mod config;
-pub mod dispatcher;
+mod cursor_reset;
+mod destination;
 pub mod event;
 pub mod file;
+pub mod order_window;
 mod replay;
 pub mod sink;
 pub mod status;
-mod target;
 pub mod webhook;
-mod worker;
 
-pub use target::resolve_target;
-pub use worker::{DeliveryError, Worker, COMMIT_EVERY};
+pub use cursor_reset::resolve_target;
+pub use destination::{DeliveryError, DestinationLoop, COMMIT_EVERY};
 
 use crate::log::Log;
 use crate::metrics::Metrics;
@@ -133,7 +133,7 @@ impl Delivery {
             let (handle, control) = DestinationHandle::new(&cfg.name, kind);
             let handle = Arc::new(handle);
             handles.push(handle.clone());
-            let worker = Arc::new(Worker {
+            let worker = Arc::new(DestinationLoop {
                 labels: Metrics::dest(&cfg.name),
                 cfg: Arc::new(cfg),
                 log: log.clone(),

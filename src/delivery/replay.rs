@@ -3,8 +3,8 @@
 //! destination's retry policy; what fails again goes back to the dead letters.
 
 use super::backoff::{next_delay, Outcome};
+use super::destination::{Clock, DestinationLoop};
 use super::event::{EventMeta, LoggedEvent};
-use super::worker::{Clock, Worker};
 use crate::store::{state_excerpt, DeadLetter};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use std::time::Duration;
 /// How often the replay queue is looked at.
 pub const REPLAY_POLL: Duration = Duration::from_secs(1);
 
-impl Worker {
+impl DestinationLoop {
     /// Runs the replay lane until cancelled.
     pub async fn run_replays(self: Arc<Self>) {
         let clock = Clock::new();

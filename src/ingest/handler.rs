@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use super::error::IngestError;
-use super::event::{self, Envelope, EventType, FERRY_FIELD, GENERATED_ID_FIELD};
+use super::normalise::{self, Envelope, EventType, FERRY_FIELD, GENERATED_ID_FIELD};
 use super::{body, timestamp, AppState};
 use crate::dedup::{Key, Verdict};
 use crate::metrics::{EventLabels, SourceLabels};
@@ -130,7 +130,7 @@ pub(crate) async fn store(
                 limit: max_event,
             });
         }
-        let normalised = event::normalise(item, forced, envelope, source)
+        let normalised = normalise::normalise(item, forced, envelope, source)
             .map_err(|reason| IngestError::InvalidEvent { index, reason })?;
         // normalise accepted the event, so its type is one of the six.
         types.push(normalised["type"].as_str().and_then(EventType::parse));

@@ -7,9 +7,9 @@ mod body;
 mod cors;
 mod dedup_slot;
 mod error;
-mod event;
 mod handler;
 mod health;
+mod normalise;
 mod pixel;
 mod reindex;
 mod timestamp;
@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use error::IngestError;
-pub use event::{EventType, FERRY_FIELD, GENERATED_ID_FIELD, MAX_MESSAGE_ID_CHARS};
+pub use normalise::{EventType, FERRY_FIELD, GENERATED_ID_FIELD, MAX_MESSAGE_ID_CHARS};
 pub use reindex::{open_and_reindex, reindex_from_log, stored_key, ReindexError};
 
 use crate::config::{Config, Limits};

@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use super::error::IngestError;
-use super::event::{Envelope, EventType};
 use super::handler::{refuse_if_failed, store};
+use super::normalise::{Envelope, EventType};
 use super::AppState;
 
 /// A transparent 1×1 GIF (43 bytes).

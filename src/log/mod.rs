@@ -6,13 +6,14 @@
 //! knows nothing of HTTP, events or destinations: records are bytes.
 
 mod chunk;
+#[cfg(any(test, feature = "testing"))]
+pub mod crash_storage;
 mod error;
 pub mod format;
 mod inspect;
 mod reader;
 mod recovery;
 mod scan;
-pub mod sim;
 mod storage;
 mod writer;
 
@@ -21,7 +22,7 @@ pub use inspect::{LogView, SegmentReport, VerifyProblem};
 pub use reader::{LogReader, Record};
 pub use recovery::{RecoveryMode, QUARANTINE_DIR};
 pub use scan::{Problem, ProblemKind, SegmentScan};
-pub use storage::{is_no_space, FsStorage, LockGuard, Storage, StorageFile};
+pub use storage::{FsStorage, LockGuard, Storage, StorageFile};
 
 use std::collections::BTreeMap;
 use std::ops::Range;

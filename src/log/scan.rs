@@ -168,8 +168,8 @@ fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::crash_storage::CrashStorage;
     use crate::log::format::{encode_record, encode_segment_header, RecordHeader};
-    use crate::log::sim::SimStorage;
     use crate::log::storage::Storage;
     use std::path::Path;
 
@@ -198,7 +198,7 @@ mod tests {
     }
 
     fn scan_bytes(base: u64, bytes: Vec<u8>) -> SegmentScan {
-        let s = SimStorage::new();
+        let s = CrashStorage::new();
         let dir = Path::new("/s");
         s.create_dir_all(dir).unwrap();
         let p = dir.join("seg");

@@ -1,6 +1,6 @@
 //! The storage seam: every file and directory operation of the log goes
 //! through [`Storage`], so tests can swap in a crash-simulating backend
-//! ([`super::sim::SimStorage`]) that drops or garbles unsynced writes and
+//! (`CrashStorage`, compiled for tests only) that drops or garbles unsynced writes and
 //! fails fsync on demand.
 
 use std::fs::{self, File, OpenOptions};
@@ -9,13 +9,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
-
-/// True when an I/O error says the file system is full (ENOSPC): a refusal
-/// to retry once space is freed, unlike other I/O errors. The log, the dedup
-/// index and the delivery state store all decide by this.
-pub fn is_no_space(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(28) || e.kind() == io::ErrorKind::StorageFull
-}
 
 /// One open file of the log.
 pub trait StorageFile: Send + Sync {

@@ -6,8 +6,9 @@
 use super::error::{LogError, Result};
 use super::format::{self, RecordHeader, SEGMENT_HEADER_LEN};
 use super::recovery::create_segment;
-use super::storage::{is_no_space, StorageFile};
+use super::storage::StorageFile;
 use super::Shared;
+use crate::disk::is_no_space;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -56,7 +56,7 @@ impl StoreError {
 
 /// True for an I/O error saying the file system is full.
 fn no_space(e: &redb::Error) -> bool {
-    matches!(e, redb::Error::Io(io) if crate::log::is_no_space(io))
+    matches!(e, redb::Error::Io(io) if crate::disk::is_no_space(io))
 }
 
 /// An event a destination gave up on, with why.
@@ -137,7 +137,7 @@ impl StateStore {
         }
         let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
         if db.is_none() {
-            let created = super::create_or_undo(&self.path, || Database::create(&self.path));
+            let created = crate::disk::create_or_undo(&self.path, || Database::create(&self.path));
             *db = Some(created.map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(self.path.clone()),
                 other => self.err(other),

@@ -2,7 +2,7 @@
 //!
 //! Every file remembers what is durable (as of its last `sync_data`) and the
 //! writes made since; the namespace remembers which names are durable (as of
-//! the last `sync_dir`). [`SimStorage::crash_image`] builds the storage a
+//! the last `sync_dir`). [`CrashStorage::crash_image`] builds the storage a
 //! machine would find after power loss: each unsynced write is kept, dropped,
 //! torn, zeroed or garbled, and each unsynced create or remove may or may not
 //! have happened. Faults: failing `sync_data`, `ENOSPC` on write, and a crash
@@ -76,7 +76,7 @@ struct State {
     /// Crash when the sync point with this number is reached (before it syncs).
     crash_at: Option<(u64, u64)>,
     /// The image taken at the planned crash.
-    crashed: Option<SimStorage>,
+    crashed: Option<CrashStorage>,
     /// After a planned crash every operation fails.
     dead: bool,
     /// While set, file syncs wait (to observe what happens meanwhile).
@@ -91,7 +91,7 @@ struct State {
 
 /// In-memory storage with crash simulation; cheap to clone (shared state).
 #[derive(Clone, Default)]
-pub struct SimStorage {
+pub struct CrashStorage {
     state: Arc<Mutex<State>>,
     /// Signals changes of `hold_syncs` / `held_syncs`.
     gate: Arc<Condvar>,
@@ -118,7 +118,7 @@ fn apply(buf: &mut Vec<u8>, op: &Op) {
     }
 }
 
-impl SimStorage {
+impl CrashStorage {
     /// An empty storage.
     pub fn new() -> Self {
         Self::default()
@@ -173,13 +173,13 @@ impl SimStorage {
     }
 
     /// The image taken by a planned crash, once it happened.
-    pub fn crashed_image(&self) -> Option<SimStorage> {
+    pub fn crashed_image(&self) -> Option<CrashStorage> {
         lock(&self.state).crashed.clone()
     }
 
     /// What the disk would hold after power loss now; the fate of each
     /// unsynced write and directory entry is drawn from `seed`.
-    pub fn crash_image(&self, seed: u64) -> SimStorage {
+    pub fn crash_image(&self, seed: u64) -> CrashStorage {
         let st = lock(&self.state);
         Self::image_of(&st, &mut SimRng::new(seed))
     }
@@ -202,7 +202,7 @@ impl SimStorage {
         f.pending.clear();
     }
 
-    fn image_of(st: &State, rng: &mut SimRng) -> SimStorage {
+    fn image_of(st: &State, rng: &mut SimRng) -> CrashStorage {
         let mut names = BTreeMap::new();
         let all: BTreeSet<&PathBuf> = st.names.keys().chain(st.durable_names.keys()).collect();
         for path in all {
@@ -267,7 +267,7 @@ impl SimStorage {
             dirs: st.dirs.clone(),
             ..State::default()
         };
-        SimStorage {
+        CrashStorage {
             state: Arc::new(Mutex::new(state)),
             gate: Arc::default(),
         }
@@ -304,7 +304,7 @@ impl SimStorage {
 }
 
 struct SimHandle {
-    storage: SimStorage,
+    storage: CrashStorage,
     file: FileRef,
     writable: bool,
 }
@@ -361,7 +361,7 @@ impl StorageFile for SimHandle {
                 .unwrap_or_else(|e| e.into_inner());
             st.held_syncs -= 1;
         }
-        SimStorage::sync_point(&mut st)?;
+        CrashStorage::sync_point(&mut st)?;
         let mut f = lock(&self.file);
         f.durable = f.data.clone();
         f.pending.clear();
@@ -384,7 +384,7 @@ impl StorageFile for SimHandle {
     }
 }
 
-impl Storage for SimStorage {
+impl Storage for CrashStorage {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let st = lock(&self.state);
         if st.dead {
@@ -511,7 +511,7 @@ mod tests {
 
     #[test]
     fn synced_data_survives_and_unsynced_may_not() {
-        let s = SimStorage::new();
+        let s = CrashStorage::new();
         let dir = Path::new("/d");
         s.create_dir_all(dir).unwrap();
         let p = dir.join("f");
@@ -535,7 +535,7 @@ mod tests {
 
     #[test]
     fn unsynced_create_may_vanish() {
-        let s = SimStorage::new();
+        let s = CrashStorage::new();
         let dir = Path::new("/d");
         s.create_dir_all(dir).unwrap();
         let f = s.create(&dir.join("new")).unwrap();
@@ -548,7 +548,7 @@ mod tests {
 
     #[test]
     fn planned_crash_kills_the_machine() {
-        let s = SimStorage::new();
+        let s = CrashStorage::new();
         let dir = Path::new("/d");
         s.create_dir_all(dir).unwrap();
         let f = s.create(&dir.join("f")).unwrap();
@@ -561,7 +561,7 @@ mod tests {
 
     #[test]
     fn faults_are_reported() {
-        let s = SimStorage::new();
+        let s = CrashStorage::new();
         let dir = Path::new("/d");
         s.create_dir_all(dir).unwrap();
         let f = s.create(&dir.join("f")).unwrap();

@@ -35,7 +35,7 @@ struct Lane {
 }
 
 /// The ordering window of one destination.
-pub struct Dispatcher {
+pub struct OrderWindow {
     limit: usize,
     slots: BTreeMap<u64, Slot>,
     lanes: HashMap<Arc<str>, Lane>,
@@ -45,11 +45,11 @@ pub struct Dispatcher {
     read_pos: u64,
 }
 
-impl Dispatcher {
+impl OrderWindow {
     /// An empty window that starts reading at `cursor`, holding at most
     /// `limit` unfinished events.
     pub fn new(cursor: u64, limit: usize) -> Self {
-        Dispatcher {
+        OrderWindow {
             limit: limit.max(1),
             slots: BTreeMap::new(),
             lanes: HashMap::new(),
@@ -209,7 +209,7 @@ mod tests {
 
     #[test]
     fn one_user_is_strictly_sequential() {
-        let mut d = Dispatcher::new(0, 100);
+        let mut d = OrderWindow::new(0, 100);
         for o in 0..3 {
             d.push(ev(o, "u"), true);
         }
@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn other_users_flow_while_one_retries() {
-        let mut d = Dispatcher::new(0, 100);
+        let mut d = OrderWindow::new(0, 100);
         d.push(ev(0, "slow"), true);
         d.push(ev(1, "slow"), true);
         d.push(ev(2, "a"), true);
@@ -262,7 +262,7 @@ mod tests {
 
     #[test]
     fn filtered_events_finish_at_once_and_the_window_bounds_reading() {
-        let mut d = Dispatcher::new(10, 2);
+        let mut d = OrderWindow::new(10, 2);
         d.push(ev(10, "a"), false);
         assert_eq!(d.cursor(), 11);
         d.push(ev(11, "a"), true);
@@ -276,7 +276,7 @@ mod tests {
         /// first sends, and the cursor never passes an unfinished event.
         #[test]
         fn order_and_cursor_hold(users in prop::collection::vec(0u8..5, 1..80), script in prop::collection::vec(0u8..4, 1..400)) {
-            let mut d = Dispatcher::new(0, 16);
+            let mut d = OrderWindow::new(0, 16);
             let mut next = 0usize;
             let mut in_flight: Vec<u64> = Vec::new();
             let mut waiting: Vec<u64> = Vec::new();

@@ -5,8 +5,8 @@
 
 use super::backoff::{next_delay, Outcome};
 use super::config::DestinationConfig;
-use super::dispatcher::{Attempts, Dispatcher};
 use super::event::{EventMeta, LoggedEvent};
+use super::order_window::{Attempts, OrderWindow};
 use super::sink::Sink;
 use super::status::{Control, DestinationHandle};
 use super::CursorBoard;
@@ -78,7 +78,7 @@ impl Clock {
 }
 
 /// Everything a destination loop needs.
-pub struct Worker {
+pub struct DestinationLoop {
     pub(crate) cfg: Arc<DestinationConfig>,
     pub(crate) log: Log,
     pub(crate) store: Arc<StateStore>,
@@ -93,7 +93,7 @@ pub struct Worker {
 
 /// The mutable state of one destination's loop.
 struct LoopState {
-    disp: Dispatcher,
+    disp: OrderWindow,
     reader: Option<LogReader>,
     inflight: JoinSet<Sent>,
     /// Events in the requests of `inflight`.
@@ -110,7 +110,7 @@ struct LoopState {
 
 type Sent = (Vec<(LoggedEvent, Attempts)>, u64, Outcome);
 
-impl Worker {
+impl DestinationLoop {
     fn store_err(&self, source: crate::store::StoreError) -> DeliveryError {
         DeliveryError::Store {
             dest: self.cfg.name.clone(),
@@ -184,7 +184,7 @@ impl Worker {
         let start = self.start_cursor().await?;
         self.board.set(&self.cfg.name, start);
         let mut st = LoopState {
-            disp: Dispatcher::new(start, self.cfg.window),
+            disp: OrderWindow::new(start, self.cfg.window),
             reader: None,
             inflight: JoinSet::new(),
             in_flight_events: 0,
@@ -267,7 +267,7 @@ impl Worker {
             }
             Control::Reset { to, done } => {
                 self.drain(st).await;
-                st.disp = Dispatcher::new(to, self.cfg.window);
+                st.disp = OrderWindow::new(to, self.cfg.window);
                 st.timers.clear();
                 st.reader = None;
                 let name = self.cfg.name.clone();
@@ -322,7 +322,7 @@ impl Worker {
     /// Reads durable records into the window until it is full or caught up.
     async fn fill(
         &self,
-        disp: &mut Dispatcher,
+        disp: &mut OrderWindow,
         reader: Option<LogReader>,
     ) -> Result<LogReader, DeliveryError> {
         let pos = disp.read_pos();
@@ -513,7 +513,7 @@ impl Worker {
     }
 
     /// Stores the cursor if it moved; returns the committed value.
-    async fn commit(&self, disp: &Dispatcher, committed: u64) -> Result<u64, DeliveryError> {
+    async fn commit(&self, disp: &OrderWindow, committed: u64) -> Result<u64, DeliveryError> {
         let cursor = disp.cursor();
         if cursor == committed {
             return Ok(committed);
