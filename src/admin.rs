@@ -4,12 +4,13 @@
 //! `Authorization: Bearer <admin_token>`; without a configured token the
 //! routes do not exist.
 
+use crate::bearer;
 use crate::delivery::resolve_target;
 use crate::delivery::status::{Control, DestinationHandle};
 use crate::log::Log;
 use crate::store::StateStore;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -120,24 +121,8 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// True when `headers` carry `Authorization: Bearer <token>` (compared in
-/// constant time). Also guards `/metrics` when `metrics_token` is set.
-pub(crate) fn bearer_is(headers: &axum::http::HeaderMap, token: &str) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .is_some_and(|t| same(t.as_bytes(), token.as_bytes()))
-}
-
 async fn bearer(State(state): State<AdminState>, request: Request, next: Next) -> Response {
-    if bearer_is(request.headers(), &state.inner.token) {
+    if bearer::authorizes(request.headers(), &state.inner.token) {
         next.run(request).await
     } else {
         AdminError::Unauthorized.into_response()
@@ -292,14 +277,4 @@ async fn dlq_purge(
     state.destination(&name)?;
     let purged = state.store(move |s| s.purge(&name)).await?;
     Ok(Json(json!({"success": true, "purged": purged})))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn token_comparison() {
-        assert!(super::same(b"secret", b"secret"));
-        assert!(!super::same(b"secret", b"secreT"));
-        assert!(!super::same(b"secret", b"secret2"));
-    }
 }

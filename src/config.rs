@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::Deserialize;
 
+use crate::data_dir::DataDir;
 use crate::delivery::config::{DestinationConfig, DestinationType};
 
-/// Name of the file in the data directory holding the development write key.
-pub const DEV_WRITE_KEY_FILE: &str = "dev-write-key";
 /// Name of the source used when the configuration lists none.
 pub const DEV_SOURCE_NAME: &str = "dev";
 
@@ -435,7 +434,7 @@ impl Config {
         let mut d: DestinationConfig =
             toml::from_str(text).expect("the embedded destination parses");
         debug_assert_eq!(d.kind, DestinationType::File);
-        d.path = Some(self.data_dir.join("events.jsonl"));
+        d.path = Some(DataDir::new(&self.data_dir).default_events());
         d
     }
 
@@ -446,7 +445,7 @@ impl Config {
         if !self.sources.is_empty() {
             return Ok(None);
         }
-        let path = self.data_dir.join(DEV_WRITE_KEY_FILE);
+        let path = DataDir::new(&self.data_dir).dev_write_key();
         let write_key = load_or_create_dev_key(&path).map_err(|source| ConfigError::DevKey {
             path: path.clone(),
             source,
@@ -684,7 +683,7 @@ mod tests {
         assert!(first.write_key.len() > 16);
         assert_eq!(a.sources[0].name, DEV_SOURCE_NAME);
         let on_disk =
-            std::fs::read_to_string(dir.path().join("data").join(DEV_WRITE_KEY_FILE)).unwrap();
+            std::fs::read_to_string(DataDir::new(dir.path().join("data")).dev_write_key()).unwrap();
         assert_eq!(on_disk.trim(), first.write_key);
     }
 

@@ -65,12 +65,17 @@
 //! - `cli/` — the `ferry` command line: one file per subcommand
 
 pub mod admin;
+pub mod bearer;
 pub mod cli;
 pub mod config;
+pub mod data_dir;
 pub mod dedup;
 pub mod delivery;
 pub mod disk;
 pub mod ingest;
 pub mod log;
 pub mod metrics;
+pub mod retention;
+pub mod server;
 pub mod store;
+pub mod stored_event;

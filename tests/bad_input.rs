@@ -10,7 +10,6 @@
 mod common;
 
 use common::{config, gzip, start_with, WEB_KEY};
-use ferry::log::LogOptions;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -780,7 +779,7 @@ async fn hostile_requests_get_4xx_json_and_store_nothing() {
     c.limits.max_request_bytes = MAX_REQUEST;
     c.limits.max_event_bytes = MAX_EVENT;
     c.limits.body_timeout_secs = 1;
-    let s = start_with(c, LogOptions::default()).await;
+    let s = start_with(c).await;
     let cases = corpus();
     assert!(cases.len() >= 100, "only {} cases", cases.len());
     let mut tally = std::collections::BTreeMap::new();

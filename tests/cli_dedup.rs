@@ -1,7 +1,8 @@
 //! `ferry dedup stats` run as the real binary against a data directory whose
 //! index was written through the library.
 
-use ferry::dedup::{Dedup, DedupOptions, Key, SystemClock, INDEX_FILE};
+use ferry::data_dir::DataDir;
+use ferry::dedup::{Dedup, DedupOptions, Key, SystemClock};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,7 +16,12 @@ fn make_index(data_dir: &Path) -> Dedup {
         capacity: 100_000,
         ..DedupOptions::default()
     };
-    let d = Dedup::open(&data_dir.join(INDEX_FILE), opts, Arc::new(SystemClock)).unwrap();
+    let d = Dedup::open(
+        &DataDir::new(data_dir).dedup_index(),
+        opts,
+        Arc::new(SystemClock),
+    )
+    .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -86,11 +92,11 @@ fn stats_explains_a_missing_directory_or_index() {
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(
-        err.contains("has no dedup index") && err.contains(INDEX_FILE),
+        err.contains("has no dedup index") && err.contains("dedup.redb"),
         "{err}"
     );
     assert!(
-        !tmp.path().join(INDEX_FILE).exists(),
+        !DataDir::new(tmp.path()).dedup_index().exists(),
         "stats must not create the index"
     );
 }

@@ -535,22 +535,15 @@ async fn retention_waits_for_every_committed_cursor() {
     }
     let before = e.log.stats().segments;
     assert!(before > 3);
-    let board = ferry::delivery::CursorBoard::default();
+    let board = std::sync::Arc::new(ferry::delivery::CursorBoard::default());
     let names = vec!["a".to_string(), "b".to_string()];
+    let retention = ferry::retention::Retention::new(e.log.clone(), board.clone(), names, None);
     board.set("a", 200);
-    assert_eq!(
-        ferry::delivery::apply_retention(&e.log, &board, &names).unwrap(),
-        0,
-        "b has not committed yet"
-    );
+    assert_eq!(retention.apply().unwrap(), 0, "b has not committed yet");
     board.set("b", 0);
-    assert_eq!(
-        ferry::delivery::apply_retention(&e.log, &board, &names).unwrap(),
-        0,
-        "b is at the start"
-    );
+    assert_eq!(retention.apply().unwrap(), 0, "b is at the start");
     board.set("b", 120);
-    let deleted = ferry::delivery::apply_retention(&e.log, &board, &names).unwrap();
+    let deleted = retention.apply().unwrap();
     assert!(deleted > 0);
     assert!(e.log.start_offset() <= 120, "never past the lowest cursor");
     assert!(e.log.reader(120).is_ok());

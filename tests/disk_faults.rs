@@ -7,18 +7,15 @@
 
 mod common;
 
-use common::{config, expect_error, expect_ok, read_events, WEB_KEY};
-use ferry::ingest::{self, AppState};
+use common::{config, expect_error, expect_ok, read_events, start_on, TestServer};
 use ferry::log::crash_storage::CrashStorage;
 use ferry::log::{Log, LogOptions};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio_util::sync::CancellationToken;
+use tempfile::TempDir;
 
-const DIR: &str = "/sim/data/log";
 /// Crash images checked per scenario.
 const SEEDS: u64 = 16;
 
@@ -30,59 +27,23 @@ fn options(segment_bytes: u64) -> LogOptions {
     }
 }
 
-/// An ingest server whose log lives at [`DIR`] on `storage`, so a crash
-/// image of that storage can be served again at the same place.
-struct Server {
-    addr: SocketAddr,
-    log: Log,
-    http: reqwest::Client,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+/// A server whose log lives on `storage` (at `<dir>/log` there) and the rest
+/// of its data in `dir` on disk, so a crash image of that storage can be
+/// served again at the same place.
+async fn serve(storage: &CrashStorage, segment_bytes: u64, dir: TempDir) -> TestServer {
+    let mut c = config();
+    c.log.segment_bytes = Some(segment_bytes);
+    c.log.min_free_bytes = Some(0);
+    start_on(Arc::new(storage.clone()), dir, c).await
 }
 
-async fn serve(storage: &CrashStorage, segment_bytes: u64) -> Server {
-    let log = Log::open_with(
-        Arc::new(storage.clone()),
-        Path::new(DIR),
-        options(segment_bytes),
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    let state = AppState::new(&config(), log.clone());
-    let task = tokio::spawn(ingest::run(listener, state, async move {
-        token.cancelled().await
-    }));
-    Server {
-        addr,
-        log,
-        http: reqwest::Client::new(),
-        stop,
-        task,
-    }
+async fn health(s: &TestServer) -> (u16, Value) {
+    let r = s.get("/health").send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
 }
 
-impl Server {
-    fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .post(format!("http://{}{path}", self.addr))
-            .basic_auth(WEB_KEY, Some(""))
-    }
-    async fn health(&self) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("http://{}/health", self.addr))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap())
-    }
-    async fn shutdown(self) {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-    }
+fn log_dir(s: &TestServer) -> PathBuf {
+    s.dir.path().join("log")
 }
 
 fn batch(tag: &str, n: usize) -> Value {
@@ -97,10 +58,16 @@ fn batch(tag: &str, n: usize) -> Value {
 
 /// Recovers each crash image and checks: every acknowledged request whole,
 /// every stored request whole (never a part), none twice, nothing in `never`.
-fn check_images(storage: &CrashStorage, acked: &[String], per_request: usize, never: &[&str]) {
+fn check_images(
+    storage: &CrashStorage,
+    dir: &Path,
+    acked: &[String],
+    per_request: usize,
+    never: &[&str],
+) {
     for seed in 0..SEEDS {
         let image = storage.crash_image(seed);
-        let log = Log::open_with(Arc::new(image), Path::new(DIR), options(1 << 20))
+        let log = Log::open_with(Arc::new(image), dir, options(1 << 20))
             .unwrap_or_else(|e| panic!("seed {seed}: recovery failed: {e}"));
         let events = read_events(&log);
         let mut per_tag: HashMap<String, usize> = HashMap::new();
@@ -132,7 +99,7 @@ fn check_images(storage: &CrashStorage, acked: &[String], per_request: usize, ne
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fsync_eio_under_load_stops_acks_and_a_restart_keeps_every_ack() {
     let sim = CrashStorage::new();
-    let s = Arc::new(serve(&sim, 4096).await);
+    let s = Arc::new(serve(&sim, 4096, tempfile::tempdir().unwrap()).await);
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let (count_tx, mut count_rx) = tokio::sync::watch::channel(0usize);
     let count_tx = Arc::new(count_tx);
@@ -180,7 +147,7 @@ async fn fsync_eio_under_load_stops_acks_and_a_restart_keeps_every_ack() {
             .unwrap();
         expect_error(r, 503, "storage_unavailable").await;
     }
-    let (status, h) = s.health().await;
+    let (status, h) = health(&s).await;
     assert_eq!(
         (status, &h["status"], &h["accepting"]),
         (503, &json!("failed"), &json!(false)),
@@ -194,6 +161,7 @@ async fn fsync_eio_under_load_stops_acks_and_a_restart_keeps_every_ack() {
     assert!(acked.len() >= 40);
     check_images(
         &sim,
+        &log_dir(&s),
         &acked,
         3,
         &["late0", "late1", "late2", "late3", "late4"],
@@ -201,9 +169,9 @@ async fn fsync_eio_under_load_stops_acks_and_a_restart_keeps_every_ack() {
 
     // Restart on a crash image: recovered, healthy, accepting.
     let image = sim.crash_image(1);
-    Arc::into_inner(s).unwrap().shutdown().await;
-    let s = serve(&image, 4096).await;
-    assert_eq!(s.health().await.0, 200);
+    let dir = Arc::into_inner(s).unwrap().stop_keeping_dir().await;
+    let s = serve(&image, 4096, dir).await;
+    assert_eq!(health(&s).await.0, 200);
     expect_ok(
         s.post("/v1/batch")
             .json(&batch("after", 3))
@@ -217,14 +185,14 @@ async fn fsync_eio_under_load_stops_acks_and_a_restart_keeps_every_ack() {
         .map(|e| e["userId"].as_str().unwrap().to_string())
         .collect();
     assert!(acked.iter().all(|t| tags.contains(t)) && tags.contains("after"));
-    s.shutdown().await;
+    s.stop().await;
 }
 
 #[tokio::test]
 async fn fsync_eio_while_rolling_a_segment_is_reported_and_recovers() {
     let sim = CrashStorage::new();
     // Tiny segments: every request after the first of a segment rolls.
-    let s = serve(&sim, 64).await;
+    let s = serve(&sim, 64, tempfile::tempdir().unwrap()).await;
     expect_ok(
         s.post("/v1/batch")
             .json(&batch("a", 2))
@@ -250,21 +218,21 @@ async fn fsync_eio_while_rolling_a_segment_is_reported_and_recovers() {
         .await
         .unwrap();
     expect_error(r, 503, "storage_unavailable").await;
-    let (status, h) = s.health().await;
+    let (status, h) = health(&s).await;
     assert_eq!(status, 503);
     assert!(
         h["log"]["failure"].as_str().unwrap().contains("rolling"),
         "{h}"
     );
     assert!(s.log.stats().segments <= segments_before + 1);
-    check_images(&sim, &["a".into(), "b".into()], 2, &["c"]);
-    s.shutdown().await;
+    check_images(&sim, &log_dir(&s), &["a".into(), "b".into()], 2, &["c"]);
+    s.stop().await;
 }
 
 #[tokio::test]
 async fn directory_fsync_eio_in_retention_stops_acks_and_leaves_no_gap() {
     let sim = CrashStorage::new();
-    let s = serve(&sim, 1024).await;
+    let s = serve(&sim, 1024, tempfile::tempdir().unwrap()).await;
     let mut acked = Vec::new();
     for n in 0..12 {
         let tag = format!("r{n}");
@@ -290,7 +258,7 @@ async fn directory_fsync_eio_in_retention_stops_acks_and_leaves_no_gap() {
         .await
         .unwrap();
     expect_error(r, 503, "storage_unavailable").await;
-    let (_, h) = s.health().await;
+    let (_, h) = health(&s).await;
     assert!(
         h["log"]["failure"].as_str().unwrap().contains("directory"),
         "{h}"
@@ -298,12 +266,8 @@ async fn directory_fsync_eio_in_retention_stops_acks_and_leaves_no_gap() {
     // Whatever deletions survive the crash, the log reads from its start
     // without a gap and still ends with the last acknowledged request.
     for seed in 0..SEEDS {
-        let log = Log::open_with(
-            Arc::new(sim.crash_image(seed)),
-            Path::new(DIR),
-            options(1024),
-        )
-        .unwrap();
+        let log =
+            Log::open_with(Arc::new(sim.crash_image(seed)), &log_dir(&s), options(1024)).unwrap();
         let events = read_events(&log);
         assert_eq!(log.durable_end(), below, "seed {seed}");
         assert_eq!(
@@ -313,13 +277,13 @@ async fn directory_fsync_eio_in_retention_stops_acks_and_leaves_no_gap() {
         );
         assert_eq!(events.last().unwrap()["userId"], "r11", "seed {seed}");
     }
-    s.shutdown().await;
+    s.stop().await;
 }
 
 #[tokio::test]
 async fn enospc_on_write_refuses_with_503_stores_nothing_and_resumes() {
     let sim = CrashStorage::new();
-    let s = serve(&sim, 4096).await;
+    let s = serve(&sim, 4096, tempfile::tempdir().unwrap()).await;
     let mut acked = Vec::new();
     for n in 0..5 {
         let tag = format!("ok{n}");
@@ -344,7 +308,7 @@ async fn enospc_on_write_refuses_with_503_stores_nothing_and_resumes() {
         assert_eq!(r.headers()["retry-after"], "1");
         expect_error(r, 503, "storage_full").await;
     }
-    let (status, h) = s.health().await;
+    let (status, h) = health(&s).await;
     assert_eq!(
         (status, &h["accepting"], &h["log"]["full"]),
         (200, &json!(false), &json!(true)),
@@ -352,7 +316,7 @@ async fn enospc_on_write_refuses_with_503_stores_nothing_and_resumes() {
     );
     assert!(h["log"]["failure"].is_null(), "ENOSPC is not fatal: {h}");
     // A crash now: no part of a refused request is visible after recovery.
-    check_images(&sim, &acked, 4, &["full0", "full1", "full2"]);
+    check_images(&sim, &log_dir(&s), &acked, 4, &["full0", "full1", "full2"]);
 
     sim.set_disk_full(false);
     expect_ok(
@@ -364,14 +328,14 @@ async fn enospc_on_write_refuses_with_503_stores_nothing_and_resumes() {
     )
     .await;
     acked.push("back".into());
-    let (status, h) = s.health().await;
+    let (status, h) = health(&s).await;
     assert_eq!((status, &h["accepting"]), (200, &json!(true)), "{h}");
-    check_images(&sim, &acked, 4, &["full0", "full1", "full2"]);
+    check_images(&sim, &log_dir(&s), &acked, 4, &["full0", "full1", "full2"]);
     let stored: Vec<String> = read_events(&s.log)
         .iter()
         .map(|e| e["userId"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(stored.len(), 6 * 4);
     assert!(stored.iter().all(|t| !t.starts_with("full")));
-    s.shutdown().await;
+    s.stop().await;
 }

@@ -50,7 +50,8 @@ fn target() -> Target {
     let mut config = common::config();
     config.limits.max_event_bytes = 4096;
     config.limits.max_request_bytes = 64 * 1024;
-    let app = router(AppState::new(&config, log.clone()));
+    let metrics = Arc::new(ferry::metrics::Metrics::new());
+    let app = router(AppState::new(&config, log.clone(), metrics, None));
     Target { rt, app, log }
 }
 

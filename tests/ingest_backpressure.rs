@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::*;
 use ferry::log::crash_storage::CrashStorage;
-use ferry::log::LogOptions;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -24,12 +23,10 @@ async fn health(s: &TestServer) -> (u16, Value) {
 
 #[tokio::test]
 async fn disk_budget_refuses_with_503_until_space_is_freed() {
-    let options = LogOptions {
-        segment_bytes: 2048,
-        max_log_bytes: Some(8192),
-        ..LogOptions::default()
-    };
-    let s = start_with(config(), options).await;
+    let mut c = config();
+    c.log.segment_bytes = Some(2048);
+    c.log.max_bytes = Some(8192);
+    let s = start_with(c).await;
     let mut acked = 0;
     let refusal = loop {
         let r = s
@@ -69,7 +66,12 @@ async fn disk_budget_refuses_with_503_until_space_is_freed() {
 #[tokio::test]
 async fn free_space_reserve_refuses_with_503_and_recovers() {
     let sim = CrashStorage::new();
-    let s = start_on(Arc::new(sim.clone()), config(), LogOptions::default()).await;
+    let s = start_on(
+        Arc::new(sim.clone()),
+        tempfile::tempdir().unwrap(),
+        config(),
+    )
+    .await;
     expect_ok(s.post("/v1/track").json(&event(0)).send().await.unwrap()).await;
     sim.set_available_space(Some(1024 * 1024)); // below the 64 MiB reserve
     let r = s
@@ -90,7 +92,12 @@ async fn free_space_reserve_refuses_with_503_and_recovers() {
 #[tokio::test]
 async fn a_failed_log_refuses_with_503_and_health_says_why() {
     let sim = CrashStorage::new();
-    let s = start_on(Arc::new(sim.clone()), config(), LogOptions::default()).await;
+    let s = start_on(
+        Arc::new(sim.clone()),
+        tempfile::tempdir().unwrap(),
+        config(),
+    )
+    .await;
     expect_ok(s.post("/v1/track").json(&event(0)).send().await.unwrap()).await;
     sim.fail_syncs(true);
     let r = s.post("/v1/track").json(&event(1)).send().await.unwrap();
@@ -121,7 +128,7 @@ async fn a_failed_log_refuses_with_503_and_health_says_why() {
 async fn too_many_requests_in_flight_get_429() {
     let mut c = config();
     c.limits.max_in_flight = 1;
-    let s = start_with(c, LogOptions::default()).await;
+    let s = start_with(c).await;
     let body = json!({"writeKey": WEB_KEY, "userId": "u", "event": "slow"}).to_string();
     let (first, rest) = body.split_at(10);
     let mut slow = tokio::net::TcpStream::connect(s.addr).await.unwrap();

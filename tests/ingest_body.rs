@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use ferry::config::Config;
-use ferry::log::LogOptions;
 use serde_json::json;
 
 fn batch(n: usize) -> serde_json::Value {
@@ -62,7 +61,7 @@ fn small_limits() -> Config {
 
 #[tokio::test]
 async fn request_cap_applies_on_the_wire_and_after_inflating() {
-    let s = start_with(small_limits(), LogOptions::default()).await;
+    let s = start_with(small_limits()).await;
     let big = batch(100).to_string();
     assert!(big.len() > 4096);
     expect_error(
@@ -121,7 +120,7 @@ async fn gzip_bomb_is_refused_without_inflating_it() {
 
 #[tokio::test]
 async fn per_event_cap_names_the_event() {
-    let s = start_with(small_limits(), LogOptions::default()).await;
+    let s = start_with(small_limits()).await;
     let body = json!({"batch": [
         {"type": "track", "userId": "u", "event": "ok"},
         {"type": "track", "userId": "u", "event": "big", "properties": {"blob": "x".repeat(1100)}},

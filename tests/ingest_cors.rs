@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use ferry::log::LogOptions;
 use serde_json::json;
 
 const ASKED: &str = "authorization,content-type,anonymousid,sentat,x-retry-count,rsa-retry-attempt,rsa-retry-reason,rsa-since-last-attempt";
@@ -88,7 +87,7 @@ async fn actual_requests_carry_the_allow_origin_header() {
 async fn allowed_origins_can_be_restricted() {
     let mut c = config();
     c.cors.allowed_origins = vec!["https://shop.example".into()];
-    let s = start_with(c, LogOptions::default()).await;
+    let s = start_with(c).await;
     let preflight = |origin: &'static str| {
         s.client
             .request(reqwest::Method::OPTIONS, s.url("/v1/t"))

@@ -6,12 +6,9 @@
 
 mod common;
 
-use common::{config, read_events, spawn_server, ServerProcess, APP_KEY, WEB_KEY};
-use ferry::config::Config;
+use common::{config, read_events, spawn_server, start_with, ServerProcess, APP_KEY, WEB_KEY};
 use ferry::dedup::{Dedup, DedupOptions, SystemClock};
-use ferry::ingest::{self, AppState};
-use ferry::log::{Log, LogOptions, LogView};
-use ferry::metrics::Metrics;
+use ferry::log::LogView;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -180,28 +177,13 @@ async fn after_kill_9_the_log_tail_is_reindexed_before_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_refused_with_503_is_stored_when_retried() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(
-        &dir.path().join("log"),
-        LogOptions {
-            segment_bytes: 2048,
-            max_log_bytes: Some(6000),
-            min_free_bytes: 0,
-            ..LogOptions::default()
-        },
-    )
-    .unwrap();
-    let dedup = Dedup::open(
-        &dir.path().join("dedup.redb"),
-        DedupOptions::default(),
-        Arc::new(SystemClock),
-    )
-    .unwrap();
-    let config: Config = config();
-    let state = AppState::build(&config, log.clone(), Arc::new(Metrics::new()), Some(dedup));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1/batch", listener.local_addr().unwrap());
-    tokio::spawn(ingest::run(listener, state, std::future::pending()));
+    let mut config = config();
+    config.dedup.enabled = true;
+    config.log.segment_bytes = Some(2048);
+    config.log.max_bytes = Some(6000);
+    config.log.min_free_bytes = Some(0);
+    let server = start_with(config).await;
+    let (log, url) = (server.log.clone(), server.url("/v1/batch"));
     let http = reqwest::Client::new();
     let filler = |i: usize| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("f{i}"), "properties": {"pad": "x".repeat(400)}});
     let mut i = 0;
@@ -233,27 +215,19 @@ async fn an_event_refused_with_503_is_stored_when_retried() {
 /// offsets still let the index's checkpoint (the WAL retention floor) pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_ids_are_stored_but_not_held_and_the_checkpoint_passes_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(&dir.path().join("log"), LogOptions::default()).unwrap();
+    let mut config = config();
+    config.dedup.enabled = true;
+    let server = start_with(config).await;
+    let (log, url) = (server.log.clone(), server.url("/v1/batch"));
+    let dedup = server.server().dedup().unwrap().current().unwrap();
     let open_dedup = |name: &str| {
         Dedup::open(
-            &dir.path().join(name),
+            &server.dir.path().join(name),
             DedupOptions::default(),
             Arc::new(SystemClock),
         )
         .unwrap()
     };
-    let dedup = open_dedup("dedup.redb");
-    let config: Config = config();
-    let state = AppState::build(
-        &config,
-        log.clone(),
-        Arc::new(Metrics::new()),
-        Some(dedup.clone()),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1/batch", listener.local_addr().unwrap());
-    tokio::spawn(ingest::run(listener, state, std::future::pending()));
     let http = reqwest::Client::new();
     let anonymous = json!({"type": "track", "event": "E", "userId": "u1"});
     let mixed = vec![
@@ -296,7 +270,7 @@ async fn generated_ids_are_stored_but_not_held_and_the_checkpoint_passes_them() 
 
     // A fresh index re-built from the whole log holds the client id only.
     let rebuilt = open_dedup("rebuilt.redb");
-    assert_eq!(ingest::reindex_from_log(&log, &rebuilt).unwrap(), 1);
+    assert_eq!(ferry::dedup::reindex_from_log(&log, &rebuilt).unwrap(), 1);
     assert_eq!(rebuilt.stats().ids_held, 1);
     assert_eq!(rebuilt.checkpoint(), log.durable_end());
 }

@@ -293,7 +293,7 @@ async fn metrics_token_guards_metrics_and_leaves_health_open() {
         metrics_token: Some(TOKEN.into()),
         ..config()
     };
-    let s = start_with(config, ferry::log::LogOptions::default()).await;
+    let s = start_with(config).await;
     for auth in [None, Some("wrong-token-0123456789")] {
         let mut req = s.get("/metrics");
         if let Some(t) = auth {

@@ -2,7 +2,7 @@
 //! reset` to rewind or skip for replay. Works offline on a data directory.
 
 use super::state_access::{open_state, StateAccess};
-use crate::delivery::event::EventMeta;
+
 use crate::log::LogView;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -116,13 +116,14 @@ pub fn run(args: CursorsArgs, token: Option<&str>) -> Result<ExitCode> {
 }
 
 pub(crate) fn open_log(data_dir: &Path) -> Result<LogView> {
-    if !data_dir.join("log").is_dir() {
+    let log_dir = crate::data_dir::DataDir::new(data_dir).log();
+    if !log_dir.is_dir() {
         bail!(
             "{} is not a ferry data directory: it has no log/ folder",
             data_dir.display()
         );
     }
-    LogView::open(&data_dir.join("log"))
+    LogView::open(&log_dir)
         .with_context(|| format!("cannot read the log in {}", data_dir.display()))
 }
 
@@ -139,7 +140,8 @@ fn lag(log: &LogView, cursor: u64) -> Result<(u64, u64, Option<i64>)> {
     while let Some(r) = reader.next()? {
         if age.is_none() {
             let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-            age = EventMeta::received_ms(&r.payload).map(|ms| (now_ms - ms as i64) / 1000);
+            age =
+                crate::stored_event::received_ms(&r.payload).map(|ms| (now_ms - ms as i64) / 1000);
         }
         bytes += r.payload.len() as u64;
     }

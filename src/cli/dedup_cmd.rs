@@ -1,6 +1,7 @@
 //! `ferry dedup stats`: figures of a data directory's dedup index, read
 //! without writing to it.
 
+use crate::data_dir::DataDir;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -31,12 +32,12 @@ pub fn run(cmd: DedupCommand) -> Result<ExitCode> {
             if !data_dir.is_dir() {
                 bail!("data directory {} does not exist", data_dir.display());
             }
-            let path = data_dir.join(dedup::INDEX_FILE);
+            let path = DataDir::new(&data_dir).dedup_index();
             if !path.is_file() {
                 bail!(
                     "{} has no dedup index ({} is missing): dedup has not run in this data directory",
                     data_dir.display(),
-                    dedup::INDEX_FILE
+                    path.display()
                 );
             }
             let stats = match dedup::stats_from_file(&path, SystemTime::now()) {

@@ -66,7 +66,7 @@ fn open(data_dir: &Path) -> Result<LogView> {
     if !data_dir.is_dir() {
         bail!("data directory {} does not exist", data_dir.display());
     }
-    let dir = data_dir.join("log");
+    let dir = crate::data_dir::DataDir::new(data_dir).log();
     if !dir.is_dir() {
         bail!(
             "{} is not a ferry data directory: it has no log/ folder",

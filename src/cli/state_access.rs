@@ -3,7 +3,7 @@
 //! found through `<data_dir>/server.json` and authorised by
 //! `--admin-token` / `FERRY_ADMIN_TOKEN`.
 
-use super::serve::SERVER_FILE;
+use crate::data_dir::DataDir;
 use crate::store::{StateStore, StoreError};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -25,7 +25,7 @@ pub(crate) struct Remote {
 
 /// Opens the state of `data_dir`, going through the server when it runs.
 pub(crate) fn open_state(data_dir: &Path, token: Option<&str>) -> Result<StateAccess> {
-    let path = data_dir.join("state.redb");
+    let path = DataDir::new(data_dir).state();
     if !path.is_file() {
         bail!(
             "{} has no delivery state (state.redb): no destination has run there yet",
@@ -41,7 +41,7 @@ pub(crate) fn open_state(data_dir: &Path, token: Option<&str>) -> Result<StateAc
 
 impl Remote {
     fn find(data_dir: &Path, token: Option<&str>) -> Result<Remote> {
-        let file = data_dir.join(SERVER_FILE);
+        let file = DataDir::new(data_dir).server_file();
         let Ok(text) = std::fs::read_to_string(&file) else {
             bail!(
                 "a running ferry serve holds {} and its admin API is off: set admin_token in its configuration (then use --admin-token), or stop it",

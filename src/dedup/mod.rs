@@ -22,6 +22,7 @@ mod runs;
 mod state;
 mod stats;
 mod store;
+mod supervised;
 mod ticket;
 mod writer;
 
@@ -29,8 +30,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::DedupError;
 pub use key::Key;
 pub use options::{bloom_too_large, DedupOptions, MAX_BLOOM_BYTES};
+pub use reindex::{open_and_reindex, reindex_from_log, stored_key, ReindexError};
 pub use state::Failure;
 pub use stats::{stats_from_file, DedupStats};
+pub use supervised::{DedupHealth, StartDedup, SupervisedDedup};
 pub use ticket::{Ticket, Verdict};
 
 use clock::to_ms;
@@ -42,9 +45,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use writer::{Op, Writer};
-
-/// The index file's name inside a data directory.
-pub const INDEX_FILE: &str = "dedup.redb";
 
 /// The dedup index; cheap to clone (all clones share one index).
 #[derive(Clone)]

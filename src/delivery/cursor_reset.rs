@@ -2,7 +2,6 @@
 //! an RFC 3339 time (the first event received at or after it). Shared by the
 //! CLI (offline, through a read-only view) and the admin API (live log).
 
-use super::event::EventMeta;
 use crate::log::{LogError, LogReader};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -35,7 +34,7 @@ pub fn resolve_target(
             let when_ms = u64::try_from(when.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
             let mut reader = open(start).map_err(|e| e.to_string())?;
             while let Some(r) = reader.next_below(end).map_err(|e| e.to_string())? {
-                if EventMeta::received_ms(&r.payload).is_some_and(|t| t >= when_ms) {
+                if crate::stored_event::received_ms(&r.payload).is_some_and(|t| t >= when_ms) {
                     return Ok(r.offset);
                 }
             }

@@ -5,7 +5,7 @@
 
 use super::backoff::{next_delay, Outcome};
 use super::config::DestinationConfig;
-use super::event::{EventMeta, LoggedEvent};
+use super::event::{EventMeta, LoggedEvent, Wanted};
 use super::order_window::{Attempts, OrderWindow};
 use super::sink::Sink;
 use super::status::{Control, DestinationHandle};
@@ -289,7 +289,7 @@ impl DestinationLoop {
         let lag_events = self.log.durable_end().saturating_sub(cursor);
         let lag_seconds = match (lag_events, st.disp.oldest()) {
             (0, _) | (_, None) => 0.0,
-            (_, Some(e)) => EventMeta::received_ms(&e.payload)
+            (_, Some(e)) => crate::stored_event::received_ms(&e.payload)
                 .map_or(0.0, |ms| clock.now_ms().saturating_sub(ms) as f64 / 1000.0),
         };
         let m = &self.metrics;

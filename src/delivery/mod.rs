@@ -27,23 +27,13 @@ use sink::Sink;
 use status::DestinationHandle;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// How often retention looks at the cursors.
-pub const RETENTION_EVERY: Duration = Duration::from_secs(5);
-
-/// A lower bound retention must respect besides the cursors: the dedup
-/// index's checkpoint (it re-indexes from there after a crash).
-pub type RetentionFloor = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// The committed cursor of every running destination (retention reads it).
 #[derive(Default)]
 pub struct CursorBoard {
     cursors: Mutex<HashMap<String, u64>>,
-    /// Another holder of log segments, if any.
-    floor: Option<RetentionFloor>,
 }
 
 impl CursorBoard {
@@ -58,16 +48,14 @@ impl CursorBoard {
     pub fn get(&self, dest: &str) -> Option<u64> {
         self.lock().get(dest).copied()
     }
-    /// The lowest committed cursor over `dests` (and the floor), if every
-    /// one has committed.
+    /// The lowest committed cursor over `dests`, if every one has
+    /// committed (`u64::MAX` for no destination).
     pub fn min_over(&self, dests: &[String]) -> Option<u64> {
         let map = self.lock();
-        let cursors = dests
+        dests
             .iter()
             .map(|d| map.get(d).copied())
-            .collect::<Option<Vec<u64>>>()?;
-        let floor = self.floor.as_ref().map(|f| f());
-        cursors.into_iter().chain(floor).min()
+            .try_fold(u64::MAX, |min, c| Some(min.min(c?)))
     }
 }
 
@@ -79,8 +67,7 @@ pub fn make_sink(cfg: &DestinationConfig) -> Result<Arc<dyn Sink>, String> {
     })
 }
 
-/// Running delivery: one loop (and one replay lane) per destination, plus
-/// retention.
+/// Running delivery: one loop (and one replay lane) per destination.
 pub struct Delivery {
     /// Committed cursors.
     pub board: Arc<CursorBoard>,
@@ -97,12 +84,11 @@ impl Delivery {
         store: Arc<StateStore>,
         dests: Vec<(DestinationConfig, Arc<dyn Sink>)>,
     ) -> Result<Delivery, crate::store::StoreError> {
-        Self::start_with(log, store, dests, Arc::new(Metrics::new()), None)
+        Self::start_with(log, store, dests, Arc::new(Metrics::new()))
     }
 
     /// Starts delivery of `log` to `dests` with the given sinks (one per
-    /// destination, same order), reporting into `metrics`; retention also
-    /// keeps everything at or above `floor` when given. Cursors of
+    /// destination, same order), reporting into `metrics`. Cursors of
     /// destinations no longer configured stop holding segments back (logged
     /// once here).
     pub fn start_with(
@@ -110,12 +96,8 @@ impl Delivery {
         store: Arc<StateStore>,
         dests: Vec<(DestinationConfig, Arc<dyn Sink>)>,
         metrics: Arc<Metrics>,
-        floor: Option<RetentionFloor>,
     ) -> Result<Delivery, crate::store::StoreError> {
-        let board = Arc::new(CursorBoard {
-            floor,
-            ..CursorBoard::default()
-        });
+        let board = Arc::new(CursorBoard::default());
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let names: Vec<String> = dests.iter().map(|(c, _)| c.name.clone()).collect();
@@ -151,9 +133,6 @@ impl Delivery {
                 }
             });
         }
-        if !names.is_empty() {
-            tasks.spawn(retention(log, board.clone(), names, cancel.clone()));
-        }
         tasks.close();
         Ok(Delivery {
             board,
@@ -161,6 +140,11 @@ impl Delivery {
             tasks,
             cancel,
         })
+    }
+
+    /// The names of the destinations, in configuration order.
+    pub fn names(&self) -> Vec<String> {
+        self.destinations.iter().map(|h| h.name.clone()).collect()
     }
 
     /// The handle of a destination by name.
@@ -173,48 +157,4 @@ impl Delivery {
         self.cancel.cancel();
         self.tasks.wait().await;
     }
-}
-
-/// Deletes log segments every destination's committed cursor has passed.
-async fn retention(
-    log: Log,
-    board: Arc<CursorBoard>,
-    names: Vec<String>,
-    cancel: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(RETENTION_EVERY);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let (log, board, names) = (log.clone(), board.clone(), names.clone());
-        match tokio::task::spawn_blocking(move || apply_retention(&log, &board, &names)).await {
-            Ok(Err(e)) => tracing::error!("retention failed: {e}"),
-            Err(e) => tracing::error!("retention task failed: {e}"),
-            Ok(Ok(_)) => {}
-        }
-    }
-}
-
-/// One retention pass: deletes whole segments below the lowest committed
-/// cursor of `names`; nothing until every destination has committed one.
-/// Blocking. Returns how many segments were deleted.
-pub fn apply_retention(
-    log: &Log,
-    board: &CursorBoard,
-    names: &[String],
-) -> Result<usize, crate::log::LogError> {
-    let Some(min) = board.min_over(names) else {
-        return Ok(0);
-    };
-    let n = log.delete_segments_below(min)?;
-    if n > 0 {
-        tracing::info!(
-            segments = n,
-            below = min,
-            "retention deleted {n} segment(s) below offset {min}"
-        );
-    }
-    Ok(n)
 }

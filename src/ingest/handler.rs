@@ -12,10 +12,11 @@ use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use super::error::IngestError;
-use super::normalise::{self, Envelope, EventType, FERRY_FIELD, GENERATED_ID_FIELD};
+use super::normalise::{self, Envelope, EventType};
 use super::{body, timestamp, AppState};
 use crate::dedup::{Key, Verdict};
 use crate::metrics::{EventLabels, SourceLabels};
+use crate::stored_event;
 
 /// How the events of a request are laid out in its body.
 #[derive(Debug, Clone, Copy)]
@@ -134,7 +135,7 @@ pub(crate) async fn store(
             .map_err(|reason| IngestError::InvalidEvent { index, reason })?;
         // normalise accepted the event, so its type is one of the six.
         types.push(normalised["type"].as_str().and_then(EventType::parse));
-        if dedup.is_some() && normalised[FERRY_FIELD][GENERATED_ID_FIELD] != true {
+        if dedup.is_some() && stored_event::has_client_id(&normalised) {
             let id = normalised["messageId"].as_str().unwrap_or_default();
             keys.push(Key::new(source, id));
             keyed.push(index);

@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::dedup_slot::DedupHealth;
 use super::AppState;
+use crate::dedup::DedupHealth;
 
 /// 200 while the log and the dedup index work, 503 after a fatal storage
 /// error in either; the body says which, and whether requests are refused

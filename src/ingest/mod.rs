@@ -5,16 +5,13 @@
 mod auth;
 mod body;
 mod cors;
-mod dedup_slot;
 mod error;
 mod handler;
 mod health;
 mod normalise;
 mod pixel;
-mod reindex;
 mod timestamp;
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -26,35 +23,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use error::IngestError;
-pub use normalise::{EventType, FERRY_FIELD, GENERATED_ID_FIELD, MAX_MESSAGE_ID_CHARS};
-pub use reindex::{open_and_reindex, reindex_from_log, stored_key, ReindexError};
+pub use normalise::{EventType, MAX_MESSAGE_ID_CHARS};
 
 use crate::config::{Config, Limits};
-use crate::dedup::{Dedup, DedupError};
-use crate::delivery::RetentionFloor;
+use crate::dedup::{Dedup, DedupError, DedupHealth, SupervisedDedup};
 use crate::log::Log;
 use crate::metrics::{Metrics, RequestLabels};
-use dedup_slot::{DedupHealth, DedupSlot};
 use handler::Shape;
-
-/// The dedup index a server starts with.
-pub enum StartDedup {
-    /// Opened and re-indexed.
-    Open(Dedup),
-    /// Opening or re-indexing found the disk full: the server starts
-    /// anyway, answers 503 `storage_full`, and opens the index once space is
-    /// freed (see [`AppState::keep_dedup_open`]).
-    Full {
-        /// What opens it.
-        reopener: crate::dedup::Reopener,
-        /// Why it could not be opened.
-        reason: String,
-    },
-}
 
 /// Shared state of all handlers; cheap to clone.
 #[derive(Clone)]
@@ -82,42 +60,20 @@ struct Shared {
     /// Where request and event counts go (shared with delivery).
     metrics: Arc<Metrics>,
     /// Duplicate suppression by (source, messageId); `None` when disabled.
-    dedup: Option<Arc<DedupSlot>>,
+    dedup: Option<Arc<SupervisedDedup>>,
 }
 
 impl AppState {
     /// Builds the state from a validated configuration whose sources are
-    /// final (see [`Config::ensure_dev_source`]) and an open log.
-    pub fn new(config: &Config, log: Log) -> AppState {
-        Self::with_metrics(config, log, Arc::new(Metrics::new()))
-    }
-
-    /// Like [`AppState::new`], reporting into `metrics`, without dedup.
-    pub fn with_metrics(config: &Config, log: Log, metrics: Arc<Metrics>) -> AppState {
-        Self::build(config, log, metrics, None)
-    }
-
-    /// The full constructor: metrics shared with delivery, and the dedup
-    /// index every request is checked against (after its re-index). If that
-    /// index stops on a full disk, [`AppState::keep_dedup_open`] reopens it.
-    pub fn build(
+    /// final (see [`Config::ensure_dev_source`]), an open log, the metrics
+    /// it reports into, and the dedup index every request is checked
+    /// against (`None` when dedup is off).
+    pub fn new(
         config: &Config,
         log: Log,
         metrics: Arc<Metrics>,
-        dedup: Option<Dedup>,
+        dedup: Option<Arc<SupervisedDedup>>,
     ) -> AppState {
-        Self::starting(config, log, metrics, dedup.map(StartDedup::Open))
-    }
-
-    /// Like [`AppState::build`], also for a dedup index that could not be
-    /// opened yet because the disk is full.
-    pub fn starting(
-        config: &Config,
-        log: Log,
-        metrics: Arc<Metrics>,
-        dedup: Option<StartDedup>,
-    ) -> AppState {
-        let dedup = dedup.map(|d| Arc::new(DedupSlot::new(d, log.clone())));
         AppState {
             inner: Arc::new(Shared {
                 log,
@@ -146,25 +102,6 @@ impl AppState {
     /// Whether dedup takes requests (`None` when it is off).
     fn dedup_health(&self) -> Option<DedupHealth> {
         self.inner.dedup.as_ref().map(|slot| slot.health())
-    }
-
-    /// The offset below which the log may delete records without losing
-    /// what the dedup index would re-index after a crash (`None` when dedup
-    /// is off).
-    pub fn retention_floor(&self) -> Option<RetentionFloor> {
-        let slot = self.inner.dedup.clone()?;
-        Some(Arc::new(move || slot.checkpoint()))
-    }
-
-    /// Runs for as long as the server does (spawn it): whenever the dedup
-    /// index stops on a full disk, closes it and opens it again, re-indexed
-    /// from the log, once the disk has room. Returns at once when dedup is
-    /// off, and when the index stopped for another reason (that needs a
-    /// restart; `/health` says so).
-    pub async fn keep_dedup_open(self) {
-        if let Some(slot) = &self.inner.dedup {
-            slot.keep_open().await;
-        }
     }
 
     /// The metrics this server reports into.
@@ -272,7 +209,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 /// otherwise).
 async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(token) = &state.inner.metrics_token {
-        if !crate::admin::bearer_is(&headers, token) {
+        if !crate::bearer::authorizes(&headers, token) {
             let body = serde_json::json!({
                 "success": false,
                 "code": "unauthorized",
@@ -303,17 +240,4 @@ async fn limit_in_flight(State(state): State<AppState>, request: Request, next: 
         .into_response();
     };
     next.run(request).await
-}
-
-/// Serves the API on `listener` until `shutdown` completes, then stops
-/// accepting connections and waits for the requests in progress, so no
-/// append that was started is left without its answer.
-pub async fn run(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
 }

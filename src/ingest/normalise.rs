@@ -5,15 +5,8 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use super::timestamp::{self, ClientTimes};
+use crate::stored_event::{ferry_tag, FERRY_FIELD};
 
-/// Top-level field ferry adds to every stored event (`{"source": name}`, and
-/// [`GENERATED_ID_FIELD`] when the id is ferry's); a client-sent value of it
-/// is replaced.
-pub const FERRY_FIELD: &str = "_ferry";
-/// Key in the [`FERRY_FIELD`] tag, `true` when ferry generated the event's
-/// `messageId` (the client sent none). Such an id cannot repeat, so it is not
-/// held in the dedup index.
-pub const GENERATED_ID_FIELD: &str = "messageIdGenerated";
 /// Longest client `messageId` accepted, in characters.
 pub const MAX_MESSAGE_ID_CHARS: usize = 100;
 
@@ -165,12 +158,7 @@ pub(crate) fn normalise(
 
     set_timestamps(&mut e, env)?;
 
-    let mut tag = Map::new();
-    tag.insert("source".into(), source.into());
-    if generated {
-        tag.insert(GENERATED_ID_FIELD.into(), true.into());
-    }
-    e.insert(FERRY_FIELD.into(), Value::Object(tag));
+    e.insert(FERRY_FIELD.into(), ferry_tag(source, generated));
     Ok(e)
 }
 
@@ -226,6 +214,7 @@ fn set_timestamps(e: &mut Map<String, Value>, env: &Envelope) -> Result<(), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stored_event::GENERATED_ID_FIELD;
     use serde_json::json;
     use time::macros::datetime;
 

@@ -1,5 +1,5 @@
-//! Shared helpers of the ingest black-box tests: a server on 127.0.0.1:0
-//! over a temporary data directory, reading events back from the log, the
+//! Shared helpers of the black-box tests: the server `ferry serve` runs, on
+//! 127.0.0.1:0 over a temporary data directory, reading events back from the log, the
 //! real binary as a child process, and a webhook that records deliveries.
 #![allow(dead_code)] // each test file uses a different subset
 
@@ -8,30 +8,29 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ferry::config::{Config, SourceConfig};
-use ferry::ingest::{self, AppState};
-use ferry::log::{Log, LogOptions, Storage};
+use ferry::log::{FsStorage, Log, Storage};
+use ferry::server::Server;
 use serde_json::Value;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// Write key of the source named "web".
 pub const WEB_KEY: &str = "wk_web_test";
 /// Write key of the source named "app".
 pub const APP_KEY: &str = "wk_app_test";
 
-/// A running ingest server over a temporary data directory.
+/// A running ferry (what `ferry serve` runs) over a temporary data directory.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub log: Log,
     pub dir: tempfile::TempDir,
-    shutdown: CancellationToken,
-    task: JoinHandle<std::io::Result<()>>,
+    server: Server,
 }
 
-/// Two sources, "web" and "app", otherwise the default configuration.
+/// Two sources, "web" and "app", dedup off (these tests count every stored
+/// copy; the dedup tests turn it on), otherwise the default configuration
+/// (its data directory is set by the `start` functions).
 pub fn config() -> Config {
-    Config {
+    let mut config = Config {
         sources: vec![
             SourceConfig {
                 name: "web".into(),
@@ -43,49 +42,42 @@ pub fn config() -> Config {
             },
         ],
         ..Config::default()
-    }
+    };
+    config.dedup.enabled = false;
+    config
 }
 
-/// A server with [`config`] and the log's default options.
+/// A server with [`config`].
 pub async fn start() -> TestServer {
-    start_with(config(), LogOptions::default()).await
+    start_with(config()).await
 }
 
-/// A server with the given configuration and log options on the real file system.
-pub async fn start_with(config: Config, options: LogOptions) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(&dir.path().join("log"), options).unwrap();
-    serve(config, log, dir).await
+/// A server with the given configuration in a new temporary data directory.
+pub async fn start_with(config: Config) -> TestServer {
+    start_in(tempfile::tempdir().unwrap(), config).await
 }
 
-/// A server whose log lives on the given storage (e.g. a fault-injecting one).
+/// A server with the given configuration in `dir` (kept across restarts).
+pub async fn start_in(dir: tempfile::TempDir, config: Config) -> TestServer {
+    start_on(Arc::new(FsStorage), dir, config).await
+}
+
+/// A server whose log lives on the given storage (e.g. a fault-injecting
+/// one), with the rest of its data directory in `dir`.
 pub async fn start_on(
     storage: Arc<dyn Storage>,
-    config: Config,
-    options: LogOptions,
+    dir: tempfile::TempDir,
+    mut config: Config,
 ) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open_with(storage, &dir.path().join("log"), options).unwrap();
-    serve(config, log, dir).await
-}
-
-async fn serve(config: Config, log: Log, dir: tempfile::TempDir) -> TestServer {
-    config.validate().unwrap();
+    config.data_dir = dir.path().to_path_buf();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = AppState::new(&config, log.clone());
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let task = tokio::spawn(ingest::run(listener, state, async move {
-        token.cancelled().await
-    }));
+    let server = Server::start_on(storage, config, listener).await.unwrap();
     TestServer {
-        addr,
+        addr: server.addr(),
         client: reqwest::Client::new(),
-        log,
+        log: server.log().clone(),
         dir,
-        shutdown,
-        task,
+        server,
     }
 }
 
@@ -115,10 +107,20 @@ impl TestServer {
         read_events(&self.log)
     }
 
+    /// The running server.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
     /// Stops accepting, waits for requests in progress, and returns.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
+        self.server.shutdown().await.unwrap();
+    }
+
+    /// Stops the server and returns its data directory (to start it again).
+    pub async fn stop_keeping_dir(self) -> tempfile::TempDir {
+        self.server.shutdown().await.unwrap();
+        self.dir
     }
 }
 

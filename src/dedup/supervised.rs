@@ -1,4 +1,4 @@
-//! The dedup index requests are checked against, reopened in place after it
+//! The dedup index requests are checked against, supervised: reopened in place after it
 //! stopped on a full disk: once every handle of the stopped index is gone,
 //! it is opened again and re-indexed from the log (what a restart does), so
 //! ingestion resumes by itself when space is freed, as it does after the log
@@ -8,8 +8,7 @@
 //! needs a restart.
 
 use super::reindex::{open_and_reindex, ReindexError};
-use super::StartDedup;
-use crate::dedup::{Dedup, DedupError, DedupStats, Reopener};
+use super::{Dedup, DedupError, DedupStats, Reopener};
 use crate::log::Log;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
@@ -35,8 +34,23 @@ enum Slot {
     Failed(String),
 }
 
+/// The dedup index a server starts with.
+pub enum StartDedup {
+    /// Opened and re-indexed.
+    Open(Dedup),
+    /// Opening or re-indexing found the disk full: the server starts
+    /// anyway, answers 503 `storage_full`, and opens the index once space is
+    /// freed (see [`SupervisedDedup::keep_open`]).
+    Full {
+        /// What opens it.
+        reopener: Reopener,
+        /// Why it could not be opened.
+        reason: String,
+    },
+}
+
 /// What `/health` says about the index.
-pub(crate) enum DedupHealth {
+pub enum DedupHealth {
     /// Taking requests.
     Ok,
     /// Stopped on a full disk; it reopens once space is freed.
@@ -45,8 +59,8 @@ pub(crate) enum DedupHealth {
     Failed(String),
 }
 
-/// The server's dedup index.
-pub(crate) struct DedupSlot {
+/// The server's dedup index, supervised.
+pub struct SupervisedDedup {
     slot: RwLock<Slot>,
     /// The checkpoint of the last open index: the retention floor while none is open.
     checkpoint: AtomicU64,
@@ -56,16 +70,16 @@ pub(crate) struct DedupSlot {
     log: Log,
 }
 
-impl DedupSlot {
+impl SupervisedDedup {
     /// A slot holding the index the server starts with, which re-indexes
     /// from `log` when (re)opened. An index that could not be opened keeps
     /// the whole log (retention floor 0) until it is.
-    pub fn new(start: StartDedup, log: Log) -> DedupSlot {
+    pub fn new(start: StartDedup, log: Log) -> SupervisedDedup {
         let (checkpoint, reopener, slot) = match start {
             StartDedup::Open(dedup) => (dedup.checkpoint(), dedup.reopener(), Slot::Open(dedup)),
             StartDedup::Full { reopener, reason } => (0, reopener, Slot::Reopening(reason)),
         };
-        DedupSlot {
+        SupervisedDedup {
             checkpoint: AtomicU64::new(checkpoint),
             reopener,
             slot: RwLock::new(slot),
