@@ -7,12 +7,12 @@
 #   benches/ingest_load.sh                 # 10 s per scenario
 #   DURATION=30s CONNS=64 RATE=5000 ROUNDS=3 benches/ingest_load.sh
 #   ONLY=batch ROUNDS=4 DURATION=6s benches/ingest_load.sh   # dedup on/off rounds of /v1/batch only
-#   WARMUP=40s ONLY=batch ROUNDS=5 DURATION=6s benches/ingest_load.sh
+#   WARMUP=40s ONLY=batch ROUNDS=8 DURATION=6s benches/ingest_load.sh
 #       # the same after loading each server for 40 s first (unmeasured), so
 #       # the rounds run with a full dedup index (10M ids held, sealed generations)
 #   THREADS=1 ...                          # also each server thread's CPU and context
 #       # switches (voluntary: waits; involuntary: preempted) per request
-#   SIMUL=1 WARMUP=40s ROUNDS=5 DURATION=10s benches/ingest_load.sh
+#   SIMUL=1 WARMUP=40s ROUNDS=6 DURATION=10s benches/ingest_load.sh
 #       # dedup on and off loaded at the same time ($CONNS/2 connections each), /v1/batch
 #       # only: per round, both servers' CPU per request under the same machine state
 #   AA=1 ...                               # both servers with dedup on: an A/A run, whose
@@ -23,12 +23,12 @@
 #       # during each round (requests/s, mean WAL fsync, the dedup server's pending ids)
 #       # and print the dedup server's generation seals with their times
 #   SHAPE=browser ...                      # events shaped as analytics.js sends the spec's
-#       # "Product Viewed" (page, userAgent, 13 properties; ~1.2 KB) instead of the
+#       # "Product Viewed" (page, userAgent, 13 properties; ~1.1 KB) instead of the
 #       # minimal ~340 B event (SHAPE=minimal, the default)
 #
 # Scenarios, each against ferry (dedup on, the default), ferry with dedup off,
 # and the bare handler (two ferry servers idle while the third target is loaded):
-#   1. POST /v1/batch, 100 events of ~340 B each (SHAPE=browser: ~1.2 KB), $CONNS connections, closed loop
+#   1. POST /v1/batch, 100 events of ~340 B each (SHAPE=browser: ~1.1 KB), $CONNS connections, closed loop
 #   2. POST /v1/track, one event, $CONNS connections, closed loop
 #   3. POST /v1/track at a fixed $RATE req/s (latency at a fixed load, counted
 #      from each request's due time)
@@ -37,8 +37,7 @@
 # 6 rounds writes about 20 GB. With less free space than that, the servers
 # reach their free-space reserve and answer 503, and the script stops.
 # Events/s through /v1/batch = requests/s × 100. The load generator shares the
-# CPU with the server: report these settings with the figures. Until stop 16
-# the load came from oha, with events without ids (oha repeats one body).
+# CPU with the server: report these settings with the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
