@@ -285,33 +285,61 @@ impl Config {
 
     /// Checks what types alone cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: String, message: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.to_owned(),
-            })
-        };
-        let (mut names, mut keys) = (HashSet::new(), HashSet::new());
-        for (i, s) in self.sources.iter().enumerate() {
-            if s.name.trim().is_empty() {
-                return invalid(format!("sources[{i}].name"), "must not be empty");
-            }
-            if s.write_key.trim().is_empty() {
-                return invalid(format!("sources[{i}].write_key"), "must not be empty");
-            }
-            if s.write_key.contains(':') {
-                return invalid(
-                    format!("sources[{i}].write_key"),
-                    "must not contain ':' (it is sent as a Basic auth user name)",
-                );
-            }
-            if !names.insert(s.name.as_str()) {
-                return invalid(format!("sources[{i}].name"), "duplicate source name");
-            }
-            if !keys.insert(s.write_key.as_str()) {
-                return invalid(format!("sources[{i}].write_key"), "duplicate write key");
+        self.validate_sources()?;
+        self.validate_limits()?;
+        self.validate_dedup()?;
+        for (key, token) in [
+            ("admin_token", &self.admin_token),
+            ("metrics_token", &self.metrics_token),
+        ] {
+            if token.as_ref().is_some_and(|t| t.trim().len() < 16) {
+                return Err(invalid(key, "must be at least 16 characters"));
             }
         }
+        let mut dest_names = HashSet::new();
+        for (i, d) in self.destinations.iter().enumerate() {
+            if let Err(message) = d.validate() {
+                return Err(invalid(format!("destinations[{i}]"), &message));
+            }
+            if !dest_names.insert(d.name.as_str()) {
+                return Err(invalid(
+                    format!("destinations[{i}].name"),
+                    "duplicate destination name",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Names and write keys: present, unique, usable as a Basic auth user.
+    fn validate_sources(&self) -> Result<(), ConfigError> {
+        let (mut names, mut keys) = (HashSet::new(), HashSet::new());
+        for (i, s) in self.sources.iter().enumerate() {
+            let key = |field: &str| format!("sources[{i}].{field}");
+            if s.name.trim().is_empty() {
+                return Err(invalid(key("name"), "must not be empty"));
+            }
+            if s.write_key.trim().is_empty() {
+                return Err(invalid(key("write_key"), "must not be empty"));
+            }
+            if s.write_key.contains(':') {
+                return Err(invalid(
+                    key("write_key"),
+                    "must not contain ':' (it is sent as a Basic auth user name)",
+                ));
+            }
+            if !names.insert(s.name.as_str()) {
+                return Err(invalid(key("name"), "duplicate source name"));
+            }
+            if !keys.insert(s.write_key.as_str()) {
+                return Err(invalid(key("write_key"), "duplicate write key"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Request limits, CORS origins and the log's segment size.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         for (key, value) in [
             ("limits.max_event_bytes", l.max_event_bytes as u64),
@@ -320,80 +348,60 @@ impl Config {
             ("limits.body_timeout_secs", l.body_timeout_secs),
         ] {
             if value == 0 {
-                return invalid(key.to_owned(), "must be greater than 0");
+                return Err(invalid(key, "must be greater than 0"));
             }
         }
         if l.max_event_bytes > l.max_request_bytes {
-            return invalid(
-                "limits.max_event_bytes".to_owned(),
+            return Err(invalid(
+                "limits.max_event_bytes",
                 "must not exceed limits.max_request_bytes",
-            );
+            ));
         }
         // Normalisation adds a few hundred bytes; stay far below the log's record cap.
         if l.max_event_bytes > crate::log::format::MAX_RECORD_LEN / 2 {
-            return invalid(
-                "limits.max_event_bytes".to_owned(),
+            return Err(invalid(
+                "limits.max_event_bytes",
                 "must not exceed 8 MiB (half the log's record size limit)",
-            );
+            ));
         }
         if l.max_in_flight > tokio::sync::Semaphore::MAX_PERMITS {
-            return invalid("limits.max_in_flight".to_owned(), "is too large");
+            return Err(invalid("limits.max_in_flight", "is too large"));
         }
         for (i, origin) in self.cors.allowed_origins.iter().enumerate() {
             if origin != "*" && axum::http::HeaderValue::from_str(origin).is_err() {
-                return invalid(
+                return Err(invalid(
                     format!("cors.allowed_origins[{i}]"),
                     "is not a valid origin",
-                );
+                ));
             }
         }
         if self.log.segment_bytes == Some(0) {
-            return invalid("log.segment_bytes".to_owned(), "must be greater than 0");
+            return Err(invalid("log.segment_bytes", "must be greater than 0"));
         }
+        Ok(())
+    }
+
+    /// The dedup window, capacity and false-positive rate, and the filter
+    /// size they make.
+    fn validate_dedup(&self) -> Result<(), ConfigError> {
         if self.dedup.window.is_zero() {
-            return invalid("dedup.window".to_owned(), "must be greater than 0");
+            return Err(invalid("dedup.window", "must be greater than 0"));
         }
         if self.dedup.capacity == 0 {
-            return invalid("dedup.capacity".to_owned(), "must be greater than 0");
+            return Err(invalid("dedup.capacity", "must be greater than 0"));
         }
         if !(self.dedup.false_positive_rate > 0.0 && self.dedup.false_positive_rate < 0.5) {
-            return invalid(
-                "dedup.false_positive_rate".to_owned(),
+            return Err(invalid(
+                "dedup.false_positive_rate",
                 "must be between 0 and 0.5",
-            );
+            ));
         }
         let dedup = self.dedup.options();
         if dedup.max_bloom_bytes() > crate::dedup::MAX_BLOOM_BYTES {
-            return invalid(
-                "dedup.capacity".to_owned(),
+            return Err(invalid(
+                "dedup.capacity",
                 &crate::dedup::bloom_too_large(&dedup),
-            );
-        }
-        if self
-            .admin_token
-            .as_ref()
-            .is_some_and(|t| t.trim().len() < 16)
-        {
-            return invalid("admin_token".to_owned(), "must be at least 16 characters");
-        }
-        if self
-            .metrics_token
-            .as_ref()
-            .is_some_and(|t| t.trim().len() < 16)
-        {
-            return invalid("metrics_token".to_owned(), "must be at least 16 characters");
-        }
-        let mut dest_names = HashSet::new();
-        for (i, d) in self.destinations.iter().enumerate() {
-            if let Err(message) = d.validate() {
-                return invalid(format!("destinations[{i}]"), &message);
-            }
-            if !dest_names.insert(d.name.as_str()) {
-                return invalid(
-                    format!("destinations[{i}].name"),
-                    "duplicate destination name",
-                );
-            }
+            ));
         }
         Ok(())
     }
@@ -497,6 +505,14 @@ fn load_or_create_dev_key(path: &Path) -> std::io::Result<String> {
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()?;
     Ok(key)
+}
+
+/// A refused value: the key that holds it and what is wrong.
+fn invalid(key: impl Into<String>, message: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.to_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,7 @@
 use clap::Parser;
 
 /// mimalloc instead of glibc's malloc: under load, ingest threads blocked on
-/// glibc's arena locks whenever the dedup writer thread allocated or freed
-/// (docs/benchmarks.md).
+/// glibc's arena locks whenever the dedup writer thread allocated or freed.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

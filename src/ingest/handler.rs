@@ -111,43 +111,9 @@ pub(crate) async fn store(
     envelope: &Envelope,
     source: &Arc<str>,
 ) -> Result<usize, IngestError> {
-    let max_event = state.limits().max_event_bytes;
-    let mut records = Vec::with_capacity(items.len());
-    let mut types = Vec::with_capacity(items.len());
-    // Dedup keys are hashed as the events are normalised: no copy of the
-    // message ids is kept, and nothing is hashed when dedup is off. Only
-    // client ids are keys: an id ferry generates is a fresh random UUID that
-    // no later request can repeat, so holding it would only take capacity.
     let dedup = state.dedup();
-    let mut keys = Vec::with_capacity(if dedup.is_some() { items.len() } else { 0 });
-    // The index of the event each key belongs to.
-    let mut keyed = Vec::with_capacity(keys.capacity());
-    for (index, item) in items.into_iter().enumerate() {
-        let size = compact_size(&item);
-        if size > max_event {
-            return Err(IngestError::EventTooLarge {
-                index,
-                size,
-                limit: max_event,
-            });
-        }
-        let normalised = normalise::normalise(item, forced, envelope, source)
-            .map_err(|reason| IngestError::InvalidEvent { index, reason })?;
-        // normalise accepted the event, so its type is one of the six.
-        types.push(normalised["type"].as_str().and_then(EventType::parse));
-        if dedup.is_some() && stored_event::has_client_id(&normalised) {
-            let id = normalised["messageId"].as_str().unwrap_or_default();
-            keys.push(Key::new(source, id));
-            keyed.push(index);
-        }
-        records.push(
-            serde_json::to_vec(&normalised).map_err(|e| IngestError::InvalidEvent {
-                index,
-                reason: e.to_string(),
-            })?,
-        );
-    }
-    let count = records.len();
+    let mut batch = Batch::normalise(state, items, forced, envelope, source, dedup.is_some())?;
+    let count = batch.records.len();
     let retry_after = state.limits().retry_after_secs;
     // Dedup: drop events whose (source, messageId) is already durable; a
     // copy still being appended by another request is waited for. The ticket
@@ -157,19 +123,10 @@ pub(crate) async fn store(
         Some(dedup) => {
             let dedup = dedup.map_err(|e| IngestError::from_dedup(e, retry_after))?;
             let ticket = dedup
-                .begin(&keys)
+                .begin(&batch.keys)
                 .await
                 .map_err(|e| IngestError::from_dedup(e, retry_after))?;
-            let mut keep = vec![true; records.len()];
-            for (&index, verdict) in keyed.iter().zip(ticket.verdicts()) {
-                keep[index] = *verdict == Verdict::New;
-            }
-            let before = records.len();
-            let mut kept = keep.iter();
-            records.retain(|_| kept.next() == Some(&true));
-            let mut kept = keep.iter();
-            types.retain(|_| kept.next() == Some(&true));
-            let duplicates = (before - records.len()) as u64;
+            let duplicates = batch.drop_duplicates(ticket.verdicts());
             if duplicates > 0 {
                 let labels = SourceLabels {
                     source: source.to_string(),
@@ -183,17 +140,17 @@ pub(crate) async fn store(
             Some(ticket)
         }
     };
-    if records.is_empty() {
+    if batch.records.is_empty() {
         // Every event was a duplicate: answered exactly like a success.
         return Ok(count);
     }
-    match state.log().append(records).await {
+    match state.log().append(batch.records).await {
         Ok(offsets) => {
             if let Some(ticket) = ticket {
                 ticket.commit(offsets);
             }
             state.set_full(false);
-            count_events(state, source, &types);
+            count_events(state, source, &batch.types);
             Ok(count)
         }
         Err(e) => {
@@ -205,6 +162,90 @@ pub(crate) async fn store(
             }
             Err(err)
         }
+    }
+}
+
+/// A request's events, normalised and encoded as log records.
+struct Batch {
+    /// One record per event, in request order.
+    records: Vec<Vec<u8>>,
+    /// Each record's event type.
+    types: Vec<Option<EventType>>,
+    /// The dedup keys of the events that have a client messageId.
+    keys: Vec<Key>,
+    /// The index in `records` of the event each key belongs to.
+    keyed: Vec<usize>,
+}
+
+impl Batch {
+    /// Checks each event's size, normalises it and encodes it; with `dedup`,
+    /// also hashes the dedup keys. Any bad event refuses the whole request.
+    fn normalise(
+        state: &AppState,
+        items: Vec<Value>,
+        forced: Option<EventType>,
+        envelope: &Envelope,
+        source: &Arc<str>,
+        dedup: bool,
+    ) -> Result<Batch, IngestError> {
+        let max_event = state.limits().max_event_bytes;
+        // Dedup keys are hashed as the events are normalised: no copy of the
+        // message ids is kept, and nothing is hashed when dedup is off. Only
+        // client ids are keys: an id ferry generates is a fresh random UUID
+        // that no later request can repeat, so holding it would only take
+        // capacity.
+        let keyed_capacity = if dedup { items.len() } else { 0 };
+        let mut batch = Batch {
+            records: Vec::with_capacity(items.len()),
+            types: Vec::with_capacity(items.len()),
+            keys: Vec::with_capacity(keyed_capacity),
+            keyed: Vec::with_capacity(keyed_capacity),
+        };
+        for (index, item) in items.into_iter().enumerate() {
+            let size = compact_size(&item);
+            if size > max_event {
+                return Err(IngestError::EventTooLarge {
+                    index,
+                    size,
+                    limit: max_event,
+                });
+            }
+            let normalised = normalise::normalise(item, forced, envelope, source)
+                .map_err(|reason| IngestError::InvalidEvent { index, reason })?;
+            // normalise accepted the event, so its type is one of the six.
+            batch
+                .types
+                .push(normalised["type"].as_str().and_then(EventType::parse));
+            if dedup && stored_event::has_client_id(&normalised) {
+                let id = normalised["messageId"].as_str().unwrap_or_default();
+                batch.keys.push(Key::new(source, id));
+                batch.keyed.push(index);
+            }
+            batch
+                .records
+                .push(
+                    serde_json::to_vec(&normalised).map_err(|e| IngestError::InvalidEvent {
+                        index,
+                        reason: e.to_string(),
+                    })?,
+                );
+        }
+        Ok(batch)
+    }
+
+    /// Drops the events whose key the index answered as not new (one
+    /// verdict per key); returns how many were dropped.
+    fn drop_duplicates(&mut self, verdicts: &[Verdict]) -> u64 {
+        let mut keep = vec![true; self.records.len()];
+        for (&index, verdict) in self.keyed.iter().zip(verdicts) {
+            keep[index] = *verdict == Verdict::New;
+        }
+        let before = self.records.len();
+        let mut kept = keep.iter();
+        self.records.retain(|_| kept.next() == Some(&true));
+        let mut kept = keep.iter();
+        self.types.retain(|_| kept.next() == Some(&true));
+        (before - self.records.len()) as u64
     }
 }
 

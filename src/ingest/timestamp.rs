@@ -14,8 +14,7 @@ pub(crate) fn parse(text: &str) -> Option<OffsetDateTime> {
 ///
 /// Written out digit by digit: every stored event carries three or four
 /// timestamps, and `time`'s general formatter (a format description walked
-/// item by item) cost about 9 % of a 100-event request's CPU
-/// (docs/benchmarks.md, "Stop 17").
+/// item by item) cost about 9 % of a 100-event request's CPU in a profile.
 pub(crate) fn format(t: OffsetDateTime) -> Option<String> {
     // `to_offset` panics when the offset pushes the time past the year 9999.
     let utc = t.checked_to_offset(UtcOffset::UTC)?;
