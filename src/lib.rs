@@ -6,12 +6,15 @@
 //!
 //! # Layout
 //! - `log/` — the segmented write-ahead log, the single source of truth:
-//!   - `log/format.rs` — byte-exact segment and record format (docs/format.md)
+//!   - `log/mod.rs` — the `Log` handle: options, open, append, retention
+//!   - `log/segment.rs` — a segment file's name and header, byte-exact (docs/format.md)
+//!   - `log/record.rs` — a record's header, encoding, validation, size limit (docs/format.md)
 //!   - `log/storage.rs` — the storage seam (trait) and the real file system
-//!   - `log/sim.rs` — crash-simulating, fault-injecting storage for tests
-//!   - `log/chunk.rs` — buffered positioned reads of one segment file
+//!   - `log/crash_storage.rs` — crash-simulating, fault-injecting storage (tests only)
+//!   - `log/segment_reader.rs` — buffered positioned reads of one segment file
 //!   - `log/scan.rs` — validating walk over a segment, torn tail vs corruption
 //!   - `log/recovery.rs` — opening a log: segment discovery, tail recovery
+//!   - `log/shared.rs` — what the writer, readers and handles share; `LogStats`
 //!   - `log/writer.rs` — the group-commit writer thread
 //!   - `log/reader.rs` — iterating records from any offset
 //!   - `log/inspect.rs` — read-only views for `ferry log inspect|dump|verify`
