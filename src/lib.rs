@@ -63,7 +63,11 @@
 //!   - `delivery/status.rs` — live status and operator controls
 //!   - `delivery/target.rs` — resolving a cursor-reset target
 //! - `metrics.rs` — every Prometheus metric and `/metrics` rendering
-//! - `store/` — redb state: cursors, dead letters, replay queue
+//! - `store/` — delivery state in redb (`state.redb`):
+//!   - `store/mod.rs` — the `StateStore` handle: open, reopen after a full disk, transactions
+//!   - `store/cursors.rs` — each destination's cursor
+//!   - `store/dead_letters.rs` — dead letters and the replay queue
+//!   - `store/error.rs` — the store's error type: locked, full disk, I/O, corruption
 //! - `admin.rs` — the admin API (`/admin/…`, bearer token)
 //! - `cli/` — the `ferry` command line: one file per subcommand
 
