@@ -65,8 +65,8 @@ impl AdminState {
         let store = self.inner.store.clone();
         tokio::task::spawn_blocking(move || f(&store))
             .await
-            .map_err(|e| AdminError::Unavailable(e.to_string()))?
-            .map_err(|e| AdminError::Unavailable(e.to_string()))
+            .map_err(|e| AdminError::Unavailable(crate::error_text::with_causes(&e)))?
+            .map_err(|e| AdminError::Unavailable(crate::error_text::with_causes(&e)))
     }
 }
 
@@ -207,7 +207,7 @@ async fn reset_cursor(
         resolve_target(&to, start, end, |from| log.reader(from))
     })
     .await
-    .map_err(|e| AdminError::Unavailable(e.to_string()))?
+    .map_err(|e| AdminError::Unavailable(crate::error_text::with_causes(&e)))?
     .map_err(AdminError::BadRequest)?;
     if !d.reset(offset).await {
         return Err(AdminError::Unavailable(format!(

@@ -358,7 +358,7 @@ impl Config {
             ));
         }
         // Normalisation adds a few hundred bytes; stay far below the log's record cap.
-        if l.max_event_bytes > crate::log::format::MAX_RECORD_LEN / 2 {
+        if l.max_event_bytes > crate::log::record::MAX_RECORD_LEN / 2 {
             return Err(invalid(
                 "limits.max_event_bytes",
                 "must not exceed 8 MiB (half the log's record size limit)",

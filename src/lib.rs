@@ -6,12 +6,15 @@
 //!
 //! # Layout
 //! - `log/` — the segmented write-ahead log, the single source of truth:
-//!   - `log/format.rs` — byte-exact segment and record format (docs/format.md)
+//!   - `log/mod.rs` — the `Log` handle: options, open, append, retention
+//!   - `log/segment.rs` — a segment file's name and header, byte-exact (docs/format.md)
+//!   - `log/record.rs` — a record's header, encoding, validation, size limit (docs/format.md)
 //!   - `log/storage.rs` — the storage seam (trait) and the real file system
-//!   - `log/sim.rs` — crash-simulating, fault-injecting storage for tests
-//!   - `log/chunk.rs` — buffered positioned reads of one segment file
+//!   - `log/crash_storage.rs` — crash-simulating, fault-injecting storage (tests only)
+//!   - `log/segment_reader.rs` — buffered positioned reads of one segment file
 //!   - `log/scan.rs` — validating walk over a segment, torn tail vs corruption
 //!   - `log/recovery.rs` — opening a log: segment discovery, tail recovery
+//!   - `log/shared.rs` — what the writer, readers and handles share; `LogStats`
 //!   - `log/writer.rs` — the group-commit writer thread
 //!   - `log/reader.rs` — iterating records from any offset
 //!   - `log/inspect.rs` — read-only views for `ferry log inspect|dump|verify`
@@ -60,7 +63,11 @@
 //!   - `delivery/status.rs` — live status and operator controls
 //!   - `delivery/target.rs` — resolving a cursor-reset target
 //! - `metrics.rs` — every Prometheus metric and `/metrics` rendering
-//! - `store/` — redb state: cursors, dead letters, replay queue
+//! - `store/` — delivery state in redb (`state.redb`):
+//!   - `store/mod.rs` — the `StateStore` handle: open, reopen after a full disk, transactions
+//!   - `store/cursors.rs` — each destination's cursor
+//!   - `store/dead_letters.rs` — dead letters and the replay queue
+//!   - `store/error.rs` — the store's error type: locked, full disk, I/O, corruption
 //! - `admin.rs` — the admin API (`/admin/…`, bearer token)
 //! - `cli/` — the `ferry` command line: one file per subcommand
 
@@ -72,6 +79,7 @@ pub mod data_dir;
 pub mod dedup;
 pub mod delivery;
 pub mod disk;
+pub mod error_text;
 pub mod ingest;
 pub mod log;
 pub mod metrics;

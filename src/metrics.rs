@@ -143,107 +143,125 @@ impl Metrics {
             dedup: DedupGauges::default(),
             render_lock: Mutex::new(()),
         };
-        let r = &mut m.registry;
-        r.register(
-            "ferry_ingest_requests",
-            "Ingest requests answered, by source and HTTP status",
-            m.requests.clone(),
-        );
-        r.register(
-            "ferry_ingest_events",
-            "Events stored, by source and type",
-            m.events.clone(),
-        );
-        r.register(
-            "ferry_ingest_duplicates",
-            "Duplicate events skipped, by source",
-            m.duplicates.clone(),
-        );
-        r.register(
-            "ferry_ingest_request_duration_seconds",
-            "Ingest request latency",
-            m.request_seconds.clone(),
-        );
-        r.register(
-            "ferry_log_size_bytes",
-            "Bytes of all log segments",
-            m.log_bytes.clone(),
-        );
-        r.register(
-            "ferry_log_segments",
-            "Log segment files",
-            m.log_segments.clone(),
-        );
-        r.register(
-            "ferry_log_first_offset",
-            "First offset held by the log",
-            m.log_first_offset.clone(),
-        );
-        r.register(
-            "ferry_log_end_offset",
-            "Durable end of the log (next offset)",
-            m.log_end_offset.clone(),
-        );
-        r.register(
-            "ferry_log_fsync_duration_seconds",
-            "fdatasync duration per commit group",
-            m.fsync_seconds.clone(),
-        );
-        r.register(
-            "ferry_log_records_per_fsync",
-            "Records covered by one fdatasync",
-            m.records_per_fsync.clone(),
-        );
-        r.register(
-            "ferry_delivery_delivered",
-            "Events delivered",
-            m.delivered.clone(),
-        );
-        r.register(
-            "ferry_delivery_retried",
-            "Failed attempts that will be retried",
-            m.retried.clone(),
-        );
-        r.register(
-            "ferry_delivery_dead_lettered",
-            "Events dead-lettered",
-            m.dead_lettered.clone(),
-        );
-        r.register(
-            "ferry_delivery_filtered",
-            "Events skipped by the destination's filters",
-            m.filtered.clone(),
-        );
-        r.register(
-            "ferry_delivery_in_flight_events",
-            "Events in requests in flight",
-            m.in_flight.clone(),
-        );
-        r.register(
-            "ferry_delivery_lag_events",
-            "Events between the cursor and the log's durable end",
-            m.lag_events.clone(),
-        );
-        r.register(
-            "ferry_delivery_lag_seconds",
-            "Age of the oldest undelivered event",
-            m.lag_seconds.clone(),
-        );
-        r.register(
-            "ferry_delivery_backoff_seconds",
-            "Longest backoff being waited out",
-            m.backoff_seconds.clone(),
-        );
-        r.register(
-            "ferry_delivery_cursor_offset",
-            "Next offset to deliver",
-            m.cursor_offset.clone(),
-        );
+        m.register_ingest();
+        m.register_log();
+        m.register_delivery();
         m.register_dedup();
         m
     }
 
-    /// Registers the dedup gauges (a separate step: `new` is long enough).
+    /// Registers the ingest families: requests, events, duplicates, latency.
+    fn register_ingest(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "ferry_ingest_requests",
+            "Ingest requests answered, by source and HTTP status",
+            self.requests.clone(),
+        );
+        r.register(
+            "ferry_ingest_events",
+            "Events stored, by source and type",
+            self.events.clone(),
+        );
+        r.register(
+            "ferry_ingest_duplicates",
+            "Duplicate events skipped, by source",
+            self.duplicates.clone(),
+        );
+        r.register(
+            "ferry_ingest_request_duration_seconds",
+            "Ingest request latency",
+            self.request_seconds.clone(),
+        );
+    }
+
+    /// Registers the log gauges (refreshed while rendering) and the
+    /// histograms of its commit groups.
+    fn register_log(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "ferry_log_size_bytes",
+            "Bytes of all log segments",
+            self.log_bytes.clone(),
+        );
+        r.register(
+            "ferry_log_segments",
+            "Log segment files",
+            self.log_segments.clone(),
+        );
+        r.register(
+            "ferry_log_first_offset",
+            "First offset held by the log",
+            self.log_first_offset.clone(),
+        );
+        r.register(
+            "ferry_log_end_offset",
+            "Durable end of the log (next offset)",
+            self.log_end_offset.clone(),
+        );
+        r.register(
+            "ferry_log_fsync_duration_seconds",
+            "fdatasync duration per commit group",
+            self.fsync_seconds.clone(),
+        );
+        r.register(
+            "ferry_log_records_per_fsync",
+            "Records covered by one fdatasync",
+            self.records_per_fsync.clone(),
+        );
+    }
+
+    /// Registers the per-destination delivery families.
+    fn register_delivery(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "ferry_delivery_delivered",
+            "Events delivered",
+            self.delivered.clone(),
+        );
+        r.register(
+            "ferry_delivery_retried",
+            "Failed attempts that will be retried",
+            self.retried.clone(),
+        );
+        r.register(
+            "ferry_delivery_dead_lettered",
+            "Events dead-lettered",
+            self.dead_lettered.clone(),
+        );
+        r.register(
+            "ferry_delivery_filtered",
+            "Events skipped by the destination's filters",
+            self.filtered.clone(),
+        );
+        r.register(
+            "ferry_delivery_in_flight_events",
+            "Events in requests in flight",
+            self.in_flight.clone(),
+        );
+        r.register(
+            "ferry_delivery_lag_events",
+            "Events between the cursor and the log's durable end",
+            self.lag_events.clone(),
+        );
+        r.register(
+            "ferry_delivery_lag_seconds",
+            "Age of the oldest undelivered event",
+            self.lag_seconds.clone(),
+        );
+        r.register(
+            "ferry_delivery_backoff_seconds",
+            "Longest backoff being waited out",
+            self.backoff_seconds.clone(),
+        );
+        r.register(
+            "ferry_delivery_cursor_offset",
+            "Next offset to deliver",
+            self.cursor_offset.clone(),
+        );
+    }
+
+    /// Registers the dedup gauges (refreshed while rendering).
     fn register_dedup(&mut self) {
         let (r, d) = (&mut self.registry, &self.dedup);
         let gauges: [(&str, &str, Gauge); 6] = [

@@ -22,7 +22,7 @@ use crate::dedup::{ReindexError, Reopener, StartDedup, SupervisedDedup, SystemCl
 use crate::delivery::status::DestinationHandle;
 use crate::delivery::{make_sink, Delivery};
 use crate::ingest::{self, AppState};
-use crate::log::{CommitObserver, FsStorage, Log, LogError, LogOptions, Storage};
+use crate::log::{CommitObserver, Log, LogError, LogOptions};
 use crate::metrics::Metrics;
 use crate::retention::{Retention, RetentionFloor};
 use crate::store::{StateStore, StoreError};
@@ -106,6 +106,10 @@ pub struct Server {
     serving: JoinHandle<std::io::Result<()>>,
 }
 
+/// Opens the log in a directory (on the real file system, or in tests on
+/// another storage).
+type OpenLog = Box<dyn FnOnce(&std::path::Path, LogOptions) -> Result<Log, LogError> + Send>;
+
 /// The storage a server opens before it serves.
 struct Opened {
     log: Log,
@@ -114,18 +118,32 @@ struct Opened {
 }
 
 impl Server {
-    /// Starts ferry as configured, serving on `listener`, with the log on the
-    /// real file system.
+    /// Starts ferry as configured, serving on `listener`.
     pub async fn start(config: Config, listener: TcpListener) -> Result<Server, ServerError> {
-        Self::start_on(Arc::new(FsStorage), config, listener).await
+        Self::start_with(
+            config,
+            listener,
+            Box::new(|dir, options| Log::open(dir, options)),
+        )
+        .await
     }
 
     /// Like [`Server::start`], with the log on `storage` (a fault-injecting
     /// storage in tests); everything else lives in the data directory.
+    #[cfg(any(test, feature = "testing"))]
     pub async fn start_on(
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn crate::log::Storage>,
+        config: Config,
+        listener: TcpListener,
+    ) -> Result<Server, ServerError> {
+        let open_log: OpenLog = Box::new(move |dir, options| Log::open_with(storage, dir, options));
+        Self::start_with(config, listener, open_log).await
+    }
+
+    async fn start_with(
         mut config: Config,
         listener: TcpListener,
+        open_log: OpenLog,
     ) -> Result<Server, ServerError> {
         let data_dir = DataDir::new(&config.data_dir);
         data_dir.prepare()?;
@@ -135,7 +153,7 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let opened = {
             let (config, metrics, data_dir) = (config.clone(), metrics.clone(), data_dir.clone());
-            tokio::task::spawn_blocking(move || open(storage, &config, &metrics, &data_dir))
+            tokio::task::spawn_blocking(move || open(open_log, &config, &metrics, &data_dir))
                 .await
                 .map_err(|e| ServerError::Task(e.to_string()))??
         };
@@ -286,13 +304,13 @@ pub async fn run(
 /// Opens the log, the delivery state and the dedup index (blocking: the
 /// dedup index re-indexes the log's tail before any request is taken).
 fn open(
-    storage: Arc<dyn Storage>,
+    open_log: OpenLog,
     config: &Config,
     metrics: &Arc<Metrics>,
     data_dir: &DataDir,
 ) -> Result<Opened, ServerError> {
     let path = data_dir.log();
-    let log = Log::open_with(storage, &path, log_options(config, metrics))
+    let log = open_log(&path, log_options(config, metrics))
         .map_err(|source| ServerError::Log { path, source })?;
     let store = Arc::new(StateStore::open(&data_dir.state())?);
     let dedup =

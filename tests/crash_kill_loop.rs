@@ -121,7 +121,7 @@ fn lowest_segment(log_dir: &Path) -> Option<u64> {
         .ok()?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
-            ferry::log::format::parse_segment_file_name(&e.file_name().to_string_lossy())
+            ferry::log::segment::parse_segment_file_name(&e.file_name().to_string_lossy())
         })
         .min()
 }

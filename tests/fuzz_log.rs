@@ -7,7 +7,8 @@
 //! (default 256 per target) sets the run length.
 
 use ferry::log::crash_storage::CrashStorage;
-use ferry::log::format::{self, RecordHeader};
+use ferry::log::record::{encode_record, RecordHeader};
+use ferry::log::segment::{encode_segment_header, segment_file_name};
 use ferry::log::{Log, LogOptions, LogView, RecoveryMode, Storage};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -98,7 +99,7 @@ fn exercise(files: &[(String, Vec<u8>)]) -> Result<(), TestCaseError> {
 
 /// A valid segment at `base`: appends of the given record counts, grouped.
 fn valid_segment(base: u64, groups: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = format::encode_segment_header(base).to_vec();
+    let mut out = encode_segment_header(base).to_vec();
     let mut offset = base;
     for group in groups {
         let group_base = offset;
@@ -112,7 +113,7 @@ fn valid_segment(base: u64, groups: &[Vec<u8>]) -> Vec<u8> {
                     group_delta: (offset - group_base) as u32,
                     batch_remaining: n - 1 - i,
                 };
-                format::encode_record(&mut out, &h, payload.as_bytes());
+                encode_record(&mut out, &h, payload.as_bytes());
                 offset += 1;
             }
         }
@@ -200,7 +201,7 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
                 group_delta: *group_delta,
                 batch_remaining: *batch_remaining,
             };
-            format::encode_record(&mut rec, &h, &vec![b'z'; *len as usize]);
+            encode_record(&mut rec, &h, &vec![b'z'; *len as usize]);
             let at = (*at % (n + 1)).max(32.min(n));
             let end = (at + rec.len()).min(n);
             bytes.splice(at..end, rec);
@@ -215,11 +216,11 @@ fn arbitrary_bytes_as_a_segment_never_panic() {
         .run(&strategy, |(mut bytes, with_header)| {
             if with_header {
                 // Past the header check, so the record walk sees the bytes.
-                let mut h = format::encode_segment_header(0).to_vec();
+                let mut h = encode_segment_header(0).to_vec();
                 h.append(&mut bytes);
                 bytes = h;
             }
-            exercise(&[(format::segment_file_name(0), bytes)])
+            exercise(&[(segment_file_name(0), bytes)])
         })
         .unwrap();
 }
@@ -237,7 +238,7 @@ fn mutated_valid_segments_never_panic() {
             for m in &mutations {
                 apply(&mut bytes, m);
             }
-            exercise(&[(format::segment_file_name(base), bytes)])
+            exercise(&[(segment_file_name(base), bytes)])
         })
         .unwrap();
 }
@@ -257,8 +258,8 @@ fn odd_sets_of_segments_never_panic() {
                     apply(&mut bytes, &m);
                 }
                 let name = match naming {
-                    0 | 1 => format::segment_file_name(base),
-                    2 => format::segment_file_name(base + 1),
+                    0 | 1 => segment_file_name(base),
+                    2 => segment_file_name(base + 1),
                     _ => format!("{base}.log"),
                 };
                 files.push((name, bytes));
@@ -279,7 +280,7 @@ fn forged_runs_of_valid_records_never_panic() {
     );
     runner()
         .run(&strategy, |(base, records)| {
-            let mut bytes = format::encode_segment_header(base).to_vec();
+            let mut bytes = encode_segment_header(base).to_vec();
             for (i, (delta, remaining, len)) in records.iter().enumerate() {
                 let offset = base + i as u64;
                 let h = RecordHeader {
@@ -288,9 +289,9 @@ fn forged_runs_of_valid_records_never_panic() {
                     group_delta: (*delta).min(offset as u32),
                     batch_remaining: *remaining,
                 };
-                format::encode_record(&mut bytes, &h, &vec![b'f'; *len as usize]);
+                encode_record(&mut bytes, &h, &vec![b'f'; *len as usize]);
             }
-            exercise(&[(format::segment_file_name(base), bytes)])
+            exercise(&[(segment_file_name(base), bytes)])
         })
         .unwrap();
 }
@@ -313,11 +314,11 @@ fn regressions() {
             batch_remaining: 0,
         },
     );
-    exercise(&[(format::segment_file_name(0), bytes)]).unwrap();
+    exercise(&[(segment_file_name(0), bytes)]).unwrap();
     // A valid record claiming u32::MAX records follow, then one that
     // continues the append: the scan computed `batch_remaining + 1` and
     // overflowed (a panic in debug builds). Fixed in src/log/scan.rs.
-    let mut bytes = format::encode_segment_header(0).to_vec();
+    let mut bytes = encode_segment_header(0).to_vec();
     for (offset, remaining) in [(0u64, u32::MAX), (1, u32::MAX)] {
         let h = RecordHeader {
             len: 1,
@@ -325,7 +326,7 @@ fn regressions() {
             group_delta: offset as u32,
             batch_remaining: remaining,
         };
-        format::encode_record(&mut bytes, &h, b"x");
+        encode_record(&mut bytes, &h, b"x");
     }
-    exercise(&[(format::segment_file_name(0), bytes)]).unwrap();
+    exercise(&[(segment_file_name(0), bytes)]).unwrap();
 }

@@ -235,7 +235,7 @@ fn a_crash_at_any_sync_point_of_retention_recovers() {
                     .list(Path::new(DIR))
                     .unwrap()
                     .into_iter()
-                    .filter_map(|n| ferry::log::format::parse_segment_file_name(&n))
+                    .filter_map(|n| ferry::log::segment::parse_segment_file_name(&n))
                     .collect::<std::collections::BTreeSet<u64>>();
                 assert!(segments.len() > cut_segments + 1, "{segments:?}");
                 // Delete the first `cut_segments` segments.

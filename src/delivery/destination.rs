@@ -35,7 +35,7 @@ const STORE_RETRY_MAX: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
     /// The log failed under the reader.
-    #[error("destination {dest}: reading the log failed: {source}")]
+    #[error("destination {dest}: reading the log failed")]
     Log {
         /// Destination name.
         dest: String,
@@ -44,7 +44,7 @@ pub enum DeliveryError {
         source: LogError,
     },
     /// The state store failed.
-    #[error("destination {dest}: {source}")]
+    #[error("destination {dest}: the state store failed")]
     Store {
         /// Destination name.
         dest: String,
@@ -174,7 +174,8 @@ impl DestinationLoop {
     pub async fn run(&self, control: mpsc::Receiver<Control>) -> Result<(), DeliveryError> {
         let result = self.run_inner(control).await;
         if let Err(e) = &result {
-            self.handle.update(|s| s.stopped = Some(e.to_string()));
+            let why = crate::error_text::with_causes(e);
+            self.handle.update(|s| s.stopped = Some(why));
         }
         result
     }

@@ -129,7 +129,7 @@ impl Delivery {
             tasks.spawn(worker.clone().run_replays());
             tasks.spawn(async move {
                 if let Err(e) = worker.run(control).await {
-                    tracing::error!(destination = %worker.cfg.name, "delivery stopped: {e}");
+                    tracing::error!(destination = %worker.cfg.name, "delivery stopped: {}", crate::error_text::with_causes(&e));
                 }
             });
         }

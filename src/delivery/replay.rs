@@ -28,7 +28,7 @@ impl DestinationLoop {
             let queue = match tokio::task::spawn_blocking(move || store.replay_queue(&dest)).await {
                 Ok(Ok(q)) => q,
                 Ok(Err(e)) => {
-                    tracing::error!(destination = %self.cfg.name, "reading the replay queue failed: {e}");
+                    tracing::error!(destination = %self.cfg.name, "reading the replay queue failed: {}", crate::error_text::with_causes(&e));
                     continue;
                 }
                 Err(_) => continue,

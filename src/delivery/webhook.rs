@@ -27,23 +27,6 @@ pub struct Webhook {
     batched: bool,
 }
 
-/// An error and its causes, outermost first: reqwest's own message names
-/// only the URL, while the cause says what went wrong (a refused
-/// connection, an unknown certificate issuer, …).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
-}
-
 /// The certificates of a PEM file; an error unless it holds at least one.
 fn ca_certificates(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
     let pem = std::fs::read(path).map_err(|e| e.to_string())?;
@@ -124,7 +107,10 @@ impl Sink for Webhook {
                     };
                     return Outcome::Retry {
                         status: None,
-                        error: state_excerpt(&format!("{kind}: {}", with_causes(&e))),
+                        error: state_excerpt(&format!(
+                            "{kind}: {}",
+                            crate::error_text::with_causes(&e)
+                        )),
                         retry_after: None,
                     };
                 }

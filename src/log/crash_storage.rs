@@ -446,18 +446,6 @@ impl Storage for CrashStorage {
             .map(|_| ())
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut st = lock(&self.state);
-        if st.dead {
-            return Err(dead_err());
-        }
-        let file = st
-            .names
-            .remove(from)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        st.names.insert(to.to_path_buf(), file);
-        Ok(())
-    }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut st = lock(&self.state);
         Self::sync_point(&mut st)?;

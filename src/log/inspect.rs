@@ -3,10 +3,11 @@
 //! being written at that moment shows up as a torn tail, not as corruption.
 
 use super::error::{LogError, Result};
+use super::reader::LogReader;
 use super::recovery::list_segments;
 use super::scan::{scan_segment, ProblemKind, SegmentScan};
+use super::shared::Shared;
 use super::storage::{FsStorage, Storage};
-use super::{LogReader, Shared};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -53,11 +54,17 @@ pub struct VerifyProblem {
 impl LogView {
     /// Opens the log directory `dir` read-only on the real file system.
     pub fn open(dir: &Path) -> Result<LogView> {
-        Self::open_with(Arc::new(FsStorage), dir)
+        Self::open_on(Arc::new(FsStorage), dir)
     }
 
-    /// Opens `dir` read-only on the given storage.
+    /// [`LogView::open`] on the given storage (a crash-simulating one in tests).
+    #[cfg(any(test, feature = "testing"))]
     pub fn open_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<LogView> {
+        Self::open_on(storage, dir)
+    }
+
+    /// Opens `dir` read-only on `storage`.
+    fn open_on(storage: Arc<dyn Storage>, dir: &Path) -> Result<LogView> {
         if !storage.exists(dir) {
             return Err(LogError::NotALog {
                 path: dir.to_path_buf(),

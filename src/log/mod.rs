@@ -5,15 +5,17 @@
 //! read-only view `ferry log` uses, safe beside a running server. The log
 //! knows nothing of HTTP, events or destinations: records are bytes.
 
-mod chunk;
 #[cfg(any(test, feature = "testing"))]
 pub mod crash_storage;
 mod error;
-pub mod format;
 mod inspect;
 mod reader;
+pub mod record;
 mod recovery;
 mod scan;
+pub mod segment;
+mod segment_reader;
+mod shared;
 mod storage;
 mod writer;
 
@@ -22,13 +24,16 @@ pub use inspect::{LogView, SegmentReport, VerifyProblem};
 pub use reader::{LogReader, Record};
 pub use recovery::{RecoveryMode, QUARANTINE_DIR};
 pub use scan::{Problem, ProblemKind, SegmentScan};
+pub use shared::LogStats;
+// The storage seam is public only for tests, which open logs on `CrashStorage`.
+#[cfg(any(test, feature = "testing"))]
 pub use storage::{FsStorage, LockGuard, Storage, StorageFile};
 
-use std::collections::BTreeMap;
+use shared::Shared;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 use writer::{AppendRequest, Writer, WriterLimits};
 
@@ -92,109 +97,6 @@ impl std::fmt::Debug for CommitObserver {
     }
 }
 
-/// Figures about a log at one moment.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct LogStats {
-    /// First offset still held.
-    pub start_offset: u64,
-    /// Durable end: the next offset to be written.
-    pub durable_end: u64,
-    /// Segment files.
-    pub segments: u64,
-    /// Bytes of all segment files.
-    pub bytes: u64,
-    /// Commit groups written (one fdatasync each) since open.
-    pub fsyncs: u64,
-    /// Records written by those groups.
-    pub records_synced: u64,
-    /// Appends (atomic record groups) written by those groups.
-    pub appends_synced: u64,
-}
-
-/// State shared by the writer thread, readers and handles.
-pub(crate) struct Shared {
-    /// The log directory.
-    pub dir: PathBuf,
-    /// Where the bytes go.
-    pub storage: Arc<dyn Storage>,
-    /// Every segment by base offset; the last is the active one.
-    segments: Mutex<BTreeMap<u64, PathBuf>>,
-    /// The durable end, published after each fdatasync.
-    pub durable: watch::Sender<u64>,
-    /// Set once, by the first storage failure.
-    pub failure: OnceLock<String>,
-    /// Bytes of all segment files.
-    pub total_bytes: AtomicU64,
-    fsyncs: AtomicU64,
-    records_synced: AtomicU64,
-    appends_synced: AtomicU64,
-}
-
-impl Shared {
-    fn new(
-        storage: Arc<dyn Storage>,
-        dir: PathBuf,
-        segments: BTreeMap<u64, PathBuf>,
-        end: u64,
-        bytes: u64,
-    ) -> Self {
-        Shared {
-            dir,
-            storage,
-            segments: Mutex::new(segments),
-            durable: watch::Sender::new(end),
-            failure: OnceLock::new(),
-            total_bytes: AtomicU64::new(bytes),
-            fsyncs: AtomicU64::new(0),
-            records_synced: AtomicU64::new(0),
-            appends_synced: AtomicU64::new(0),
-        }
-    }
-
-    pub(crate) fn segments_lock(&self) -> MutexGuard<'_, BTreeMap<u64, PathBuf>> {
-        self.segments.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn durable_end(&self) -> u64 {
-        *self.durable.borrow()
-    }
-
-    pub(crate) fn start_offset(&self) -> u64 {
-        self.segments_lock()
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or_else(|| self.durable_end())
-    }
-
-    pub(crate) fn active_path(&self) -> PathBuf {
-        self.segments_lock()
-            .values()
-            .next_back()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    pub(crate) fn note_group(&self, appends: u64, records: u64) {
-        self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.appends_synced.fetch_add(appends, Ordering::Relaxed);
-        self.records_synced.fetch_add(records, Ordering::Relaxed);
-    }
-
-    fn stats(&self) -> LogStats {
-        let segments = self.segments_lock();
-        LogStats {
-            start_offset: segments.keys().next().copied().unwrap_or(0),
-            durable_end: self.durable_end(),
-            segments: segments.len() as u64,
-            bytes: self.total_bytes.load(Ordering::Relaxed),
-            fsyncs: self.fsyncs.load(Ordering::Relaxed),
-            records_synced: self.records_synced.load(Ordering::Relaxed),
-            appends_synced: self.appends_synced.load(Ordering::Relaxed),
-        }
-    }
-}
-
 /// The writing handle of a log. Cheap to clone; the writer thread stops when
 /// the last clone is dropped.
 #[derive(Clone)]
@@ -225,13 +127,23 @@ impl Drop for Inner {
 impl Log {
     /// Opens (creating if needed) the log in `dir` on the real file system.
     pub fn open(dir: &Path, options: LogOptions) -> Result<Log> {
-        Self::open_with(Arc::new(FsStorage), dir, options)
+        Self::open_on(Arc::new(storage::FsStorage), dir, options)
     }
 
-    /// Opens the log in `dir` on the given storage, recovering its tail.
+    /// [`Log::open`] on the given storage (a crash-simulating one in tests).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn open_with(
+        storage: Arc<dyn storage::Storage>,
+        dir: &Path,
+        options: LogOptions,
+    ) -> Result<Log> {
+        Self::open_on(storage, dir, options)
+    }
+
+    /// Opens the log in `dir` on `storage`, recovering its tail.
     /// Only one handle may write a log directory at a time: opening takes an
     /// exclusive lock on `<dir>/.lock` before recovery touches anything.
-    pub fn open_with(storage: Arc<dyn Storage>, dir: &Path, options: LogOptions) -> Result<Log> {
+    fn open_on(storage: Arc<dyn storage::Storage>, dir: &Path, options: LogOptions) -> Result<Log> {
         storage
             .create_dir_all(dir)
             .map_err(|e| LogError::io(dir, e))?;
@@ -253,7 +165,7 @@ impl Log {
             rec.total_bytes,
         ));
         let limits = WriterLimits {
-            segment_bytes: options.segment_bytes.max(format::SEGMENT_HEADER_LEN + 1),
+            segment_bytes: options.segment_bytes.max(segment::SEGMENT_HEADER_LEN + 1),
             max_log_bytes: options.max_log_bytes,
             min_free_bytes: options.min_free_bytes,
             max_group_bytes: options.max_group_bytes.max(1),
@@ -311,13 +223,13 @@ impl Log {
         }
         let mut encoded_len = 0u64;
         for r in &records {
-            if r.len() > format::MAX_RECORD_LEN {
+            if r.len() > record::MAX_RECORD_LEN {
                 return Err(LogError::RecordTooLarge {
                     size: r.len(),
-                    max: format::MAX_RECORD_LEN,
+                    max: record::MAX_RECORD_LEN,
                 });
             }
-            encoded_len += (format::RECORD_HEADER_LEN + r.len()) as u64;
+            encoded_len += (record::RECORD_HEADER_LEN + r.len()) as u64;
         }
         if let Some(reason) = self.failure() {
             return Err(LogError::Failed(reason));

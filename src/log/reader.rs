@@ -3,10 +3,11 @@
 //! limit it is given (the durable end for a live log), so it only ever sees
 //! records covered by a completed fdatasync.
 
-use super::chunk::{ChunkReader, Decoded};
 use super::error::{LogError, Result};
-use super::format::{self, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
-use super::Shared;
+use super::record::{self, RECORD_HEADER_LEN};
+use super::segment::SEGMENT_HEADER_LEN;
+use super::segment_reader::{Decoded, SegmentReader};
+use super::shared::Shared;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ pub struct Record {
 /// The segment a reader is positioned in.
 struct Position {
     path: PathBuf,
-    chunk: ChunkReader,
+    file: SegmentReader,
     /// Byte position of the record with offset `LogReader::next`.
     pos: u64,
 }
@@ -74,7 +75,7 @@ impl LogReader {
         loop {
             let at = self.at.as_mut().expect("positioned above");
             match at
-                .chunk
+                .file
                 .record_at(at.pos, u64::MAX)
                 .map_err(|e| LogError::io(&at.path, e))?
             {
@@ -131,14 +132,14 @@ impl LogReader {
             }
             Err(e) => return Err(LogError::io(&path, e)),
         };
-        let mut chunk = ChunkReader::new(file);
+        let mut file = SegmentReader::new(file);
         let mut pos = SEGMENT_HEADER_LEN;
         let mut offset = base;
         while offset < target {
-            let head = chunk
+            let head = file
                 .bytes(pos, RECORD_HEADER_LEN, u64::MAX)
                 .map_err(|e| LogError::io(&path, e))?;
-            match format::peek_header(head) {
+            match record::peek_header(head) {
                 Some((_, h)) if h.offset == offset => {
                     pos += h.record_len();
                     offset += 1;
@@ -155,7 +156,7 @@ impl LogReader {
                 return Err(LogError::corruption(&path, pos, why));
             }
         }
-        self.at = Some(Position { path, chunk, pos });
+        self.at = Some(Position { path, file, pos });
         Ok(())
     }
 }

@@ -3,8 +3,8 @@
 //! so restart time depends on the segment size, not on the log's size.
 
 use super::error::{LogError, Result};
-use super::format::{self, SEGMENT_HEADER_LEN};
 use super::scan::{scan_segment, ProblemKind};
+use super::segment::{self, SEGMENT_HEADER_LEN};
 use super::storage::{join, Storage, StorageFile};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,7 +45,7 @@ pub(crate) fn list_segments(storage: &dyn Storage, dir: &Path) -> Result<BTreeMa
     let names = storage.list(dir).map_err(|e| LogError::io(dir, e))?;
     Ok(names
         .iter()
-        .filter_map(|n| format::parse_segment_file_name(n).map(|base| (base, join(dir, n))))
+        .filter_map(|n| segment::parse_segment_file_name(n).map(|base| (base, join(dir, n))))
         .collect())
 }
 
@@ -55,9 +55,9 @@ pub(crate) fn create_segment(
     dir: &Path,
     base: u64,
 ) -> Result<(PathBuf, Arc<dyn StorageFile>)> {
-    let path = join(dir, &format::segment_file_name(base));
+    let path = join(dir, &segment::segment_file_name(base));
     let file = storage.create(&path).map_err(|e| LogError::io(&path, e))?;
-    file.write_all_at(&format::encode_segment_header(base), 0)
+    file.write_all_at(&segment::encode_segment_header(base), 0)
         .map_err(|e| LogError::io(&path, e))?;
     file.sync_data()
         .map_err(|e| LogError::io(&path, failed("fdatasync", e)))?;

@@ -8,8 +8,8 @@
 //! bad spot was synced: corruption. Valid records of the same group behind it
 //! are just the unsynced group torn by the crash.
 
-use super::chunk::{ChunkReader, Decoded};
-use super::format::{self, SEGMENT_HEADER_LEN};
+use super::segment::{self, SEGMENT_HEADER_LEN};
+use super::segment_reader::{Decoded, SegmentReader};
 use super::storage::StorageFile;
 use std::io;
 use std::sync::Arc;
@@ -57,7 +57,7 @@ pub struct SegmentScan {
 /// Walks the segment in `file` whose name says `base`.
 pub(crate) fn scan_segment(file: Arc<dyn StorageFile>, base: u64) -> io::Result<SegmentScan> {
     let file_len = file.size()?;
-    let mut reader = ChunkReader::new(file);
+    let mut reader = SegmentReader::new(file);
     let mut scan = SegmentScan {
         base,
         file_len,
@@ -67,7 +67,7 @@ pub(crate) fn scan_segment(file: Arc<dyn StorageFile>, base: u64) -> io::Result<
         problem: None,
     };
     let header = reader.bytes(0, SEGMENT_HEADER_LEN as usize, file_len)?;
-    if let Err(e) = format::decode_segment_header(header, base) {
+    if let Err(e) = segment::decode_segment_header(header, base) {
         let kind = if file_len <= SEGMENT_HEADER_LEN {
             ProblemKind::TornHeader
         } else {
@@ -133,7 +133,7 @@ pub(crate) fn scan_segment(file: Arc<dyn StorageFile>, base: u64) -> io::Result<
 /// by looking for valid records behind it. `first_unsure` is the offset of
 /// the first record of the incomplete (or bad) append.
 fn classify(
-    reader: &mut ChunkReader,
+    reader: &mut SegmentReader,
     file_len: u64,
     bad_pos: u64,
     first_unsure: u64,
@@ -169,7 +169,8 @@ fn classify(
 mod tests {
     use super::*;
     use crate::log::crash_storage::CrashStorage;
-    use crate::log::format::{encode_record, encode_segment_header, RecordHeader};
+    use crate::log::record::{encode_record, RecordHeader};
+    use crate::log::segment::encode_segment_header;
     use crate::log::storage::Storage;
     use std::path::Path;
 

@@ -41,9 +41,7 @@ pub trait Storage: Send + Sync {
     fn open_read(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
     /// Removes a file.
     fn remove(&self, path: &Path) -> io::Result<()>;
-    /// Renames a file.
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
-    /// Makes creations, renames and removals in `dir` durable (fsync of the directory).
+    /// Makes creations and removals in `dir` durable (fsync of the directory).
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Bytes still free on the file system holding `dir`, if known.
     fn available_space(&self, dir: &Path) -> Option<u64>;
@@ -125,9 +123,6 @@ impl Storage for FsStorage {
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        fs::rename(from, to)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()

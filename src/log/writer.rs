@@ -4,10 +4,11 @@
 //! Any write or fsync failure is fatal: the log refuses appends until restart.
 
 use super::error::{LogError, Result};
-use super::format::{self, RecordHeader, SEGMENT_HEADER_LEN};
+use super::record::{self, RecordHeader};
 use super::recovery::create_segment;
+use super::segment::SEGMENT_HEADER_LEN;
+use super::shared::Shared;
 use super::storage::StorageFile;
-use super::Shared;
 use crate::disk::is_no_space;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -189,7 +190,7 @@ impl Writer {
                 group_delta: (self.next - group_base) as u32,
                 batch_remaining: n - 1 - i as u32,
             };
-            format::encode_record(&mut self.buf, &header, payload);
+            record::encode_record(&mut self.buf, &header, payload);
             self.next += 1;
         }
         self.owed.push((req.reply, first..self.next));

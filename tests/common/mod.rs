@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ferry::config::{Config, SourceConfig};
-use ferry::log::{FsStorage, Log, Storage};
+use ferry::log::{Log, Storage};
 use ferry::server::Server;
 use serde_json::Value;
 
@@ -59,7 +59,7 @@ pub async fn start_with(config: Config) -> TestServer {
 
 /// A server with the given configuration in `dir` (kept across restarts).
 pub async fn start_in(dir: tempfile::TempDir, config: Config) -> TestServer {
-    start_on(Arc::new(FsStorage), dir, config).await
+    serve_in(dir, config, Server::start).await
 }
 
 /// A server whose log lives on the given storage (e.g. a fault-injecting
@@ -67,11 +67,26 @@ pub async fn start_in(dir: tempfile::TempDir, config: Config) -> TestServer {
 pub async fn start_on(
     storage: Arc<dyn Storage>,
     dir: tempfile::TempDir,
-    mut config: Config,
+    config: Config,
 ) -> TestServer {
+    serve_in(dir, config, |config, listener| {
+        Server::start_on(storage, config, listener)
+    })
+    .await
+}
+
+/// Starts a server in `dir` with `start`, on 127.0.0.1 and a free port.
+async fn serve_in<F>(
+    dir: tempfile::TempDir,
+    mut config: Config,
+    start: impl FnOnce(Config, tokio::net::TcpListener) -> F,
+) -> TestServer
+where
+    F: std::future::Future<Output = Result<Server, ferry::server::ServerError>>,
+{
     config.data_dir = dir.path().to_path_buf();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = Server::start_on(storage, config, listener).await.unwrap();
+    let server = start(config, listener).await.unwrap();
     TestServer {
         addr: server.addr(),
         client: reqwest::Client::new(),

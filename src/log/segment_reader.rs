@@ -2,7 +2,7 @@
 //! window of the file kept in memory, refilled as the walk moves on, so a
 //! scan costs a few large reads instead of two small ones per record.
 
-use super::format::{self, RecordError, RecordHeader, RECORD_HEADER_LEN};
+use super::record::{self, RecordError, RecordHeader, RECORD_HEADER_LEN};
 use super::storage::StorageFile;
 use std::io;
 use std::sync::Arc;
@@ -20,8 +20,8 @@ pub(crate) enum Decoded<'a> {
     End,
 }
 
-/// A read window over one file.
-pub(crate) struct ChunkReader {
+/// A read window over one segment file.
+pub(crate) struct SegmentReader {
     file: Arc<dyn StorageFile>,
     /// Bytes of the file starting at `start`.
     buf: Vec<u8>,
@@ -29,9 +29,9 @@ pub(crate) struct ChunkReader {
     start: u64,
 }
 
-impl ChunkReader {
+impl SegmentReader {
     pub(crate) fn new(file: Arc<dyn StorageFile>) -> Self {
-        ChunkReader {
+        SegmentReader {
             file,
             buf: Vec::new(),
             start: 0,
@@ -73,15 +73,15 @@ impl ChunkReader {
         if head.is_empty() {
             return Ok(Decoded::End);
         }
-        let len = match format::peek_header(head) {
+        let len = match record::peek_header(head) {
             None => return Ok(Decoded::Bad(RecordError::Truncated)),
-            Some((_, h)) if h.len as usize > format::MAX_RECORD_LEN => {
+            Some((_, h)) if h.len as usize > record::MAX_RECORD_LEN => {
                 return Ok(Decoded::Bad(RecordError::TooLong(h.len)))
             }
             Some((_, h)) => h.len as usize,
         };
         let bytes = self.bytes(pos, RECORD_HEADER_LEN + len, limit)?;
-        Ok(match format::decode_record(bytes) {
+        Ok(match record::decode_record(bytes) {
             Ok((h, payload)) => Decoded::Record(h, payload),
             Err(e) => Decoded::Bad(e),
         })
