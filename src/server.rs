@@ -120,12 +120,7 @@ struct Opened {
 impl Server {
     /// Starts ferry as configured, serving on `listener`.
     pub async fn start(config: Config, listener: TcpListener) -> Result<Server, ServerError> {
-        Self::start_with(
-            config,
-            listener,
-            Box::new(|dir, options| Log::open(dir, options)),
-        )
-        .await
+        Self::start_with(config, listener, Box::new(Log::open)).await
     }
 
     /// Like [`Server::start`], with the log on `storage` (a fault-injecting
