@@ -20,6 +20,8 @@
 
 mod common;
 
+use common::events::{batch, track};
+use common::webhook::{Reply, Webhook};
 use common::{ferry_cli, spawn_server, text, ServerProcess};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -134,14 +136,15 @@ capacity = 1000000
     spawn_server(work, &["--config", config.to_str().unwrap()], &[])
 }
 
-fn batch(n: usize) -> Value {
-    let events: Vec<Value> = (0..PER_BATCH)
-        .map(|i| {
-            json!({"type": "track", "event": "Disk Filled", "userId": format!("u{}", i % 7),
-                   "messageId": format!("b{n}-{i}"), "properties": {"pad": "x".repeat(300)}})
-        })
-        .collect();
-    json!({ "batch": events })
+/// Batch `n`: [`PER_BATCH`] events with messageIds `b{n}-{i}`.
+fn numbered_batch(n: usize) -> Value {
+    batch((0..PER_BATCH).map(|i| {
+        track()
+            .id(format!("b{n}-{i}"))
+            .user(&format!("u{}", i % 7))
+            .name("Disk Filled")
+            .pad(300)
+    }))
 }
 
 /// The outcome of one batch: 200, or 503 `storage_full` with `Retry-After`
@@ -156,7 +159,7 @@ async fn send(http: &reqwest::Client, server: &ServerProcess, n: usize) -> Outco
     let r = http
         .post(server.url("/v1/batch"))
         .basic_auth(KEY, Some(""))
-        .json(&batch(n))
+        .json(&numbered_batch(n))
         .send()
         .await
         .unwrap();
@@ -336,16 +339,12 @@ async fn a_full_dedup_index_disk_stops_dedup_and_it_reopens_without_a_restart() 
 const ADMIN_TOKEN: &str = "disk-full-admin-token";
 
 /// A webhook on 127.0.0.1 that rejects every delivery with 400, so each
-/// event becomes a dead letter; returns its URL.
-async fn rejecting_hook() -> String {
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(|| async { (axum::http::StatusCode::BAD_REQUEST, "rejected") }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/hook")
+/// event becomes a dead letter.
+async fn rejecting_hook() -> Webhook {
+    Webhook::builder()
+        .otherwise(|_, _| Some(Reply::status(400)))
+        .start()
+        .await
 }
 
 /// Polls the destination's status until `done` holds for it.
@@ -378,8 +377,10 @@ async fn a_full_state_store_disk_pauses_delivery_and_it_resumes_when_space_retur
     let data_dir = data_dir_with_file_on(work.path(), &disk, "state.redb");
     let hook = rejecting_hook().await;
     let top = format!("admin_token = \"{ADMIN_TOKEN}\"");
-    let tables =
-        format!("[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{hook}\"\n");
+    let tables = format!(
+        "[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{}\"\n",
+        hook.url()
+    );
     let http = reqwest::Client::new();
     let server = serve_with(work.path(), &data_dir, &top, &tables);
 
