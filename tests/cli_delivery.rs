@@ -7,6 +7,7 @@ use std::path::Path;
 
 mod common;
 
+use common::events::track;
 use common::{ferry_cli as ferry, text};
 
 fn data_dir(root: &Path) {
@@ -24,8 +25,12 @@ fn data_dir(root: &Path) {
     .unwrap();
     rt.block_on(async {
         for i in 0..10u64 {
-            let ev = format!(r#"{{"type":"track","event":"e","userId":"u","messageId":"m{i}","receivedAt":"2026-01-01T00:00:{i:02}.000Z","_ferry":{{"source":"web"}}}}"#);
-            log.append(vec![ev.into_bytes()]).await.unwrap();
+            let received = format!("2026-01-01T00:00:{i:02}.000Z");
+            let ev = track()
+                .id(format!("m{i}"))
+                .name("e")
+                .with("receivedAt", received);
+            log.append(vec![ev.logged()]).await.unwrap();
         }
     });
     let store = StateStore::open(&root.join("state.redb")).unwrap();

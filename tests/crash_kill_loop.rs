@@ -2,18 +2,21 @@
 //! many users (retrying unacknowledged ones, as SDKs do) while `ferry serve`
 //! is SIGKILLed at seeded random moments (during ingestion, mid-delivery,
 //! right after retention deleted segments; small segments so rolls happen)
-//! and restarted, again and again. At the end everything drains to a mock
-//! webhook on 127.0.0.1. Every acknowledged event is delivered at least once,
+//! and restarted, again and again. At the end everything drains to the
+//! tests' webhook on 127.0.0.1. Every acknowledged event is delivered at least once,
 //! first deliveries keep per-user order, nothing unsent is delivered, and
 //! duplicates are counted. `FERRY_CRASH_CYCLES` (default 10) and
 //! `FERRY_CRASH_SEED` choose the run; `scripts/crash-loop.sh` runs a long one.
 
 mod common;
 
-use common::{recording_hook, spawn_server};
+use common::env::env_or;
+use common::events::{batch, step, user_seq};
+use common::spawn_server;
+use common::webhook::{first_deliveries, Reply, Webhook};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -28,13 +31,6 @@ const KEY: &str = "wk_crash_loop";
 /// Clients wait while more acknowledged events than this await delivery,
 /// so the backlog (and the final drain) stays short.
 const MAX_BACKLOG: usize = 1000;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The server clients talk to: a generation number and, while one runs, its URL.
 type Current = watch::Receiver<(u64, Option<String>)>;
@@ -54,7 +50,7 @@ async fn client(
     stop: watch::Receiver<bool>,
     ledger: Arc<Mutex<Ledger>>,
     acks: Arc<watch::Sender<usize>>,
-    mut delivered: watch::Receiver<usize>,
+    mut delivered: watch::Receiver<Vec<String>>,
 ) {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
@@ -67,24 +63,22 @@ async fn client(
         }
         let acked_now = *acks.borrow();
         delivered
-            .wait_for(|d| acked_now < d + MAX_BACKLOG)
+            .wait_for(|d| acked_now < d.len() + MAX_BACKLOG)
             .await
             .expect("the test keeps the channel");
-        let batch: Vec<Value> = (0..BATCH)
+        let events: Vec<Value> = (0..BATCH)
             .map(|k| {
                 let u = (b as usize * 7 + k * 3) % USERS_PER_CLIENT;
                 seq[u] += 1;
-                json!({"type": "track", "event": "Step", "userId": format!("c{c}u{u}"),
-                       "messageId": format!("c{c}u{u}.{}", seq[u]),
-                       "properties": {"pad": "x".repeat(40)}})
+                step(&format!("c{c}u{u}"), seq[u]).pad(40).json()
             })
             .collect();
-        let ids: Vec<String> = batch
+        let ids: Vec<String> = events
             .iter()
             .map(|e| e["messageId"].as_str().unwrap().to_string())
             .collect();
         ledger.lock().unwrap().sent.extend(ids.iter().cloned());
-        let body = json!({"batch": batch});
+        let body = batch(events);
         loop {
             let (generation, url) = current
                 .wait_for(|(_, url)| url.is_some())
@@ -136,14 +130,17 @@ async fn sigkill_loop_loses_nothing_acknowledged_and_keeps_user_order() {
     let mut rng = StdRng::seed_from_u64(seed);
 
     // A destination of uneven speed, so kills land while requests are in flight.
-    let hook = recording_hook(|id| {
-        let h = id
-            .bytes()
-            .fold(7u64, |a, b| a.wrapping_mul(31) ^ u64::from(b));
-        Duration::from_millis(if h % 4 == 0 { h % 5 } else { 0 })
-    })
-    .await;
-    let (hook_addr, delivered_rx) = (hook.addr, hook.count.clone());
+    let hook = Webhook::builder()
+        .otherwise(|id, _| {
+            let h = id
+                .bytes()
+                .fold(7u64, |a, b| a.wrapping_mul(31) ^ u64::from(b));
+            let delay = Duration::from_millis(if h % 4 == 0 { h % 5 } else { 0 });
+            Some(Reply::ok().after(delay))
+        })
+        .start()
+        .await;
+    let (hook_url, delivered_rx) = (hook.url(), hook.delivered.subscribe());
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ferry.toml");
@@ -152,7 +149,7 @@ async fn sigkill_loop_loses_nothing_acknowledged_and_keeps_user_order() {
     std::fs::write(
         &config,
         format!(
-            "[[sources]]\nname = \"app\"\nwrite_key = \"{KEY}\"\n\n[log]\nsegment_bytes = 16384\nmin_free_bytes = 0\n\n[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{hook_addr}/hook\"\nconcurrency = 4\nwindow = {WINDOW}\ntimeout = \"5s\"\n[destinations.retry]\nbase = \"10ms\"\ncap = \"100ms\"\n"
+            "[[sources]]\nname = \"app\"\nwrite_key = \"{KEY}\"\n\n[log]\nsegment_bytes = 16384\nmin_free_bytes = 0\n\n[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{hook_url}\"\nconcurrency = 4\nwindow = {WINDOW}\ntimeout = \"5s\"\n[destinations.retry]\nbase = \"10ms\"\ncap = \"100ms\"\n"
         ),
     )
     .unwrap();
@@ -217,9 +214,9 @@ async fn sigkill_loop_loses_nothing_acknowledged_and_keeps_user_order() {
                     .unwrap();
             }
             "delivery" => {
-                let target = *delivered_rx.borrow() + rng.random_range(1..400);
+                let target = hook.delivered.len() + rng.random_range(1..400);
                 let mut rx = delivered_rx.clone();
-                tokio::time::timeout(bound, rx.wait_for(|n| *n >= target))
+                tokio::time::timeout(bound, rx.wait_for(|d| d.len() >= target))
                     .await
                     .expect("delivery stalled")
                     .unwrap();
@@ -267,17 +264,18 @@ async fn sigkill_loop_loses_nothing_acknowledged_and_keeps_user_order() {
     };
     let want: HashSet<&String> = acked.iter().collect();
     let mut rx = delivered_rx.clone();
-    let drained = tokio::time::timeout(Duration::from_secs(90), async {
-        loop {
-            let seen: HashSet<String> = hook.seen.lock().unwrap().iter().cloned().collect();
-            if want.iter().all(|id| seen.contains(*id)) {
-                return;
-            }
-            rx.changed().await.unwrap();
-        }
-    })
-    .await;
-    let seen = hook.seen.lock().unwrap().clone();
+    let drained = matches!(
+        tokio::time::timeout(
+            Duration::from_secs(90),
+            rx.wait_for(|seen| {
+                let seen: HashSet<&String> = seen.iter().collect();
+                want.iter().all(|id| seen.contains(*id))
+            }),
+        )
+        .await,
+        Ok(Ok(_))
+    );
+    let seen = hook.delivered.snapshot();
     let seen_set: HashSet<&String> = seen.iter().collect();
     let missing: Vec<&&String> = want
         .iter()
@@ -285,24 +283,22 @@ async fn sigkill_loop_loses_nothing_acknowledged_and_keeps_user_order() {
         .take(10)
         .collect();
     assert!(
-        drained.is_ok(),
+        drained,
         "acknowledged events never delivered, e.g. {missing:?}"
     );
     assert!(server.terminate().success(), "graceful stop after the loop");
 
     // Nothing delivered that was never sent; per-user order over first deliveries.
-    let mut first_seq: HashMap<&str, u64> = HashMap::new();
-    let mut once = HashSet::new();
     for id in &seen {
         assert!(
             sent.contains(id),
             "delivered an event that was never sent: {id}"
         );
-        if !once.insert(id) {
-            continue;
-        }
-        let (user, s) = id.split_once('.').unwrap();
-        let s: u64 = s.parse().unwrap();
+    }
+    let once = first_deliveries(&seen);
+    let mut first_seq: HashMap<&str, u64> = HashMap::new();
+    for id in &once {
+        let (user, s) = user_seq(id);
         if let Some(prev) = first_seq.insert(user, s) {
             assert!(
                 prev < s,

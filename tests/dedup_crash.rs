@@ -170,14 +170,10 @@ fn child_keys() -> (Vec<Key>, Vec<Key>) {
     ((0..500).map(k).collect(), (500..1500).map(k).collect())
 }
 
-/// Runs in a child process (see below): indexes a durably, b non-durably,
+/// The child process of the test below: indexes a durably, b non-durably,
 /// then dies without any clean-up.
-#[test]
-fn crash_child() {
-    let Some(dir) = std::env::var_os(CHILD_ENV) else {
-        return; // run as a normal test: nothing to do
-    };
-    let path = Path::new(&dir).join("dedup.redb");
+fn crash_child(dir: &Path) -> ! {
+    let path = dir.join("dedup.redb");
     let opts = DedupOptions {
         sync_interval: Duration::from_secs(3600),
         ..DedupOptions::default()
@@ -192,11 +188,21 @@ fn crash_child() {
     std::process::abort();
 }
 
+/// Runs itself again as a child process that aborts in [`crash_child`],
+/// then opens what the child left.
 #[test]
 fn process_abort_after_non_durable_commits() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        crash_child(Path::new(&dir));
+    }
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "process_abort_after_non_durable_commits",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, dir.path())
         .output()
         .unwrap();

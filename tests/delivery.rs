@@ -1,10 +1,11 @@
 //! Delivery end to end: a real log, real redb state, and destinations that
-//! are either scripted in-process sinks (paused time, for backoff math) or a
-//! mock HTTP server on 127.0.0.1 playing scripted status sequences.
+//! are either scripted in-process sinks (paused time, for backoff math) or
+//! the tests' webhook on 127.0.0.1 playing scripted status sequences.
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+mod common;
+
+use common::events::{step, user_seq};
+use common::webhook::{first_deliveries, flaky, Deliveries, Reply, Webhook};
 use ferry::delivery::backoff::{ceiling, Outcome};
 use ferry::delivery::config::DestinationConfig;
 use ferry::delivery::event::LoggedEvent;
@@ -15,15 +16,6 @@ use ferry::store::StateStore;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Notify;
-
-fn event(user: &str, seq: u64) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "type": "track", "event": "Step", "userId": user, "messageId": format!("{user}-{seq}"),
-        "properties": {"seq": seq}, "_ferry": {"source": "web"}
-    }))
-    .unwrap()
-}
 
 fn dest(toml_text: &str) -> DestinationConfig {
     let c: DestinationConfig = toml::from_str(toml_text).unwrap();
@@ -56,55 +48,15 @@ fn env() -> Env {
     }
 }
 
-/// What a destination saw: messageIds in arrival order.
-#[derive(Default)]
-struct Seen {
-    ids: Mutex<Vec<String>>,
-    notify: Notify,
-}
-
-impl Seen {
-    fn push(&self, id: String) {
-        self.ids.lock().unwrap().push(id);
-        self.notify.notify_waiters();
-    }
-    fn snapshot(&self) -> Vec<String> {
-        self.ids.lock().unwrap().clone()
-    }
-    /// Waits (event-driven, bounded) until `pred` holds.
-    async fn wait_until(&self, pred: impl Fn(&[String]) -> bool) {
-        self.wait_within(Duration::from_secs(60), pred).await
-    }
-
-    /// Like `wait_until` with a chosen bound (virtual time under a paused clock).
-    async fn wait_within(&self, within: Duration, pred: impl Fn(&[String]) -> bool) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let notified = self.notify.notified();
-            if pred(&self.snapshot()) {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("condition not reached; seen {:?}", self.snapshot());
-            }
-        }
-    }
-}
-
 /// Checks per-user order over first deliveries and that every expected id came.
 fn assert_complete_and_ordered(seen: &[String], users: &[String], per_user: u64) {
-    let mut first: Vec<&String> = Vec::new();
-    let mut set = std::collections::HashSet::new();
-    for id in seen {
-        if set.insert(id) {
-            first.push(id);
-        }
-    }
+    let first = first_deliveries(seen);
     for u in users {
         let seqs: Vec<u64> = first
             .iter()
-            .filter_map(|id| id.strip_prefix(&format!("{u}-")))
-            .map(|s| s.parse().unwrap())
+            .map(|id| user_seq(id))
+            .filter(|(user, _)| user == u)
+            .map(|(_, seq)| seq)
             .collect();
         assert_eq!(
             seqs,
@@ -120,7 +72,7 @@ fn assert_complete_and_ordered(seen: &[String], users: &[String], per_user: u64)
 struct Scripted {
     script: Mutex<HashMap<String, VecDeque<Outcome>>>,
     attempts: Mutex<Vec<(String, tokio::time::Instant)>>,
-    seen: Arc<Seen>,
+    seen: Deliveries,
 }
 
 impl Sink for Scripted {
@@ -143,9 +95,8 @@ impl Sink for Scripted {
             }
         }
         if outcome == Outcome::Delivered {
-            for e in &events {
-                self.seen.push(e.meta.message_id.clone());
-            }
+            self.seen
+                .push(events.iter().map(|e| e.meta.message_id.clone()));
         }
         Box::pin(async move { outcome })
     }
@@ -162,7 +113,7 @@ fn retry(status: u16, after: Option<Duration>) -> Outcome {
 #[tokio::test(start_paused = true)]
 async fn backoff_follows_full_jitter_and_retry_after_with_paused_time() {
     let e = env();
-    let seen = Arc::new(Seen::default());
+    let seen = Deliveries::default();
     let mut script = HashMap::new();
     script.insert(
         "a-0".to_string(),
@@ -186,7 +137,7 @@ async fn backoff_follows_full_jitter_and_retry_after_with_paused_time() {
         "name='s'\ntype='file'\npath='/unused'\n[retry]\nbase='1s'\ncap='5m'\nmax_duration='4h'\n",
     );
     for (u, s) in [("a", 0), ("a", 1), ("b", 0)] {
-        e.log.append(vec![event(u, s)]).await.unwrap();
+        e.log.append(vec![step(u, s).logged()]).await.unwrap();
     }
     let delivery = Delivery::start(
         e.log.clone(),
@@ -233,7 +184,7 @@ async fn backoff_follows_full_jitter_and_retry_after_with_paused_time() {
 #[tokio::test(start_paused = true)]
 async fn giving_up_after_max_duration_dead_letters_and_moves_on() {
     let e = env();
-    let seen = Arc::new(Seen::default());
+    let seen = Deliveries::default();
     let mut script = HashMap::new();
     script.insert(
         "a-0".to_string(),
@@ -248,7 +199,7 @@ async fn giving_up_after_max_duration_dead_letters_and_moves_on() {
         "name='s'\ntype='file'\npath='/unused'\n[retry]\nbase='1s'\ncap='1m'\nmax_duration='1h'\n",
     );
     e.log
-        .append(vec![event("a", 0), event("a", 1)])
+        .append(vec![step("a", 0).logged(), step("a", 1).logged()])
         .await
         .unwrap();
     let delivery =
@@ -269,94 +220,7 @@ async fn giving_up_after_max_duration_dead_letters_and_moves_on() {
     assert_eq!(e.store.cursors().unwrap()["s"], 2);
 }
 
-// ---------- mock HTTP destination ----------
-
-/// A response the mock plays.
-#[derive(Clone)]
-enum Play {
-    Status(u16, Option<&'static str>),
-    /// Hold the request until the test ends (black hole).
-    Hang,
-}
-
-#[derive(Default)]
-struct Mock {
-    script: Mutex<HashMap<String, VecDeque<Play>>>,
-    /// Fail this share of first attempts with 500 (deterministic by id).
-    flaky: Option<u64>,
-    tries: Mutex<HashMap<String, u32>>,
-    seen: Seen,
-    headers: Mutex<Vec<HeaderMap>>,
-}
-
-async fn mock_handler(
-    State(mock): State<Arc<Mock>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let events: Vec<serde_json::Value> = match v.get("batch") {
-        Some(b) => b.as_array().unwrap().clone(),
-        None => vec![v],
-    };
-    mock.headers.lock().unwrap().push(headers);
-    let ids: Vec<String> = events
-        .iter()
-        .map(|e| e["messageId"].as_str().unwrap().to_string())
-        .collect();
-    let mut play = Play::Status(200, None);
-    for id in &ids {
-        let n = {
-            let mut t = mock.tries.lock().unwrap();
-            let n = t.entry(id.clone()).or_default();
-            *n += 1;
-            *n
-        };
-        if let Some(p) = mock
-            .script
-            .lock()
-            .unwrap()
-            .get_mut(id)
-            .and_then(|q| q.pop_front())
-        {
-            play = p;
-        } else if let Some(share) = mock.flaky {
-            let h = id
-                .bytes()
-                .fold(n as u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
-            if h % 100 < share && n < 4 {
-                play = Play::Status(500, None);
-            }
-        }
-    }
-    match play {
-        Play::Hang => std::future::pending().await,
-        Play::Status(s, retry_after) => {
-            if s < 300 {
-                for id in ids {
-                    mock.seen.push(id);
-                }
-            }
-            let mut resp =
-                (StatusCode::from_u16(s).unwrap(), format!("status {s}")).into_response();
-            if let Some(ra) = retry_after {
-                resp.headers_mut()
-                    .insert("retry-after", ra.parse().unwrap());
-            }
-            resp
-        }
-    }
-}
-
-async fn start_mock(mock: Arc<Mock>) -> String {
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(mock_handler))
-        .with_state(mock);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/hook")
-}
+// ---------- the webhook on 127.0.0.1 ----------
 
 fn webhook(name: &str, url: &str, extra: &str) -> DestinationConfig {
     dest(&format!("name='{name}'\ntype='webhook'\nurl='{url}'\ntimeout='2s'\n{extra}\n[retry]\nbase='10ms'\ncap='100ms'\nmax_duration='1m'\n"))
@@ -365,24 +229,16 @@ fn webhook(name: &str, url: &str, extra: &str) -> DestinationConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_retries_5xx_429_and_dead_letters_4xx_then_replays_in_order() {
     let e = env();
-    let mock = Arc::new(Mock::default());
-    {
-        let mut s = mock.script.lock().unwrap();
-        s.insert(
-            "a-0".into(),
-            VecDeque::from(vec![Play::Status(500, None), Play::Status(503, None)]),
-        );
-        s.insert(
-            "b-0".into(),
-            VecDeque::from(vec![Play::Status(429, Some("1"))]),
-        );
-        s.insert("c-0".into(), VecDeque::from(vec![Play::Status(400, None)]));
-        s.insert("c-1".into(), VecDeque::from(vec![Play::Status(422, None)]));
-    }
-    let url = start_mock(mock.clone()).await;
-    let cfg = webhook("hook", &url, "secret='s3cret'");
+    let mock = Webhook::builder()
+        .script("a-0", [Reply::status(500), Reply::status(503)])
+        .script("b-0", [Reply::status(429).retry_after("1")])
+        .script("c-0", [Reply::status(400)])
+        .script("c-1", [Reply::status(422)])
+        .start()
+        .await;
+    let cfg = webhook("hook", &mock.url(), "secret='s3cret'");
     for (u, s) in [("a", 0), ("a", 1), ("b", 0), ("c", 0), ("c", 1), ("c", 2)] {
-        e.log.append(vec![event(u, s)]).await.unwrap();
+        e.log.append(vec![step(u, s).logged()]).await.unwrap();
     }
     let sink = make_sink(&cfg).unwrap();
     let delivery = Delivery::start(
@@ -391,8 +247,8 @@ async fn webhook_retries_5xx_429_and_dead_letters_4xx_then_replays_in_order() {
         vec![(cfg.clone(), sink.clone())],
     )
     .unwrap();
-    mock.seen.wait_until(|s| s.len() == 4).await;
-    let seen = mock.seen.snapshot();
+    mock.delivered.wait_until(|s| s.len() == 4).await;
+    let seen = mock.delivered.snapshot();
     let pos = |id: &str| {
         seen.iter()
             .position(|x| x == id)
@@ -401,14 +257,10 @@ async fn webhook_retries_5xx_429_and_dead_letters_4xx_then_replays_in_order() {
     assert!(pos("a-0") < pos("a-1"), "{seen:?}");
     pos("b-0");
     pos("c-2");
-    assert_eq!(mock.tries.lock().unwrap()["a-0"], 3, "500, 503, then 200");
-    assert_eq!(
-        mock.tries.lock().unwrap()["b-0"],
-        2,
-        "429 with Retry-After, then 200"
-    );
+    assert_eq!(mock.tries("a-0"), 3, "500, 503, then 200");
+    assert_eq!(mock.tries("b-0"), 2, "429 with Retry-After, then 200");
     // c-0 and c-1 were dead-lettered at once (one attempt each), and c-2 still went out after them.
-    assert_eq!(mock.tries.lock().unwrap()["c-0"], 1);
+    assert_eq!(mock.tries("c-0"), 1);
     let dead = e.store.dead_letters("hook").unwrap();
     assert_eq!(
         dead.iter()
@@ -419,20 +271,17 @@ async fn webhook_retries_5xx_429_and_dead_letters_4xx_then_replays_in_order() {
     assert_eq!(dead[0].last_status, Some(400));
     assert!(dead[0].last_error.contains("status 400"));
     // Headers: stable User-Agent, messageId, HMAC signature.
-    {
-        let h = mock.headers.lock().unwrap();
-        let first = &h[0];
-        assert!(first["user-agent"].to_str().unwrap().starts_with("ferry/"));
-        assert!(first.contains_key("x-ferry-message-id"));
-        assert!(first["x-ferry-signature"]
-            .to_str()
-            .unwrap()
-            .starts_with("sha256="));
-    }
+    let first = mock.first_headers();
+    assert!(first["user-agent"].to_str().unwrap().starts_with("ferry/"));
+    assert!(first.contains_key("x-ferry-message-id"));
+    assert!(first["x-ferry-signature"]
+        .to_str()
+        .unwrap()
+        .starts_with("sha256="));
     // Replay: both come back, in original order.
     assert_eq!(e.store.request_replay("hook", None).unwrap(), 2);
-    mock.seen.wait_until(|s| s.len() == 6).await;
-    let seen = mock.seen.snapshot();
+    mock.delivered.wait_until(|s| s.len() == 6).await;
+    let seen = mock.delivered.snapshot();
     assert_eq!(&seen[4..], ["c-0", "c-1"]);
     delivery.shutdown().await;
     assert!(e.store.dead_letters("hook").unwrap().is_empty());
@@ -447,17 +296,13 @@ async fn per_user_order_holds_under_random_failures_in_both_modes() {
         ("batched", "concurrency=8\nbatch_size=20"),
     ] {
         let e = env();
-        let mock = Arc::new(Mock {
-            flaky: Some(30),
-            ..Mock::default()
-        });
-        let url = start_mock(mock.clone()).await;
-        let cfg = webhook(name, &url, extra);
+        let mock = Webhook::builder().otherwise(flaky(30)).start().await;
+        let cfg = webhook(name, &mock.url(), extra);
         let users: Vec<String> = (0..40).map(|i| format!("user{i}")).collect();
         let per_user = 15u64;
         for s in 0..per_user {
             // One request per round, users interleaved.
-            let batch: Vec<Vec<u8>> = users.iter().map(|u| event(u, s)).collect();
+            let batch: Vec<Vec<u8>> = users.iter().map(|u| step(u, s).logged()).collect();
             e.log.append(batch).await.unwrap();
         }
         let delivery = Delivery::start(
@@ -467,13 +312,13 @@ async fn per_user_order_holds_under_random_failures_in_both_modes() {
         )
         .unwrap();
         let total = users.len() * per_user as usize;
-        mock.seen
-            .wait_until(|s| s.iter().collect::<std::collections::HashSet<_>>().len() == total)
+        mock.delivered
+            .wait_until(|s| first_deliveries(s).len() == total)
             .await;
         delivery.shutdown().await;
-        assert_complete_and_ordered(&mock.seen.snapshot(), &users, per_user);
+        assert_complete_and_ordered(&mock.delivered.snapshot(), &users, per_user);
         assert!(
-            mock.tries.lock().unwrap().values().any(|n| *n > 1),
+            mock.retried_any(),
             "{name}: the mock should have failed some requests"
         );
         assert_eq!(e.store.cursors().unwrap()[name], total as u64);
@@ -483,27 +328,24 @@ async fn per_user_order_holds_under_random_failures_in_both_modes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_destination_does_not_hold_up_another() {
     let e = env();
-    let dead_mock = Arc::new(Mock::default());
-    let ok_mock = Arc::new(Mock::default());
     // Every request to the black hole hangs (accepted, never answered).
-    for u in 0..10 {
-        for s in 0..20 {
-            dead_mock
-                .script
-                .lock()
-                .unwrap()
-                .insert(format!("u{u}-{s}"), VecDeque::from(vec![Play::Hang; 10]));
-        }
-    }
-    let dead_url = start_mock(dead_mock.clone()).await;
-    let ok_url = start_mock(ok_mock.clone()).await;
+    let dead_mock = Webhook::builder()
+        .otherwise(|_, _| Some(Reply::hang()))
+        .start()
+        .await;
+    let ok_mock = Webhook::start().await;
     let dead_cfg = dest(&format!(
-        "name='dead'\ntype='webhook'\nurl='{dead_url}'\ntimeout='1h'\nconcurrency=4\n"
+        "name='dead'\ntype='webhook'\nurl='{}'\ntimeout='1h'\nconcurrency=4\n",
+        dead_mock.url()
     ));
-    let ok_cfg = webhook("ok", &ok_url, "concurrency=4");
+    let ok_cfg = webhook("ok", &ok_mock.url(), "concurrency=4");
     for s in 0..20 {
         e.log
-            .append((0..10).map(|u| event(&format!("u{u}"), s)).collect())
+            .append(
+                (0..10)
+                    .map(|u| step(&format!("u{u}"), s).logged())
+                    .collect(),
+            )
             .await
             .unwrap();
     }
@@ -516,14 +358,14 @@ async fn a_black_holed_destination_does_not_hold_up_another() {
         ],
     )
     .unwrap();
-    ok_mock.seen.wait_until(|s| s.len() == 200).await;
+    ok_mock.delivered.wait_until(|s| s.len() == 200).await;
     assert_complete_and_ordered(
-        &ok_mock.seen.snapshot(),
+        &ok_mock.delivered.snapshot(),
         &(0..10).map(|u| format!("u{u}")).collect::<Vec<_>>(),
         20,
     );
     // The black hole holds exactly its concurrency in flight and nothing more.
-    assert_eq!(dead_mock.headers.lock().unwrap().len(), 4);
+    assert_eq!(dead_mock.requests(), 4);
     drop(delivery);
 }
 
@@ -531,7 +373,7 @@ async fn a_black_holed_destination_does_not_hold_up_another() {
 async fn retention_waits_for_every_committed_cursor() {
     let e = env();
     for s in 0..200 {
-        e.log.append(vec![event("u", s)]).await.unwrap();
+        e.log.append(vec![step("u", s).logged()]).await.unwrap();
     }
     let before = e.log.stats().segments;
     assert!(before > 3);
@@ -559,7 +401,7 @@ async fn connection_refused_is_retried_until_the_destination_comes_up() {
     };
     let cfg = webhook("late", &format!("http://127.0.0.1:{port}/hook"), "");
     e.log
-        .append(vec![event("u", 0), event("u", 1)])
+        .append(vec![step("u", 0).logged(), step("u", 1).logged()])
         .await
         .unwrap();
     let delivery = Delivery::start(
@@ -588,16 +430,9 @@ async fn connection_refused_is_retried_until_the_destination_comes_up() {
         "a refused connection is retried, not dead-lettered"
     );
     // The destination comes up on that port: both events arrive, in order.
-    let mock = Arc::new(Mock::default());
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(mock_handler))
-        .with_state(mock.clone());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    mock.seen.wait_until(|s| s.len() == 2).await;
-    assert_eq!(mock.seen.snapshot(), ["u-0", "u-1"]);
+    let mock = Webhook::builder().start_on(port).await;
+    mock.delivered.wait_until(|s| s.len() == 2).await;
+    assert_eq!(mock.delivered.snapshot(), ["u-0", "u-1"]);
     delivery.shutdown().await;
     assert_eq!(e.store.cursors().unwrap()["late"], 2);
 }

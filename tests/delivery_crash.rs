@@ -6,8 +6,9 @@
 
 mod common;
 
-use common::{recording_hook, spawn_server};
-use serde_json::{json, Value};
+use common::events::{batch, step, user_seq};
+use common::spawn_server;
+use common::webhook::{first_deliveries, Reply, Webhook};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -19,15 +20,18 @@ const WINDOW: usize = 200;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_delivery_loses_nothing_and_keeps_user_order() {
     // A slow destination, so the kills land while delivery is under way.
-    let hook = recording_hook(|_| Duration::from_millis(2)).await;
-    let (hook_addr, mut count_rx) = (hook.addr, hook.count.clone());
+    let hook = Webhook::builder()
+        .otherwise(|_, _| Some(Reply::ok().after(Duration::from_millis(2))))
+        .start()
+        .await;
+    let (hook_url, mut delivered_rx) = (hook.url(), hook.delivered.subscribe());
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ferry.toml");
     std::fs::write(
         &config,
         format!(
-            "[[sources]]\nname = \"app\"\nwrite_key = \"wk_test\"\n\n[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{hook_addr}/hook\"\nconcurrency = 4\nwindow = {WINDOW}\n[destinations.retry]\nbase = \"10ms\"\ncap = \"200ms\"\n"
+            "[[sources]]\nname = \"app\"\nwrite_key = \"wk_test\"\n\n[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{hook_url}\"\nconcurrency = 4\nwindow = {WINDOW}\n[destinations.retry]\nbase = \"10ms\"\ncap = \"200ms\"\n"
         ),
     )
     .unwrap();
@@ -41,35 +45,26 @@ async fn kill_9_during_delivery_loses_nothing_and_keeps_user_order() {
     ];
     let http = reqwest::Client::new();
     let mut acked: Vec<String> = Vec::new();
-    let mut seq = 0usize;
+    let mut seq = 0u64;
     for cycle in 0..=KILLS {
         let mut server = spawn_server(dir.path(), &args, &[]);
         if cycle == KILLS {
             // Last round: let everything drain, then stop gracefully.
-            let all: HashSet<String> = acked.iter().cloned().collect();
-            let wait = async {
-                loop {
-                    let seen: HashSet<String> = hook.seen.lock().unwrap().iter().cloned().collect();
-                    if all.is_subset(&seen) {
-                        break;
-                    }
-                    count_rx.changed().await.unwrap();
-                }
-            };
+            let all: HashSet<&String> = acked.iter().collect();
+            let wait = delivered_rx.wait_for(|seen| all.is_subset(&seen.iter().collect()));
             tokio::time::timeout(Duration::from_secs(120), wait)
                 .await
-                .expect("the backlog drains after the last restart");
+                .expect("the backlog drains after the last restart")
+                .unwrap();
             assert!(server.terminate().success());
             break;
         }
         for _ in 0..ROUNDS_PER_CYCLE {
-            let batch: Vec<Value> = (0..USERS)
-                .map(|u| json!({"type": "track", "event": "Step", "userId": format!("u{u}"), "messageId": format!("u{u}-{seq}")}))
-                .collect();
+            let events = (0..USERS).map(|u| step(&format!("u{u}"), seq));
             let r = http
                 .post(server.url("/v1/batch"))
                 .basic_auth("wk_test", Some(""))
-                .json(&json!({"batch": batch}))
+                .json(&batch(events))
                 .send()
                 .await
                 .unwrap();
@@ -78,8 +73,9 @@ async fn kill_9_during_delivery_loses_nothing_and_keeps_user_order() {
             seq += 1;
         }
         // Kill once this cycle's backlog is partly delivered.
-        let target = *count_rx.borrow() + USERS * ROUNDS_PER_CYCLE / 3;
-        tokio::time::timeout(Duration::from_secs(60), count_rx.wait_for(|n| *n >= target))
+        let target = hook.delivered.len() + USERS * ROUNDS_PER_CYCLE / 3;
+        let wait = delivered_rx.wait_for(|seen| seen.len() >= target);
+        tokio::time::timeout(Duration::from_secs(60), wait)
             .await
             .unwrap()
             .unwrap();
@@ -87,33 +83,28 @@ async fn kill_9_during_delivery_loses_nothing_and_keeps_user_order() {
         server.child.wait().unwrap();
     }
 
-    let seen = hook.seen.lock().unwrap().clone();
+    let seen = hook.delivered.snapshot();
     let acked_set: HashSet<&String> = acked.iter().collect();
-    let mut first: Vec<&String> = Vec::new();
-    let mut once = HashSet::new();
     for id in &seen {
         assert!(
             acked_set.contains(id),
             "delivered an event that was never sent: {id}"
         );
-        if once.insert(id) {
-            first.push(id);
-        }
     }
+    let first = first_deliveries(&seen);
     assert_eq!(
-        once.len(),
+        first.len(),
         acked.len(),
         "every acknowledged event is delivered"
     );
-    let mut last: HashMap<&str, usize> = HashMap::new();
-    for id in first {
-        let (user, s) = id.split_once('-').unwrap();
-        let s: usize = s.parse().unwrap();
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    for id in &first {
+        let (user, s) = user_seq(id);
         if let Some(prev) = last.insert(user, s) {
             assert!(prev < s, "user {user}: {s} delivered before {prev}");
         }
     }
-    let duplicates = seen.len() - once.len();
+    let duplicates = seen.len() - first.len();
     eprintln!(
         "{} events, {} deliveries, {duplicates} duplicates after {KILLS} kills",
         acked.len(),

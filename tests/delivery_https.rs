@@ -8,13 +8,15 @@
 
 mod common;
 
+use common::events::{batch, track};
+use common::webhook::Webhook;
 use common::{serve_fails, spawn_server, ServerProcess};
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
 
 const KEY: &str = "wk_https_test";
 const ADMIN_TOKEN: &str = "https-test-admin-token";
@@ -46,9 +48,38 @@ fn pki() -> Pki {
     }
 }
 
-/// An https server on 127.0.0.1 answering 200 to every POST and recording
-/// the messageId of each event it receives; returns its port.
-async fn https_hook(pki: &Pki, seen: Arc<Mutex<Vec<String>>>) -> u16 {
+/// The shared webhook behind TLS: a listener that hands axum only
+/// connections whose handshake succeeded (the webhook itself speaks plain
+/// HTTP, so the TLS part stays here).
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    /// Handshakes one connection at a time: ferry is the only client.
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            // A client that refuses the certificate ends the handshake.
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// The webhook over https on 127.0.0.1, with the certificate of `pki`.
+async fn https_hook(pki: &Pki) -> Webhook {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -59,39 +90,10 @@ async fn https_hook(pki: &Pki, seen: Arc<Mutex<Vec<String>>>) -> u16 {
             rustls::pki_types::PrivateKeyDer::Pkcs8(pki.key_der.clone().into()),
         )
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let (acceptor, seen) = (acceptor.clone(), seen.clone());
-            tokio::spawn(async move {
-                // A client that refuses the certificate ends the handshake.
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        let body = req.into_body().collect().await?.to_bytes();
-                        let event: Value = serde_json::from_slice(&body).unwrap_or_default();
-                        if let Some(id) = event["messageId"].as_str() {
-                            seen.lock().unwrap().push(id.to_owned());
-                        }
-                        Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::new())))
-                    }
-                });
-                let io = hyper_util::rt::TokioIo::new(tls);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await;
-            });
-        }
-    });
-    port
+    Webhook::builder().serve(TlsListener {
+        tcp: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    })
 }
 
 /// `ferry serve` delivering to `https://localhost:{port}/hook`, trusting
@@ -122,13 +124,16 @@ retry = {{ base = "50ms", cap = "200ms" }}
 }
 
 async fn send_three(http: &reqwest::Client, server: &ServerProcess) {
-    let batch = json!({"batch": (0..3).map(|i| json!({
-        "type": "track", "event": "Paid", "userId": format!("u{i}"), "messageId": format!("tls-{i}")
-    })).collect::<Vec<_>>()});
+    let events = (0..3).map(|i| {
+        track()
+            .id(format!("tls-{i}"))
+            .user(&format!("u{i}"))
+            .name("Paid")
+    });
     let r = http
         .post(server.url("/v1/batch"))
         .basic_auth(KEY, Some(""))
-        .json(&batch)
+        .json(&batch(events))
         .send()
         .await
         .unwrap();
@@ -136,38 +141,35 @@ async fn send_three(http: &reqwest::Client, server: &ServerProcess) {
 }
 
 /// Waits until the hook has seen the three events (order across users is free).
-async fn wait_for_three(seen: &Mutex<Vec<String>>) {
-    let started = Instant::now();
-    loop {
-        let mut got = seen.lock().unwrap().clone();
-        got.sort();
-        got.dedup();
-        if got == ["tls-0", "tls-1", "tls-2"] {
-            return;
-        }
-        assert!(started.elapsed() < DEADLINE, "delivered so far: {got:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_for_three(hook: &Webhook) {
+    hook.delivered
+        .wait_within(DEADLINE, |seen| {
+            let mut got = seen.to_vec();
+            got.sort();
+            got.dedup();
+            got == ["tls-0", "tls-1", "tls-2"]
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_webhook_signed_by_an_internal_ca_receives_events_with_ca_file() {
     let pki = pki();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let port = https_hook(&pki, seen.clone()).await;
+    let hook = https_hook(&pki).await;
+    let port = hook.addr().port();
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("internal-ca.pem");
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     let server = serve(dir.path(), port, Some(&ca));
     send_three(&reqwest::Client::new(), &server).await;
-    wait_for_three(&seen).await;
+    wait_for_three(&hook).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_ca_file_the_certificate_is_refused_and_events_wait_for_a_restart_that_trusts_it() {
     let pki = pki();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let port = https_hook(&pki, seen.clone()).await;
+    let hook = https_hook(&pki).await;
+    let port = hook.addr().port();
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
     let server = serve(dir.path(), port, None);
@@ -188,14 +190,14 @@ async fn without_ca_file_the_certificate_is_refused_and_events_wait_for_a_restar
     };
     assert_eq!(status["dead_letters"], 0, "{status}");
     assert_eq!(status["committed_cursor"], 0, "{status}");
-    assert!(seen.lock().unwrap().is_empty());
+    assert!(hook.delivered.snapshot().is_empty());
     assert!(server.terminate().success());
 
     // Trusted after a restart: nothing was lost meanwhile.
     let ca = dir.path().join("internal-ca.pem");
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     let _server = serve(dir.path(), port, Some(&ca));
-    wait_for_three(&seen).await;
+    wait_for_three(&hook).await;
 }
 
 #[test]

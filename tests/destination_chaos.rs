@@ -7,13 +7,17 @@
 //! answered 2xx. `FERRY_CHAOS_SECS` keeps appending for that long (the long
 //! version); `FERRY_CHAOS_SEED` picks the draws.
 
+mod common;
+
+use common::env::env_or;
+use common::events::{step, user_seq};
+use common::webhook::message_ids;
 use ferry::delivery::config::DestinationConfig;
 use ferry::delivery::{make_sink, Delivery};
 use ferry::log::{Log, LogOptions};
 use ferry::store::StateStore;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,14 +29,11 @@ use tokio::sync::watch;
 const TIMEOUT_MS: u64 = 150;
 const USERS: usize = 30;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// What the mock does with one request.
+/// What the mock does with one request. Resets, closes and truncated
+/// answers happen below HTTP, where the shared webhook (`common::webhook`,
+/// an axum server that always sends whole responses) cannot go; so this mock
+/// speaks raw TCP, and shares only the events and the parsing of bodies and
+/// ids with the other tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Act {
     Ok,
@@ -93,16 +94,11 @@ struct Chaos {
 
 /// `(user, seq)` of every event in a webhook body (single or batched).
 fn events_of(body: &[u8]) -> Vec<(String, i64)> {
-    let v: Value = serde_json::from_slice(body).expect("ferry sends JSON");
-    let items = match v.get("batch") {
-        Some(b) => b.as_array().unwrap().clone(),
-        None => vec![v],
-    };
-    items
+    message_ids(body)
         .iter()
-        .map(|e| {
-            let (user, seq) = e["messageId"].as_str().unwrap().split_once('.').unwrap();
-            (user.to_string(), seq.parse().unwrap())
+        .map(|id| {
+            let (user, seq) = user_seq(id);
+            (user.to_string(), seq as i64)
         })
         .collect()
 }
@@ -116,7 +112,7 @@ impl Chaos {
             let done = last.get(user).copied().unwrap_or(-1);
             if *seq > done + 1 {
                 self.violations.lock().unwrap().push(format!(
-                    "{user}.{seq} sent while {user}.{} was not yet delivered",
+                    "{user}-{seq} sent while {user}-{} was not yet delivered",
                     done + 1
                 ));
             }
@@ -235,14 +231,6 @@ async fn start_chaos(seed: u64) -> (Arc<Chaos>, String, watch::Receiver<usize>) 
     (chaos, format!("http://{addr}/hook"), rx)
 }
 
-fn event(user: usize, seq: u64) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "type": "track", "event": "Step", "userId": format!("u{user}"),
-        "messageId": format!("u{user}.{seq}"), "_ferry": {"source": "web"}
-    }))
-    .unwrap()
-}
-
 async fn chaos_run(name: &str, extra: &str, seed: u64) {
     let secs: u64 = env_or("FERRY_CHAOS_SECS", 0);
     let tmp = tempfile::tempdir().unwrap();
@@ -274,7 +262,9 @@ async fn chaos_run(name: &str, extra: &str, seed: u64) {
     let started = Instant::now();
     let mut rounds = 0u64;
     while rounds < 20 || started.elapsed() < Duration::from_secs(secs) {
-        let batch = (0..USERS).map(|u| event(u, rounds)).collect();
+        let batch = (0..USERS)
+            .map(|u| step(&format!("u{u}"), rounds).logged())
+            .collect();
         log.append(batch).await.unwrap();
         rounds += 1;
         if secs > 0 {

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::events::{batch, track};
 use common::{config, expect_error, expect_ok, read_events, start_on, TestServer};
 use ferry::log::crash_storage::CrashStorage;
 use ferry::log::{Log, LogOptions};
@@ -46,14 +47,9 @@ fn log_dir(s: &TestServer) -> PathBuf {
     s.dir.path().join("log")
 }
 
-fn batch(tag: &str, n: usize) -> Value {
-    let items: Vec<Value> = (0..n)
-        .map(|k| {
-            json!({"type": "track", "userId": tag, "event": "E", "messageId": format!("{tag}-{k}"),
-                        "properties": {"pad": "y".repeat(60)}})
-        })
-        .collect();
-    json!({ "batch": items })
+/// A request of `n` events of user `tag`, messageIds `{tag}-{k}`.
+fn tagged_batch(tag: &str, n: usize) -> Value {
+    batch((0..n).map(|k| track().id(format!("{tag}-{k}")).user(tag).pad(60)))
 }
 
 /// Recovers each crash image and checks: every acknowledged request whole,
@@ -111,7 +107,7 @@ async fn fsync_eio_under_load_stops_acks_and_a_restart_keeps_every_ack() {
                 let tag = format!("c{c}r{n}");
                 let r = s
                     .post("/v1/batch")
-                    .json(&batch(&tag, 3))
+                    .json(&tagged_batch(&tag, 3))
                     .send()
                     .await
                     .unwrap();
@@ -141,7 +137,7 @@ async fn fsync_eio_under_load_stops_acks_and_a_restart_keeps_every_ack() {
     for k in 0..5 {
         let r = s
             .post("/v1/batch")
-            .json(&batch(&format!("late{k}"), 3))
+            .json(&tagged_batch(&format!("late{k}"), 3))
             .send()
             .await
             .unwrap();
@@ -174,7 +170,7 @@ async fn fsync_eio_under_load_stops_acks_and_a_restart_keeps_every_ack() {
     assert_eq!(health(&s).await.0, 200);
     expect_ok(
         s.post("/v1/batch")
-            .json(&batch("after", 3))
+            .json(&tagged_batch("after", 3))
             .send()
             .await
             .unwrap(),
@@ -195,7 +191,7 @@ async fn fsync_eio_while_rolling_a_segment_is_reported_and_recovers() {
     let s = serve(&sim, 64, tempfile::tempdir().unwrap()).await;
     expect_ok(
         s.post("/v1/batch")
-            .json(&batch("a", 2))
+            .json(&tagged_batch("a", 2))
             .send()
             .await
             .unwrap(),
@@ -203,7 +199,7 @@ async fn fsync_eio_while_rolling_a_segment_is_reported_and_recovers() {
     .await;
     expect_ok(
         s.post("/v1/batch")
-            .json(&batch("b", 2))
+            .json(&tagged_batch("b", 2))
             .send()
             .await
             .unwrap(),
@@ -213,7 +209,7 @@ async fn fsync_eio_while_rolling_a_segment_is_reported_and_recovers() {
     sim.fail_syncs(true);
     let r = s
         .post("/v1/batch")
-        .json(&batch("c", 2))
+        .json(&tagged_batch("c", 2))
         .send()
         .await
         .unwrap();
@@ -238,7 +234,7 @@ async fn directory_fsync_eio_in_retention_stops_acks_and_leaves_no_gap() {
         let tag = format!("r{n}");
         expect_ok(
             s.post("/v1/batch")
-                .json(&batch(&tag, 2))
+                .json(&tagged_batch(&tag, 2))
                 .send()
                 .await
                 .unwrap(),
@@ -253,7 +249,7 @@ async fn directory_fsync_eio_in_retention_stops_acks_and_leaves_no_gap() {
     sim.fail_syncs(false);
     let r = s
         .post("/v1/batch")
-        .json(&batch("refused", 2))
+        .json(&tagged_batch("refused", 2))
         .send()
         .await
         .unwrap();
@@ -289,7 +285,7 @@ async fn enospc_on_write_refuses_with_503_stores_nothing_and_resumes() {
         let tag = format!("ok{n}");
         expect_ok(
             s.post("/v1/batch")
-                .json(&batch(&tag, 4))
+                .json(&tagged_batch(&tag, 4))
                 .send()
                 .await
                 .unwrap(),
@@ -301,7 +297,7 @@ async fn enospc_on_write_refuses_with_503_stores_nothing_and_resumes() {
     for k in 0..3 {
         let r = s
             .post("/v1/batch")
-            .json(&batch(&format!("full{k}"), 4))
+            .json(&tagged_batch(&format!("full{k}"), 4))
             .send()
             .await
             .unwrap();
@@ -321,7 +317,7 @@ async fn enospc_on_write_refuses_with_503_stores_nothing_and_resumes() {
     sim.set_disk_full(false);
     expect_ok(
         s.post("/v1/batch")
-            .json(&batch("back", 4))
+            .json(&tagged_batch("back", 4))
             .send()
             .await
             .unwrap(),

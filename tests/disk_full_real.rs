@@ -1,6 +1,8 @@
 //! A real full disk, against the real binary: small tmpfs file systems are
-//! mounted for the test (it needs CAP_SYS_ADMIN, as CI's root has; without
-//! it the test says so and checks nothing), and filled by ferry itself.
+//! mounted for the test and filled by ferry itself. Mounting needs
+//! CAP_SYS_ADMIN, as root (and CI) has: build.rs turns on `cfg(tmpfs_tests)`
+//! where the build has it. Elsewhere these tests show as ignored, with the
+//! command that runs them; where they run, a mount that fails fails them.
 //!
 //! - The log's file system full, with no free-space reserve: requests are
 //!   refused with 503 `storage_full` (never another error), ingestion resumes
@@ -20,6 +22,8 @@
 
 mod common;
 
+use common::events::{batch, track};
+use common::webhook::{Reply, Webhook};
 use common::{ferry_cli, spawn_server, text, ServerProcess};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -39,26 +43,23 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
-    /// Mounts `bytes` of tmpfs at `dir` (created); `None` when this process
-    /// may not mount (no CAP_SYS_ADMIN, or no `mount` program).
-    fn mount(dir: &Path, bytes: u64) -> Option<Tmpfs> {
-        if !may_mount() {
-            return None;
-        }
+    /// Mounts `bytes` of tmpfs at `dir` (created); fails the test when it
+    /// cannot.
+    fn mount(dir: &Path, bytes: u64) -> Tmpfs {
         std::fs::create_dir_all(dir).unwrap();
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
             .arg(dir)
-            .output();
-        match out {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => panic!("cannot run mount: {e}"),
-            Ok(o) => {
-                assert!(o.status.success(), "mount failed: {}", text(&o.stderr));
-                Some(Tmpfs {
-                    dir: dir.to_path_buf(),
-                })
-            }
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run mount, so no tmpfs for this test: {e}"));
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs at {}, which this test needs (CAP_SYS_ADMIN): {}",
+            dir.display(),
+            text(&out.stderr)
+        );
+        Tmpfs {
+            dir: dir.to_path_buf(),
         }
     }
 
@@ -86,20 +87,6 @@ fn data_dir_with_file_on(work: &Path, disk: &Tmpfs, file: &str) -> PathBuf {
     std::fs::create_dir_all(&data_dir).unwrap();
     std::os::unix::fs::symlink(disk.dir.join(file), data_dir.join(file)).unwrap();
     data_dir
-}
-
-/// CAP_SYS_ADMIN (bit 21) in this process's effective capabilities.
-fn may_mount() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << 21) != 0)
-}
-
-fn skip(test: &str) {
-    eprintln!("{test}: skipped, this process may not mount a tmpfs (needs CAP_SYS_ADMIN)");
 }
 
 /// `ferry serve` on `data_dir` with no free-space reserve, 1 MiB segments
@@ -134,14 +121,15 @@ capacity = 1000000
     spawn_server(work, &["--config", config.to_str().unwrap()], &[])
 }
 
-fn batch(n: usize) -> Value {
-    let events: Vec<Value> = (0..PER_BATCH)
-        .map(|i| {
-            json!({"type": "track", "event": "Disk Filled", "userId": format!("u{}", i % 7),
-                   "messageId": format!("b{n}-{i}"), "properties": {"pad": "x".repeat(300)}})
-        })
-        .collect();
-    json!({ "batch": events })
+/// Batch `n`: [`PER_BATCH`] events with messageIds `b{n}-{i}`.
+fn numbered_batch(n: usize) -> Value {
+    batch((0..PER_BATCH).map(|i| {
+        track()
+            .id(format!("b{n}-{i}"))
+            .user(&format!("u{}", i % 7))
+            .name("Disk Filled")
+            .pad(300)
+    }))
 }
 
 /// The outcome of one batch: 200, or 503 `storage_full` with `Retry-After`
@@ -156,7 +144,7 @@ async fn send(http: &reqwest::Client, server: &ServerProcess, n: usize) -> Outco
     let r = http
         .post(server.url("/v1/batch"))
         .basic_auth(KEY, Some(""))
-        .json(&batch(n))
+        .json(&numbered_batch(n))
         .send()
         .await
         .unwrap();
@@ -245,11 +233,13 @@ fn assert_each_once(data_dir: &Path, batches: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tmpfs_tests),
+    ignore = "needs root to mount a tmpfs: run `sudo cargo test --test disk_full_real`"
+)]
 async fn a_full_log_disk_refuses_with_503_resumes_by_itself_and_survives_kill_9() {
     let work = tempfile::tempdir().unwrap();
-    let Some(disk) = Tmpfs::mount(&work.path().join("disk"), 12 << 20) else {
-        return skip("a_full_log_disk");
-    };
+    let disk = Tmpfs::mount(&work.path().join("disk"), 12 << 20);
     let data_dir = disk.dir.join("data");
     let http = reqwest::Client::new();
     let mut server = serve(work.path(), &data_dir);
@@ -289,11 +279,13 @@ async fn a_full_log_disk_refuses_with_503_resumes_by_itself_and_survives_kill_9(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tmpfs_tests),
+    ignore = "needs root to mount a tmpfs: run `sudo cargo test --test disk_full_real`"
+)]
 async fn a_full_dedup_index_disk_stops_dedup_and_it_reopens_without_a_restart() {
     let work = tempfile::tempdir().unwrap();
-    let Some(disk) = Tmpfs::mount(&work.path().join("index-disk"), 2 << 20) else {
-        return skip("a_full_dedup_index_disk");
-    };
+    let disk = Tmpfs::mount(&work.path().join("index-disk"), 2 << 20);
     // The log stays on the roomy test directory; only the index is short of space.
     let data_dir = data_dir_with_file_on(work.path(), &disk, "dedup.redb");
     let http = reqwest::Client::new();
@@ -336,16 +328,12 @@ async fn a_full_dedup_index_disk_stops_dedup_and_it_reopens_without_a_restart() 
 const ADMIN_TOKEN: &str = "disk-full-admin-token";
 
 /// A webhook on 127.0.0.1 that rejects every delivery with 400, so each
-/// event becomes a dead letter; returns its URL.
-async fn rejecting_hook() -> String {
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(|| async { (axum::http::StatusCode::BAD_REQUEST, "rejected") }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/hook")
+/// event becomes a dead letter.
+async fn rejecting_hook() -> Webhook {
+    Webhook::builder()
+        .otherwise(|_, _| Some(Reply::status(400)))
+        .start()
+        .await
 }
 
 /// Polls the destination's status until `done` holds for it.
@@ -370,16 +358,20 @@ async fn wait_for(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tmpfs_tests),
+    ignore = "needs root to mount a tmpfs: run `sudo cargo test --test disk_full_real`"
+)]
 async fn a_full_state_store_disk_pauses_delivery_and_it_resumes_when_space_returns() {
     let work = tempfile::tempdir().unwrap();
-    let Some(disk) = Tmpfs::mount(&work.path().join("state-disk"), 2 << 20) else {
-        return skip("a_full_state_store_disk");
-    };
+    let disk = Tmpfs::mount(&work.path().join("state-disk"), 2 << 20);
     let data_dir = data_dir_with_file_on(work.path(), &disk, "state.redb");
     let hook = rejecting_hook().await;
     let top = format!("admin_token = \"{ADMIN_TOKEN}\"");
-    let tables =
-        format!("[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{hook}\"\n");
+    let tables = format!(
+        "[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{}\"\n",
+        hook.url()
+    );
     let http = reqwest::Client::new();
     let server = serve_with(work.path(), &data_dir, &top, &tables);
 
@@ -453,11 +445,13 @@ fn fill_up(disk: &Tmpfs) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(tmpfs_tests),
+    ignore = "needs root to mount a tmpfs: run `sudo cargo test --test disk_full_real`"
+)]
 async fn a_server_started_on_a_full_index_disk_serves_503_then_opens_the_index() {
     let work = tempfile::tempdir().unwrap();
-    let Some(disk) = Tmpfs::mount(&work.path().join("index-disk"), 4 << 20) else {
-        return skip("a_server_started_on_a_full_index_disk");
-    };
+    let disk = Tmpfs::mount(&work.path().join("index-disk"), 4 << 20);
     let data_dir = data_dir_with_file_on(work.path(), &disk, "dedup.redb");
     let http = reqwest::Client::new();
     let mut server = serve(work.path(), &data_dir);

@@ -10,6 +10,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use common::env::env_or;
 use ferry::ingest::{router, AppState};
 use ferry::log::crash_storage::CrashStorage;
 use ferry::log::{Log, LogOptions};
@@ -21,10 +22,7 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 fn cases() -> u32 {
-    std::env::var("FERRY_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
+    env_or("FERRY_FUZZ_CASES", 256)
 }
 
 /// The router over an in-memory log, and a runtime to drive it.

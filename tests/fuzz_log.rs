@@ -6,6 +6,9 @@
 //! and what opens reads back as contiguous offsets. `FERRY_FUZZ_CASES`
 //! (default 256 per target) sets the run length.
 
+mod common;
+
+use common::env::env_or;
 use ferry::log::crash_storage::CrashStorage;
 use ferry::log::record::{encode_record, RecordHeader};
 use ferry::log::segment::{encode_segment_header, segment_file_name};
@@ -18,10 +21,7 @@ use std::sync::Arc;
 const DIR: &str = "/fuzz/log";
 
 fn cases() -> u32 {
-    std::env::var("FERRY_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
+    env_or("FERRY_FUZZ_CASES", 256)
 }
 
 fn runner() -> TestRunner {

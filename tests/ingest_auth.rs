@@ -4,11 +4,13 @@
 mod common;
 
 use base64::Engine;
+use common::events::track;
 use common::*;
 use serde_json::json;
 
+/// The `/v1/track` body every request here sends.
 fn event() -> serde_json::Value {
-    json!({"userId": "u1", "event": "E"})
+    track().untyped().user("u1").json()
 }
 
 #[tokio::test]

@@ -7,13 +7,15 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::events::track;
 use common::*;
 use ferry::log::crash_storage::CrashStorage;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The request body every test here sends: a padded `/v1/track` call, `m{i}`.
 fn event(i: usize) -> Value {
-    json!({"userId": "u", "event": "E", "messageId": format!("m{i}"), "properties": {"pad": "x".repeat(300)}})
+    track().untyped().id(format!("m{i}")).pad(300).json()
 }
 
 async fn health(s: &TestServer) -> (u16, Value) {

@@ -4,23 +4,22 @@
 
 mod common;
 
+use common::events::{batch, track};
 use common::*;
 use ferry::config::Config;
 use serde_json::json;
 
-fn batch(n: usize) -> serde_json::Value {
-    let items: Vec<_> = (0..n)
-        .map(
-            |i| json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("m{i}")}),
-        )
-        .collect();
-    json!({"batch": items, "sentAt": "2024-05-01T12:00:00Z"})
+/// A batch of `n` track events `m0`, `m1`, … with a `sentAt`, as SDKs send it.
+fn sdk_batch(n: usize) -> serde_json::Value {
+    let mut body = batch((0..n).map(|i| track().id(format!("m{i}"))));
+    body["sentAt"] = "2024-05-01T12:00:00Z".into();
+    body
 }
 
 #[tokio::test]
 async fn gzip_bodies_are_inflated_whatever_the_content_type() {
     let s = start().await;
-    let z = gzip(batch(3).to_string().as_bytes());
+    let z = gzip(sdk_batch(3).to_string().as_bytes());
     let r = s
         .post("/v1/batch")
         .header("content-encoding", "gzip")
@@ -43,7 +42,7 @@ async fn gzip_bodies_are_inflated_whatever_the_content_type() {
     let r = s
         .post("/v1/batch")
         .header("content-type", "text/plain")
-        .body(batch(1).to_string())
+        .body(sdk_batch(1).to_string())
         .send()
         .await
         .unwrap();
@@ -62,7 +61,7 @@ fn small_limits() -> Config {
 #[tokio::test]
 async fn request_cap_applies_on_the_wire_and_after_inflating() {
     let s = start_with(small_limits()).await;
-    let big = batch(100).to_string();
+    let big = sdk_batch(100).to_string();
     assert!(big.len() > 4096);
     expect_error(
         s.post("/v1/batch").body(big.clone()).send().await.unwrap(),
@@ -94,7 +93,14 @@ async fn request_cap_applies_on_the_wire_and_after_inflating() {
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("request_too_large"), "{body}");
     assert!(s.events().is_empty());
-    expect_ok(s.post("/v1/batch").json(&batch(3)).send().await.unwrap()).await;
+    expect_ok(
+        s.post("/v1/batch")
+            .json(&sdk_batch(3))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     s.stop().await;
 }
 

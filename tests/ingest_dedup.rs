@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::events::{batch, track};
 use common::{config, read_events, spawn_server, start_with, ServerProcess, APP_KEY, WEB_KEY};
 use ferry::dedup::{Dedup, DedupOptions, SystemClock};
 use ferry::log::LogView;
@@ -13,8 +14,9 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// The event with messageId `id` (of user "u1").
 fn ev(id: &str) -> Value {
-    json!({"type": "track", "event": "E", "userId": "u1", "messageId": id})
+    track().id(id).user("u1").json()
 }
 
 /// messageId → how many times it is stored in the data directory's log.
@@ -48,11 +50,11 @@ fn serve(dir: &std::path::Path) -> ServerProcess {
     spawn_server(dir, &args, &[])
 }
 
-async fn post(http: &reqwest::Client, url: &str, key: &str, batch: Vec<Value>) -> u16 {
+async fn post(http: &reqwest::Client, url: &str, key: &str, events: Vec<Value>) -> u16 {
     let r = http
         .post(url)
         .basic_auth(key, Some(""))
-        .json(&json!({ "batch": batch }))
+        .json(&batch(events))
         .send()
         .await
         .unwrap();
@@ -185,7 +187,7 @@ async fn an_event_refused_with_503_is_stored_when_retried() {
     let server = start_with(config).await;
     let (log, url) = (server.log.clone(), server.url("/v1/batch"));
     let http = reqwest::Client::new();
-    let filler = |i: usize| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("f{i}"), "properties": {"pad": "x".repeat(400)}});
+    let filler = |i: usize| track().id(format!("f{i}")).pad(400).json();
     let mut i = 0;
     while post(&http, &url, WEB_KEY, vec![filler(i)]).await == 200 {
         i += 1;
@@ -193,7 +195,7 @@ async fn an_event_refused_with_503_is_stored_when_retried() {
     }
     // The disk budget refuses "late" (larger than the filler that did not
     // fit): nothing stored, the id not marked seen.
-    let late = json!({"type": "track", "event": "E", "userId": "u", "messageId": "late", "properties": {"pad": "y".repeat(600)}});
+    let late = track().id("late").pad(600).json();
     assert_eq!(post(&http, &url, WEB_KEY, vec![late.clone()]).await, 503);
     let count = |id: &str| {
         read_events(&log)
@@ -229,7 +231,7 @@ async fn generated_ids_are_stored_but_not_held_and_the_checkpoint_passes_them() 
         .unwrap()
     };
     let http = reqwest::Client::new();
-    let anonymous = json!({"type": "track", "event": "E", "userId": "u1"});
+    let anonymous = track().user("u1").json();
     let mixed = vec![
         anonymous.clone(),
         ev("c1"),

@@ -4,13 +4,13 @@
 mod common;
 
 use common::*;
-use serde_json::json;
 
+/// Sends one track call with `key`; returns the status.
 async fn track(url: String, key: &str) -> u16 {
     reqwest::Client::new()
         .post(url)
         .basic_auth(key, Some(""))
-        .json(&json!({"userId": "u", "event": "E"}))
+        .json(&events::track().untyped().json())
         .send()
         .await
         .unwrap()

@@ -4,43 +4,23 @@
 
 mod common;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use common::events::{batch, identify, track};
+use common::webhook::{Reply, Webhook};
 use common::{serve_fails, spawn_server, ServerProcess};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const TOKEN: &str = "admin-token-0123456789";
 const KEY: &str = "wk_ops";
 
-/// A webhook that records messageIds and answers 400 to ids starting with "bad".
-#[derive(Default)]
-struct Hook {
-    seen: Mutex<Vec<String>>,
-}
-
-async fn hook(State(h): State<Arc<Hook>>, body: axum::body::Bytes) -> StatusCode {
-    let v: Value = serde_json::from_slice(&body).unwrap();
-    let id = v["messageId"].as_str().unwrap().to_string();
-    if id.starts_with("bad") {
-        return StatusCode::BAD_REQUEST;
-    }
-    h.seen.lock().unwrap().push(id);
-    StatusCode::OK
-}
-
-async fn start_hook() -> (Arc<Hook>, String) {
-    let h = Arc::new(Hook::default());
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(hook))
-        .with_state(h.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (h, url)
+/// A webhook that answers 400 to events whose messageId starts with "bad".
+async fn start_hook() -> Webhook {
+    Webhook::builder()
+        .otherwise(|id, _| id.starts_with("bad").then(|| Reply::status(400)))
+        .start()
+        .await
 }
 
 fn write_config(dir: &std::path::Path, hook_url: &str) -> std::path::PathBuf {
@@ -83,7 +63,7 @@ impl Ops {
             .http
             .post(self.server.url("/v1/batch"))
             .basic_auth(KEY, Some(""))
-            .json(&json!({"batch": events}))
+            .json(&batch(events))
             .send()
             .await
             .unwrap();
@@ -149,10 +129,6 @@ impl Ops {
     }
 }
 
-fn track(id: &str, user: &str) -> Value {
-    json!({"type": "track", "event": "E", "userId": user, "messageId": id})
-}
-
 fn sum(m: &HashMap<String, f64>, prefix: &str) -> f64 {
     m.iter()
         .filter(|(k, _)| k.starts_with(prefix))
@@ -162,9 +138,9 @@ fn sum(m: &HashMap<String, f64>, prefix: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_add_up_and_the_admin_api_operates_delivery() {
-    let (hook, hook_url) = start_hook().await;
+    let hook = start_hook().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &hook_url);
+    let config = write_config(dir.path(), &hook.url());
     let server = spawn_server(
         dir.path(),
         &[
@@ -183,10 +159,12 @@ async fn metrics_add_up_and_the_admin_api_operates_delivery() {
     };
 
     // 6 tracks (one is rejected by the webhook), 2 identifies (filtered out of "hook").
-    let mut batch: Vec<Value> = (0..5).map(|i| track(&format!("t{i}"), "u1")).collect();
-    batch.push(track("bad-1", "u2"));
-    batch.push(json!({"type": "identify", "userId": "u1", "messageId": "i1"}));
-    batch.push(json!({"type": "identify", "userId": "u3", "messageId": "i2"}));
+    let mut batch: Vec<Value> = (0..5)
+        .map(|i| track().id(format!("t{i}")).user("u1").json())
+        .collect();
+    batch.push(track().id("bad-1").user("u2").json());
+    batch.push(identify().id("i1").user("u1").json());
+    batch.push(identify().id("i2").user("u3").json());
     ops.send(batch).await;
     ops.wait_status("hook", |s| s["lag_events"] == 0 && s["dead_letters"] == 1)
         .await;
@@ -278,9 +256,9 @@ async fn metrics_add_up_and_the_admin_api_operates_delivery() {
         200
     );
     ops.wait_status("hook", |s| s["paused"] == true).await;
-    ops.send(vec![track("p1", "u1")]).await;
+    ops.send(vec![track().id("p1").user("u1").json()]).await;
     ops.wait_status("hook", |s| s["lag_events"] == 1).await;
-    assert!(!hook.seen.lock().unwrap().contains(&"p1".to_string()));
+    assert!(!hook.delivered.snapshot().contains(&"p1".to_string()));
     assert_eq!(
         ops.admin(
             reqwest::Method::POST,
@@ -293,10 +271,10 @@ async fn metrics_add_up_and_the_admin_api_operates_delivery() {
     );
     ops.wait_status("hook", |s| s["lag_events"] == 0 && s["paused"] == false)
         .await;
-    assert!(hook.seen.lock().unwrap().contains(&"p1".to_string()));
+    assert!(hook.delivered.snapshot().contains(&"p1".to_string()));
 
     // Cursor reset to earliest: everything is delivered again.
-    let before = hook.seen.lock().unwrap().len();
+    let before = hook.delivered.len();
     let (code, v) = ops
         .admin(
             reqwest::Method::POST,
@@ -305,18 +283,14 @@ async fn metrics_add_up_and_the_admin_api_operates_delivery() {
         )
         .await;
     assert_eq!((code, v["cursor"].as_u64()), (200, Some(0)));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while hook.seen.lock().unwrap().len() < before + 6 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the reset did not redeliver"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The reset redelivers.
+    hook.delivered
+        .wait_within(Duration::from_secs(30), |seen| seen.len() >= before + 6)
+        .await;
     ops.wait_status("hook", |s| s["lag_events"] == 0 && s["dead_letters"] == 1)
         .await;
     assert_eq!(
-        hook.seen.lock().unwrap().len(),
+        hook.delivered.len(),
         before + 6,
         "5 tracks and p1 again, nothing more"
     );

@@ -4,6 +4,9 @@
 //! directory entry kept or lost) must recover to one contiguous run of records
 //! that holds every acknowledged record and only whole appends after them.
 
+mod common;
+
+use common::env::env_or;
 use ferry::log::crash_storage::CrashStorage;
 use ferry::log::{Log, LogError, LogOptions, Storage};
 use proptest::prelude::*;
@@ -363,10 +366,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
 
 /// Cases per property run: `FERRY_CRASH_CASES` (default 300).
 fn cases() -> u32 {
-    std::env::var("FERRY_CRASH_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300)
+    env_or("FERRY_CRASH_CASES", 300)
 }
 
 proptest! {

@@ -3,6 +3,10 @@
 //! real binary as a child process, and a webhook that records deliveries.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod env;
+pub mod events;
+pub mod webhook;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -317,50 +321,4 @@ pub fn ferry_cli(args: &[&str]) -> std::process::Output {
 /// Output bytes as text, for assertions and failure messages.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// A webhook destination on 127.0.0.1 that records the messageId of every
-/// event posted to `/hook`, in arrival order (for the kill -9 tests).
-pub struct RecordingHook {
-    /// Where it listens; the destination URL is `http://{addr}/hook`.
-    pub addr: SocketAddr,
-    /// messageIds received, in arrival order (redeliveries included).
-    pub seen: Arc<std::sync::Mutex<Vec<String>>>,
-    /// Deliveries received so far.
-    pub count: tokio::sync::watch::Receiver<usize>,
-}
-
-type HookState = (
-    Arc<std::sync::Mutex<Vec<String>>>,
-    Arc<tokio::sync::watch::Sender<usize>>,
-    fn(&str) -> std::time::Duration,
-);
-
-async fn record(
-    axum::extract::State((seen, count, delay)): axum::extract::State<HookState>,
-    body: axum::body::Bytes,
-) -> &'static str {
-    let v: Value = serde_json::from_slice(&body).unwrap();
-    let id = v["messageId"].as_str().unwrap().to_string();
-    let wait = delay(&id);
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
-    }
-    seen.lock().unwrap().push(id);
-    count.send_modify(|n| *n += 1);
-    "ok"
-}
-
-/// Starts a [`RecordingHook`] that answers each event after `delay(id)`: a
-/// slow or uneven destination, so kills land while deliveries are in flight.
-pub async fn recording_hook(delay: fn(&str) -> std::time::Duration) -> RecordingHook {
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (tx, count) = tokio::sync::watch::channel(0usize);
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(record))
-        .with_state((seen.clone(), Arc::new(tx), delay));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    RecordingHook { addr, seen, count }
 }
