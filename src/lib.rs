@@ -39,11 +39,11 @@
 //!   - `dedup/bloom.rs` — the split block bloom filter: blocks, sizing, one standalone filter
 //!   - `dedup/filters.rs` — the held generations' filters, interleaved in one huge-page region
 //!   - `dedup/state.rs` — claims and pending ids, the locked claim pass
-//!   - `dedup/ticket.rs` — a request's claim until commit or abort
+//!   - `dedup/claim.rs` — `Ticket`: a request's claim on its new ids until commit or abort
 //!   - `dedup/checkpoint.rs` — the WAL offset below which all is indexed
 //!   - `dedup/reindex.rs` — start-up re-index of the WAL tail past the checkpoint
 //!   - `dedup/writer.rs` — the batching redb writer thread; durability reasoning
-//!   - `dedup/store.rs` — the redb tables, start-up loading, look-ups
+//!   - `dedup/index_file.rs` — the index's redb file: tables, open, start-up loading, look-ups
 //!   - `dedup/runs.rs` — sorted runs of ids in chunk rows: write, merge, seal, find
 //!   - `dedup/stats.rs` — figures, live or from the file (`ferry dedup stats`)
 //!   - `dedup/error.rs` — the dedup error type

@@ -11,27 +11,27 @@
 
 mod bloom;
 mod checkpoint;
+mod claim;
 mod clock;
 mod error;
 mod filters;
 mod generations;
+mod index_file;
 mod key;
 mod options;
 mod reindex;
 mod runs;
 mod state;
 mod stats;
-mod store;
-mod ticket;
 mod writer;
 
+pub use claim::{Ticket, Verdict};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::DedupError;
 pub use key::Key;
 pub use options::{bloom_too_large, DedupOptions, MAX_BLOOM_BYTES};
 pub use state::Failure;
 pub use stats::{stats_from_file, DedupStats};
-pub use ticket::{Ticket, Verdict};
 
 use clock::to_ms;
 use generations::Generations;
@@ -42,6 +42,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use writer::{Op, Writer};
+
+/// The index file's module under its former name, which `reindex.rs` uses.
+use index_file as store;
 
 /// The index file's name inside a data directory.
 pub const INDEX_FILE: &str = "dedup.redb";
@@ -108,8 +111,8 @@ impl Dedup {
         options::validate(&opts)?;
         let options = opts.clone();
         let window_ms = opts.window.as_millis() as u64;
-        let db = store::open(path, opts.cache_bytes, window_ms, opts.capacity)?;
-        let loaded = store::load(&db, path)?;
+        let db = index_file::open(path, opts.cache_bytes, window_ms, opts.capacity)?;
+        let loaded = index_file::load(&db, path)?;
         if loaded.rebuilt > 0 {
             tracing::info!(
                 generations = loaded.rebuilt,
@@ -289,7 +292,7 @@ impl Dedup {
             verdicts,
         };
         if !queries.is_empty() {
-            let found = store::lookup(&self.inner.db, &self.inner.path, &queries)?;
+            let found = index_file::lookup(&self.inner.db, &self.inner.path, &queries)?;
             let mut seen = Vec::new();
             for (i, f) in confirm_at.into_iter().zip(found) {
                 if f.is_some_and(|t| fresh(to_ms(t), now, shared.window_ms)) {
@@ -524,7 +527,7 @@ mod tests {
             .expect(why);
         let gens: Vec<u64> = shared.lock().gens.iter().map(|g| g.id).collect();
         let queries: Vec<(Key, Vec<u64>)> = keys.iter().map(|&k| (k, gens.clone())).collect();
-        store::lookup(&d.inner.db, &d.inner.path, &queries).unwrap()
+        index_file::lookup(&d.inner.db, &d.inner.path, &queries).unwrap()
     }
 
     #[test]
@@ -581,7 +584,7 @@ mod tests {
         // the rest (200 = 3 × 64 + 8), never more than log₂ small runs.
         let tx = d.inner.db.begin_read().unwrap();
         let runs = tx.open_table(runs::RUNS).unwrap();
-        let sizes: Vec<u64> = store::held_runs(&runs, 0)
+        let sizes: Vec<u64> = index_file::held_runs(&runs, 0)
             .unwrap()
             .into_iter()
             .map(|(_, ids)| ids)
@@ -621,7 +624,7 @@ mod tests {
         let held = |d: &Dedup, gen: u64| {
             let tx = d.inner.db.begin_read().unwrap();
             let runs = tx.open_table(runs::RUNS).unwrap();
-            store::held_runs(&runs, gen).unwrap()
+            index_file::held_runs(&runs, gen).unwrap()
         };
         // Generation 0 took ids 0..100 in runs of ≤ 16 and was sealed when
         // id 100 arrived: its runs are now one, in its sealed table.
@@ -692,8 +695,8 @@ mod tests {
         });
         let before = d.stats();
         drop(d);
-        let db = store::open(&path, 1 << 20, 0, 0).unwrap();
-        let loaded = store::load(&db, &path).unwrap();
+        let db = index_file::open(&path, 1 << 20, 0, 0).unwrap();
+        let loaded = index_file::load(&db, &path).unwrap();
         assert_eq!(loaded.rebuilt, 0);
         drop(db);
         let d = open(&path, &clock, DedupOptions::default());

@@ -3,11 +3,11 @@
 
 use super::clock::to_ms;
 use super::error::DedupError;
-use super::runs::RUNS;
-use super::store::{
+use super::index_file::{
     gen_rows, held_runs, meta, M_CAPACITY, M_CHECKPOINT, M_DUPLICATES, M_EARLY, M_WINDOW,
 };
-use super::{generations, store, Dedup};
+use super::runs::RUNS;
+use super::{generations, index_file, Dedup};
 use redb::Database;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -71,7 +71,7 @@ impl Dedup {
 /// Reads the figures of an index file without opening it for writing
 /// (`ferry dedup stats`). Fails if a running server holds it open.
 pub fn stats_from_file(path: &Path, now: SystemTime) -> Result<DedupStats, DedupError> {
-    let db = store::open_read_only(path)?;
+    let db = index_file::open_read_only(path)?;
     let f = file_figures(&db, path, now)?;
     drop(db);
     let now_ms = to_ms(now);

@@ -14,10 +14,10 @@ use super::bloom::BITS_PER_ID;
 use super::checkpoint::Progress;
 use super::error::DedupError;
 use super::generations::Change;
+use super::index_file::{self, GenRow};
 use super::key::Key;
 use super::runs::{self, Entry, RUNS};
 use super::state::{Failure, Inbox, Shared};
-use super::store::{self, GenRow};
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -218,9 +218,9 @@ impl Writer {
         // instead of a walk over the whole file.
         tx.set_quick_repair(durable);
         {
-            let mut gens = tx.open_table(store::GENS).map_err(|x| e(x.into()))?;
-            let mut blooms = tx.open_table(store::BLOOMS).map_err(|x| e(x.into()))?;
-            let mut meta = tx.open_table(store::META).map_err(|x| e(x.into()))?;
+            let mut gens = tx.open_table(index_file::GENS).map_err(|x| e(x.into()))?;
+            let mut blooms = tx.open_table(index_file::BLOOMS).map_err(|x| e(x.into()))?;
+            let mut meta = tx.open_table(index_file::META).map_err(|x| e(x.into()))?;
             let mut rows: HashMap<u64, GenRow> = HashMap::new();
             for r in gens.iter().map_err(|x| e(x.into()))? {
                 let (k, v) = r.map_err(|x| e(x.into()))?;
@@ -260,11 +260,11 @@ impl Writer {
                         };
                         to.rows.insert(id, row);
                         let next = meta
-                            .get(store::M_NEXT_GEN)
+                            .get(index_file::M_NEXT_GEN)
                             .map_err(|x| e(x.into()))?
                             .map(|v| v.value())
                             .unwrap_or(0);
-                        meta.insert(store::M_NEXT_GEN, next.max(id + 1))
+                        meta.insert(index_file::M_NEXT_GEN, next.max(id + 1))
                             .map_err(|x| e(x.into()))?;
                     }
                     Op::Change(Change::Sealed { id }) => {
@@ -296,7 +296,7 @@ impl Writer {
                             tx.delete_table(runs::chunks_table(&name))
                                 .map_err(|x| e(x.into()))?;
                         }
-                        meta.insert(store::M_EARLY, early_boundary_ms.unwrap_or(0))
+                        meta.insert(index_file::M_EARLY, early_boundary_ms.unwrap_or(0))
                             .map_err(|x| e(x.into()))?;
                     }
                     Op::Insert {
@@ -354,10 +354,10 @@ impl Writer {
             for (id, row) in &rows {
                 gens.insert(*id, row.to_tuple()).map_err(|x| e(x.into()))?;
             }
-            meta.insert(store::M_CHECKPOINT, self.progress.checkpoint())
+            meta.insert(index_file::M_CHECKPOINT, self.progress.checkpoint())
                 .map_err(|x| e(x.into()))?;
             let dups = self.shared.duplicates.load(Ordering::Relaxed);
-            meta.insert(store::M_DUPLICATES, dups)
+            meta.insert(index_file::M_DUPLICATES, dups)
                 .map_err(|x| e(x.into()))?;
         }
         tx.commit().map_err(|x| e(x.into()))?;
@@ -428,7 +428,7 @@ impl Target<'_, '_> {
     /// costs one more write per id and memory for one chunk per run.
     fn seal(&mut self, gen: u64) -> Result<(), runs::RunError> {
         let index = |x: redb::TableError| runs::RunError::Index(Box::new(x.into()));
-        let held = store::held_runs(&self.run_rows, gen)?;
+        let held = index_file::held_runs(&self.run_rows, gen)?;
         // One run is already one probe; a sealed run is never merged again.
         if held.len() < 2 || held.iter().any(|&(run, _)| run == runs::SEALED_RUN) {
             return Ok(());
@@ -513,7 +513,7 @@ impl Target<'_, '_> {
                     v.insert(t.map_err(|x| runs::RunError::Index(Box::new(x.into())))?)
                 }
             };
-            let mut held = store::held_runs(&self.run_rows, gen)?;
+            let mut held = index_file::held_runs(&self.run_rows, gen)?;
             while let Some(&(run, ids)) = held.last() {
                 let len = current.len() as u64;
                 if ids > len || ids + len > self.max_run_ids {
