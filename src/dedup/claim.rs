@@ -61,9 +61,7 @@ impl Ticket {
         let shared = &self.dedup.inner.shared;
         let now = to_ms(shared.clock.now());
         if shared.lock().commit(&owned, now, now, offsets) {
-            if let Some(t) = shared.writer_thread.get() {
-                t.unpark();
-            }
+            shared.wake_writer();
         }
     }
 

@@ -72,6 +72,41 @@ impl DedupError {
     }
 }
 
+/// Why the writer stopped: after its first failed write, the index takes no
+/// more requests (the handle must be reopened). Its first error is logged
+/// with all its causes; requests then get [`Failure::to_error`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The error, as a sentence.
+    pub reason: String,
+    /// The disk was full: reopening the index once space is freed recovers
+    /// it. Any other failure needs a restart (and maybe an operator).
+    pub no_space: bool,
+}
+
+impl Failure {
+    /// The failure of `e`.
+    pub(crate) fn of(e: &DedupError) -> Failure {
+        Failure {
+            // A stopped index's own error keeps its reason, not nested.
+            reason: match e {
+                DedupError::Failed(reason) | DedupError::NoSpace(reason) => reason.clone(),
+                e => e.to_string(),
+            },
+            no_space: e.is_no_space(),
+        }
+    }
+
+    /// The error requests get while the index is stopped.
+    pub(crate) fn to_error(&self) -> DedupError {
+        if self.no_space {
+            DedupError::NoSpace(self.reason.clone())
+        } else {
+            DedupError::Failed(self.reason.clone())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,29 +19,34 @@ mod generations;
 mod index_file;
 mod key;
 mod options;
+mod queue;
 mod reindex;
 mod runs;
+mod shared;
 mod state;
 mod stats;
+#[cfg(any(test, feature = "testing"))]
+mod test_hooks;
 mod writer;
 
 pub use claim::{Ticket, Verdict};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::DedupError;
+pub use error::{DedupError, Failure};
 pub use key::Key;
 pub use options::{bloom_too_large, DedupOptions, MAX_BLOOM_BYTES};
-pub use state::Failure;
 pub use stats::{stats_from_file, DedupStats};
 
 use clock::to_ms;
 use generations::Generations;
-use state::{fresh, Class, Shared, State};
+use queue::Op;
+use shared::Shared;
+use state::{fresh, Class, State};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use writer::{Op, Writer};
+use writer::Writer;
 
 /// The index file's module under its former name, which `reindex.rs` uses.
 use index_file as store;
@@ -63,10 +68,8 @@ struct Inner {
     db: Arc<redb::Database>,
     /// Its path.
     path: PathBuf,
-    /// The writer thread, joined on close.
+    /// The writer thread, joined on close (or by a test's crash).
     writer: Mutex<Option<JoinHandle<()>>>,
-    /// Set by [`Dedup::crash`]: do not close cleanly.
-    crashed: AtomicBool,
     /// What it was opened with, to open it again ([`Dedup::reopener`]).
     options: DedupOptions,
 }
@@ -140,10 +143,9 @@ impl Dedup {
             clock,
             window_ms,
             max_pending: opts.max_pending.max(1),
-            halted: AtomicBool::new(false),
-            hold: Mutex::new(false),
-            hold_cv: std::sync::Condvar::new(),
             writer_thread: OnceLock::new(),
+            #[cfg(any(test, feature = "testing"))]
+            hooks: Default::default(),
         });
         let writer = Writer {
             db: db.clone(),
@@ -177,7 +179,6 @@ impl Dedup {
                 db,
                 path: path.to_path_buf(),
                 writer: Mutex::new(Some(handle)),
-                crashed: AtomicBool::new(false),
                 options,
             }),
         })
@@ -203,15 +204,7 @@ impl Dedup {
     /// Waits until the writer has stopped on a failure, and returns it.
     pub async fn stopped(&self) -> Failure {
         let shared = &self.inner.shared;
-        loop {
-            let notified = shared.drained.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(f) = shared.failure.get() {
-                return f.clone();
-            }
-            notified.await;
-        }
+        shared.until(|| shared.failure.get().cloned()).await
     }
 
     /// Handles (clones, tickets included) of this open index. The file
@@ -317,16 +310,10 @@ impl Dedup {
     /// Waits while the writer is too far behind.
     async fn wait_for_room(&self) {
         let shared = &self.inner.shared;
-        loop {
-            let notified = shared.drained.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            // After a writer failure `begin` reports it instead of waiting.
-            if shared.failure.get().is_some() || shared.lock().pending() < shared.max_pending {
-                return;
-            }
-            notified.await;
-        }
+        // After a writer failure `begin` reports it instead of waiting.
+        let room =
+            || shared.failure.get().is_some() || shared.lock().pending() < shared.max_pending;
+        shared.until(|| room().then_some(())).await
     }
 
     /// Marks WAL offsets that carry no dedup key as indexed, so the
@@ -352,63 +339,15 @@ impl Dedup {
         self.inner.shared.send_urgent(op).map_err(|_| stopped())?;
         rx.recv().map_err(|_| stopped())?
     }
-
-    /// Tests only: waits until everything queued is written *without* an
-    /// fsync (`Durability::None`), as the writer does between syncs.
-    #[doc(hidden)]
-    pub fn write_non_durable(&self) -> Result<(), DedupError> {
-        self.write_queued(false)
-    }
-
-    /// Tests only: the writer finishes what is queued, then stops writing
-    /// until [`Dedup::release_writer`] (commits queue up meanwhile, as they
-    /// would while a batch is being written). Returns once the writer holds:
-    /// a commit made after this call is not written until the release
-    /// (blocking).
-    #[doc(hidden)]
-    pub fn hold_writer(&self) {
-        *self.inner.shared.lock_hold() = true;
-        let (ack, held) = mpsc::sync_channel(1);
-        // A send error means the writer has stopped: it writes nothing anyway.
-        if self.inner.shared.send_urgent(Op::Hold(ack)).is_ok() {
-            let _ = held.recv();
-        }
-    }
-
-    /// Tests only: undoes [`Dedup::hold_writer`].
-    #[doc(hidden)]
-    pub fn release_writer(&self) {
-        *self.inner.shared.lock_hold() = false;
-        self.inner.shared.hold_cv.notify_all();
-    }
-
-    /// Tests only: stops the writer at once, dropping what it has not yet
-    /// written, as a crash would; the handle is then closed without the
-    /// final write. Reopen and [`Dedup::reindex`] to recover.
-    #[doc(hidden)]
-    pub fn crash(self) {
-        let shared = &self.inner.shared;
-        self.inner.crashed.store(true, Ordering::Release);
-        shared.halted.store(true, Ordering::Release);
-        {
-            let _held = shared.lock_hold();
-            shared.hold_cv.notify_all();
-        }
-        let _ = shared.send_urgent(Op::Crash);
-        if let Some(h) = self.inner.writer.lock().unwrap().take() {
-            let _ = h.join();
-        }
-    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if !self.crashed.load(Ordering::Acquire) {
-            let _ = self.shared.send_urgent(Op::Close);
-        }
+        // After a test's crash the writer is gone, and this send fails.
+        let _ = self.shared.send_urgent(Op::Close);
         // A test hold must not outlive the handle (the join would hang).
-        *self.shared.lock_hold() = false;
-        self.shared.hold_cv.notify_all();
+        #[cfg(any(test, feature = "testing"))]
+        self.shared.hooks.release();
         if let Some(h) = self
             .writer
             .get_mut()
@@ -511,17 +450,7 @@ mod tests {
     /// redb in every held generation.
     async fn written_by_the_writer(d: &Dedup, keys: &[Key], why: &str) -> Vec<Option<SystemTime>> {
         let shared = &d.inner.shared;
-        let drained = async {
-            loop {
-                let notified = shared.drained.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if shared.lock().pending() == 0 {
-                    break;
-                }
-                notified.await;
-            }
-        };
+        let drained = shared.until(|| (shared.lock().pending() == 0).then_some(()));
         tokio::time::timeout(Duration::from_secs(60), drained)
             .await
             .expect(why);

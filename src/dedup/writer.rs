@@ -12,63 +12,23 @@
 
 use super::bloom::BITS_PER_ID;
 use super::checkpoint::Progress;
-use super::error::DedupError;
+use super::error::{DedupError, Failure};
 use super::generations::Change;
 use super::index_file::{self, GenRow};
 use super::key::Key;
+use super::queue::{Inbox, Op};
 use super::runs::{self, Entry, RUNS};
-use super::state::{Failure, Inbox, Shared};
+use super::shared::Shared;
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
-use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Most operations folded into one transaction.
 const MAX_OPS: usize = 4096;
-
-/// Work for the writer, applied in the order sent.
-pub(crate) enum Op {
-    /// A generation started, was sealed or dropped.
-    Change(Change),
-    /// Ids made durable by the WAL: (generation, key, first-seen ms), and the
-    /// WAL offsets their append covered.
-    Insert {
-        entries: Vec<(u64, Key, u64)>,
-        offsets: Vec<Range<u64>>,
-    },
-    /// Committed ids wait in the state's inbox (taken with the batch).
-    Wake,
-    /// Half of `max_pending` is pending: write now, without lingering.
-    Urge,
-    /// WAL offsets that carry no id (or hold only already-indexed ids).
-    Skip(Range<u64>),
-    /// Write what is queued (durably if `durable`) and answer.
-    Flush {
-        reply: SyncSender<Result<(), DedupError>>,
-        durable: bool,
-    },
-    /// Tests: write what is queued, answer (so that the caller knows later
-    /// commits are not in this batch), then wait until released or halted.
-    Hold(SyncSender<()>),
-    /// Last operation: persist stale filters, commit durably, stop.
-    Close,
-    /// Tests: stop at once without writing what is queued (a crash).
-    Crash,
-}
-
-impl Op {
-    /// Someone waits for this to be processed: write without lingering.
-    fn urgent(&self) -> bool {
-        matches!(
-            self,
-            Op::Urge | Op::Flush { .. } | Op::Hold(_) | Op::Close | Op::Crash
-        )
-    }
-}
 
 /// The writer thread's state.
 pub(crate) struct Writer {
@@ -136,13 +96,14 @@ impl Writer {
                 let spare = &mut self.bufs.inbox;
                 self.shared.lock().take(&self.rx, &mut batch, spare);
             }
-            let shared = self.shared.clone();
-            let halted = || shared.halted.load(Ordering::Acquire);
-            if halted() || batch.iter().any(|op| matches!(op, Op::Crash)) {
+            // A simulated crash: what was taken is lost.
+            #[cfg(any(test, feature = "testing"))]
+            if self.shared.hooks.crashed() {
                 return;
             }
             let close = batch.iter().any(|op| matches!(op, Op::Close));
             let mut replies = Vec::new();
+            #[cfg(any(test, feature = "testing"))]
             let mut holds = Vec::new();
             let mut forced = close;
             for op in &batch {
@@ -151,6 +112,7 @@ impl Writer {
                         replies.push(reply.clone());
                         forced |= *durable;
                     }
+                    #[cfg(any(test, feature = "testing"))]
                     Op::Hold(ack) => holds.push(ack.clone()),
                     _ => {}
                 }
@@ -191,14 +153,12 @@ impl Writer {
             if close {
                 return;
             }
+            #[cfg(any(test, feature = "testing"))]
             if !holds.is_empty() {
                 for ack in holds {
                     let _ = ack.send(());
                 }
-                let mut held = shared.lock_hold();
-                while *held && !halted() {
-                    held = shared.hold_cv.wait(held).unwrap_or_else(|e| e.into_inner());
-                }
+                self.shared.hooks.wait_while_held();
             }
         }
     }
@@ -299,10 +259,10 @@ impl Writer {
                         meta.insert(index_file::M_EARLY, early_boundary_ms.unwrap_or(0))
                             .map_err(|x| e(x.into()))?;
                     }
-                    Op::Insert {
+                    Op::Insert(Inbox {
                         mut entries,
                         mut offsets,
-                    } => {
+                    }) => {
                         if to.staged.is_empty() {
                             // The usual case, one insert per batch: no copy.
                             std::mem::swap(&mut to.staged, &mut entries);
@@ -319,12 +279,7 @@ impl Writer {
                         }
                     }
                     Op::Skip(r) => self.progress.complete(r),
-                    Op::Wake
-                    | Op::Urge
-                    | Op::Flush { .. }
-                    | Op::Hold(_)
-                    | Op::Close
-                    | Op::Crash => {}
+                    _ => {}
                 }
             }
             to.insert_runs().map_err(|x| x.at(&p))?;
