@@ -1,7 +1,7 @@
 //! Errors of the dedup layer. The index being unusable is its own variant so
 //! the ingest layer can answer 503 (retry later) instead of guessing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything the dedup index can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,16 @@ pub enum DedupError {
     /// write-ahead log, which the server does once space is freed.
     #[error("the dedup index stopped: the disk is full ({0})")]
     NoSpace(String),
+    /// Opening the index could not get what it runs on: memory for the
+    /// bloom filters, or its writer thread.
+    #[error("{what}: {source}")]
+    Start {
+        /// What failed.
+        what: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The options are unusable.
     #[error("invalid dedup options: {0}")]
     InvalidOptions(String),
@@ -59,7 +69,7 @@ impl DedupError {
     }
 
     /// Wraps any redb error with the index path.
-    pub(crate) fn index(path: &std::path::Path, e: impl Into<redb::Error>) -> DedupError {
+    pub(crate) fn index(path: &Path, e: impl Into<redb::Error>) -> DedupError {
         let source: redb::Error = e.into();
         match source {
             redb::Error::DatabaseAlreadyOpen => DedupError::InUse(path.to_path_buf()),
@@ -69,6 +79,19 @@ impl DedupError {
                 source: Box::new(source),
             },
         }
+    }
+}
+
+/// Names the index file on an error of redb (or of the runs' layout):
+/// `tx.open_table(META).at(path)?`.
+pub(crate) trait AtPath<T> {
+    /// The result, its error about the index at `path`.
+    fn at(self, path: &Path) -> Result<T, DedupError>;
+}
+
+impl<T, E: Into<redb::Error>> AtPath<T> for Result<T, E> {
+    fn at(self, path: &Path) -> Result<T, DedupError> {
+        self.map_err(|e| DedupError::index(path, e))
     }
 }
 

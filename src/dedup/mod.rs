@@ -9,6 +9,7 @@
 //! failed. On start-up, [`Dedup::reindex`] re-adds what the WAL holds past
 //! [`Dedup::checkpoint`]. Design and durability reasoning: docs/dedup.md.
 
+mod batch;
 mod bloom;
 mod checkpoint;
 mod claim;
@@ -112,7 +113,6 @@ impl Dedup {
         clock: Arc<dyn Clock>,
     ) -> Result<Dedup, DedupError> {
         options::validate(&opts)?;
-        let options = opts.clone();
         let window_ms = opts.window.as_millis() as u64;
         let db = index_file::open(path, opts.cache_bytes, window_ms, opts.capacity)?;
         let loaded = index_file::load(&db, path)?;
@@ -131,7 +131,10 @@ impl Dedup {
             loaded.next_gen,
             loaded.early_boundary_ms,
         )
-        .map_err(|e| DedupError::Failed(format!("cannot map memory for the bloom filters: {e}")))?;
+        .map_err(|source| DedupError::Start {
+            what: "cannot map memory for the bloom filters",
+            source,
+        })?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
@@ -147,39 +150,25 @@ impl Dedup {
             #[cfg(any(test, feature = "testing"))]
             hooks: Default::default(),
         });
-        let writer = Writer {
-            db: db.clone(),
-            path: path.to_path_buf(),
-            shared: shared.clone(),
+        let handle = Writer::spawn(
+            db.clone(),
+            path.to_path_buf(),
+            shared.clone(),
             rx,
-            progress: checkpoint::Progress::new(loaded.checkpoint),
-            sync_interval: opts.sync_interval,
-            linger: opts.write_interval,
-            max_run_ids: opts.max_run_ids,
-            bufs: Default::default(),
-        };
-        let for_writer = shared.clone();
-        let handle = std::thread::Builder::new()
-            .name("ferry-dedup-writer".into())
-            .spawn(move || {
-                let run = std::panic::AssertUnwindSafe(|| writer.run());
-                if std::panic::catch_unwind(run).is_err() {
-                    let _ = for_writer.failure.set(Failure {
-                        reason: "the dedup writer panicked".into(),
-                        no_space: false,
-                    });
-                    for_writer.drained.notify_waiters();
-                }
-            })
-            .map_err(|e| DedupError::Failed(format!("cannot start the dedup writer: {e}")))?;
-        let _ = shared.writer_thread.set(handle.thread().clone());
+            loaded.checkpoint,
+            &opts,
+        )
+        .map_err(|source| DedupError::Start {
+            what: "cannot start the dedup writer",
+            source,
+        })?;
         Ok(Dedup {
             inner: Arc::new(Inner {
                 shared,
                 db,
                 path: path.to_path_buf(),
                 writer: Mutex::new(Some(handle)),
-                options,
+                options: opts,
             }),
         })
     }

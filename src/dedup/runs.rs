@@ -8,10 +8,11 @@
 //! run, [`SEALED_RUN`], in a table of its own: a look-up there (a bloom false
 //! positive, mostly) then reads one chunk instead of one per run.
 
-use super::error::DedupError;
+use super::error::{AtPath, DedupError};
 use redb::{ReadableTable, Table, TableDefinition};
 use std::cmp::Reverse;
 use std::collections::binary_heap::{BinaryHeap, PeekMut};
+use std::path::Path;
 
 /// One id of a run: (key as u128, first-seen ms since the epoch).
 pub(crate) type Entry = (u128, u64);
@@ -77,16 +78,15 @@ impl From<redb::StorageError> for RunError {
     }
 }
 
-impl RunError {
-    /// As a dedup error about the index at `path`.
-    pub(crate) fn at(self, path: &std::path::Path) -> DedupError {
-        match self {
+impl<T> AtPath<T> for Result<T, RunError> {
+    fn at(self, path: &Path) -> Result<T, DedupError> {
+        self.map_err(|e| match e {
             RunError::Index(e) => DedupError::index(path, *e),
             RunError::BadChunk(reason) => DedupError::Corruption {
                 path: path.to_path_buf(),
                 reason,
             },
-        }
+        })
     }
 }
 
