@@ -1,12 +1,15 @@
 //! Errors of the dedup layer. The index being unusable is its own variant so
-//! the ingest layer can answer 503 (retry later) instead of guessing.
+//! the ingest layer can answer 503 (retry later) instead of guessing; damaged
+//! data (ferry's own checks or redb's) is [`DedupError::Corruption`], apart
+//! from I/O and the other errors of redb ([`DedupError::Index`]).
 
 use std::path::{Path, PathBuf};
 
 /// Everything the dedup index can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum DedupError {
-    /// redb reported an error (I/O, lock, corruption inside redb).
+    /// redb reported an error other than corruption (I/O, storage, a
+    /// transaction or table error).
     #[error("dedup index {path}: {source}")]
     Index {
         /// The index file.
@@ -22,7 +25,7 @@ pub enum DedupError {
     /// open does not perform: start the server (it recovers on open).
     #[error("dedup index {0} needs recovery after an unclean shutdown; open it read-write (start the server) first")]
     NeedsRecovery(PathBuf),
-    /// The index holds data ferry cannot interpret.
+    /// The index holds data ferry (or redb) cannot interpret.
     #[error("dedup index {path} is corrupt: {reason}")]
     Corruption {
         /// The index file.
@@ -74,6 +77,11 @@ impl DedupError {
         match source {
             redb::Error::DatabaseAlreadyOpen => DedupError::InUse(path.to_path_buf()),
             redb::Error::RepairAborted => DedupError::NeedsRecovery(path.to_path_buf()),
+            // redb's corruption is a sentence, no source to keep.
+            redb::Error::Corrupted(reason) => DedupError::Corruption {
+                path: path.to_path_buf(),
+                reason,
+            },
             source => DedupError::Index {
                 path: path.to_path_buf(),
                 source: Box::new(source),
@@ -96,8 +104,9 @@ impl<T, E: Into<redb::Error>> AtPath<T> for Result<T, E> {
 }
 
 /// Why the writer stopped: after its first failed write, the index takes no
-/// more requests (the handle must be reopened). Its first error is logged
-/// with all its causes; requests then get [`Failure::to_error`].
+/// more requests (the handle must be reopened). The error itself is logged
+/// when it happens; what is kept is its sentence, which every later request
+/// gets back ([`Failure::to_error`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// The error, as a sentence.
@@ -144,5 +153,18 @@ mod tests {
         assert!(!io(std::io::Error::from_raw_os_error(5)).is_no_space());
         assert!(!DedupError::Failed("EIO".into()).is_no_space());
         assert!(!DedupError::index(path, redb::Error::Corrupted("x".into())).is_no_space());
+    }
+
+    #[test]
+    fn corruption_is_told_from_io_and_io_keeps_its_source() {
+        use std::error::Error;
+        let path = std::path::Path::new("/d/dedup.redb");
+        let corrupt = DedupError::index(path, redb::StorageError::Corrupted("bad page".into()));
+        assert!(matches!(&corrupt, DedupError::Corruption { reason, .. } if reason == "bad page"));
+        let eio = || redb::Error::Io(std::io::Error::from_raw_os_error(5));
+        let io = DedupError::index(path, eio());
+        assert!(matches!(io, DedupError::Index { .. }));
+        let source = io.source().map(|s| s.to_string());
+        assert_eq!(source, Some(eio().to_string()));
     }
 }
