@@ -113,36 +113,33 @@ pub(crate) fn open(
         })
     };
     let mut db = create()?;
-    if let Some(old) = stored_format(&db, path)?.filter(|&f| f < FORMAT) {
-        // The layout of an earlier ferry. Every id it holds is also in the
-        // log above its checkpoint or older; a new index re-indexed from
-        // the log keeps every retained id, and can only forget older ones
-        // (a duplicate stored, never an event dropped).
-        tracing::warn!(
-            path = %path.display(),
-            format = old,
-            "the dedup index has an earlier layout; starting a new one, re-indexed from the log"
-        );
-        drop(db);
-        std::fs::remove_file(path).at(path)?;
-        db = create()?;
+    match stored_format(&db, path)? {
+        Some(old) if old < FORMAT => {
+            // The layout of an earlier ferry. Every id it holds is also in
+            // the log above its checkpoint or older; a new index re-indexed
+            // from the log keeps every retained id, and can only forget
+            // older ones (a duplicate stored, never an event dropped).
+            tracing::warn!(
+                path = %path.display(),
+                format = old,
+                "the dedup index has an earlier layout; starting a new one, re-indexed from the log"
+            );
+            drop(db);
+            std::fs::remove_file(path).at(path)?;
+            db = create()?;
+        }
+        Some(other) if other > FORMAT => {
+            return Err(DedupError::Corruption {
+                path: path.to_path_buf(),
+                reason: format!("unknown index format {other} (this ferry reads {FORMAT})"),
+            })
+        }
+        _ => {}
     }
     let tx = db.begin_write().at(path)?;
     {
         let mut meta = tx.open_table(META).at(path)?;
-        let format = meta.get(M_FORMAT).at(path)?.map(|v| v.value());
-        match format {
-            None => {
-                meta.insert(M_FORMAT, FORMAT).at(path)?;
-            }
-            Some(FORMAT) => {}
-            Some(other) => {
-                return Err(DedupError::Corruption {
-                    path: path.to_path_buf(),
-                    reason: format!("unknown index format {other} (this ferry reads {FORMAT})"),
-                })
-            }
-        }
+        meta.insert(M_FORMAT, FORMAT).at(path)?;
         meta.insert(M_WINDOW, window_ms).at(path)?;
         meta.insert(M_CAPACITY, capacity).at(path)?;
         tx.open_table(GENS).at(path)?;

@@ -9,7 +9,7 @@
 //! positive, mostly) then reads one chunk instead of one per run.
 
 use super::error::{AtPath, DedupError};
-use redb::{ReadableTable, Table, TableDefinition};
+use redb::{AccessGuard, ReadableTable, Table, TableDefinition};
 use std::cmp::Reverse;
 use std::collections::binary_heap::{BinaryHeap, PeekMut};
 use std::path::Path;
@@ -214,7 +214,7 @@ impl<'a> Cursor<'a> {
         run: u64,
     ) -> Result<Cursor<'a>, RunError> {
         Ok(Cursor {
-            rows: table.range((run, 0u128)..=(run, u128::MAX))?,
+            rows: table.range(run_keys(run))?,
             chunk: Vec::with_capacity(CHUNK_IDS),
             at: 0,
         })
@@ -227,8 +227,7 @@ impl<'a> Cursor<'a> {
                 return Ok(None);
             };
             let (k, v) = row?;
-            let bytes = v.value();
-            check(bytes, k.value().1)?;
+            let bytes = checked(&k, &v)?;
             self.chunk.clear();
             self.chunk
                 .extend(bytes.chunks_exact(ENTRY_BYTES).map(decode));
@@ -298,11 +297,9 @@ pub(crate) fn read_run(
     run: u64,
     out: &mut Vec<Entry>,
 ) -> Result<(), RunError> {
-    for row in table.range((run, 0u128)..=(run, u128::MAX))? {
+    for row in table.range(run_keys(run))? {
         let (k, v) = row?;
-        let bytes = v.value();
-        check(bytes, k.value().1)?;
-        out.extend(bytes.chunks_exact(ENTRY_BYTES).map(decode));
+        out.extend(checked(&k, &v)?.chunks_exact(ENTRY_BYTES).map(decode));
     }
     Ok(())
 }
@@ -314,9 +311,9 @@ pub(crate) fn for_each_key(
 ) -> Result<(), RunError> {
     for row in table.iter()? {
         let (k, v) = row?;
-        let bytes = v.value();
-        check(bytes, k.value().1)?;
-        bytes.chunks_exact(ENTRY_BYTES).for_each(|e| f(decode(e).0));
+        checked(&k, &v)?
+            .chunks_exact(ENTRY_BYTES)
+            .for_each(|e| f(decode(e).0));
     }
     Ok(())
 }
@@ -326,7 +323,7 @@ pub(crate) fn delete_run(
     table: &mut Table<'_, (u64, u128), &'static [u8]>,
     run: u64,
 ) -> Result<(), RunError> {
-    table.retain_in((run, 0u128)..=(run, u128::MAX), |_, _| false)?;
+    table.retain_in(run_keys(run), |_, _| false)?;
     Ok(())
 }
 
@@ -341,8 +338,7 @@ pub(crate) fn find(
         return Ok(None);
     };
     let (k, v) = row?;
-    let bytes = v.value();
-    check(bytes, k.value().1)?;
+    let bytes = checked(&k, &v)?;
     let n = bytes.len() / ENTRY_BYTES;
     let (mut lo, mut hi) = (0, n);
     while lo < hi {
@@ -355,6 +351,21 @@ pub(crate) fn find(
         }
     }
     Ok(None)
+}
+
+/// The keys of run `run`'s chunk rows.
+fn run_keys(run: u64) -> std::ops::RangeInclusive<(u64, u128)> {
+    (run, 0)..=(run, u128::MAX)
+}
+
+/// A chunk row's packed entries, checked (see [`check`]).
+fn checked<'a>(
+    key: &AccessGuard<'_, (u64, u128)>,
+    value: &'a AccessGuard<'_, &'static [u8]>,
+) -> Result<&'a [u8], RunError> {
+    let bytes = value.value();
+    check(bytes, key.value().1)?;
+    Ok(bytes)
 }
 
 /// A chunk must hold whole entries, at least one, and end with its row key.

@@ -7,7 +7,7 @@ use super::index_file::{
     held_runs, meta, read_gen_rows, M_CAPACITY, M_CHECKPOINT, M_DUPLICATES, M_EARLY, M_WINDOW,
 };
 use super::runs::RUNS;
-use super::{generations, index_file, Dedup};
+use super::{bloom, generations, index_file, Dedup};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -52,7 +52,7 @@ impl Dedup {
             ids_held: state.gens.ids_held(),
             window: Duration::from_millis(shared.window_ms),
             effective_window: Duration::from_millis(state.gens.effective_window_ms(now)),
-            capacity: state.gens.capacity(),
+            capacity: self.inner.options.capacity,
             generations: state.gens.iter().count() as u64,
             bloom_bytes: state.gens.bloom_bytes(),
             false_positive_rate: state.gens.false_positive_rate(),
@@ -95,7 +95,7 @@ pub fn stats_from_file(path: &Path, now: SystemTime) -> Result<DedupStats, Dedup
         capacity: meta(&tx, path, M_CAPACITY)?,
         generations: rows.len() as u64,
         bloom_bytes: filters.clone().map(|(bits, _)| bits / 8).sum(),
-        false_positive_rate: generations::union_false_positive_rate(filters),
+        false_positive_rate: bloom::union_false_positive_rate(filters),
         duplicates: meta(&tx, path, M_DUPLICATES)?,
         checkpoint: meta(&tx, path, M_CHECKPOINT)?,
         pending: 0,
