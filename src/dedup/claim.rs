@@ -1,5 +1,6 @@
-//! A request's claim on its new ids, from `begin` until the append's outcome:
-//! commit (the events are durable in the WAL) or abort (they are not).
+//! [`Ticket`]: a request's claim on its new ids, from `begin` until the
+//! append's outcome: commit (the events are durable in the WAL) or abort
+//! (they are not).
 
 use super::clock::to_ms;
 use super::key::Key;

@@ -106,7 +106,7 @@ impl<T, E: Into<redb::Error>> AtPath<T> for Result<T, E> {
 /// Why the writer stopped: after its first failed write, the index takes no
 /// more requests (the handle must be reopened). The error itself is logged
 /// when it happens; what is kept is its sentence, which every later request
-/// gets back ([`Failure::to_error`]).
+/// gets back as [`DedupError::NoSpace`] or [`DedupError::Failed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// The error, as a sentence.
