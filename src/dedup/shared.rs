@@ -1,6 +1,7 @@
 //! What every handle, ticket and the writer thread share: the locked
 //! [`State`], the counters and positions read without the lock, the first
-//! failure, and the ways to wake the writer or wait for it.
+//! failure, and the ways to wake the writer or wait for it (and, in tests,
+//! to hold or crash it).
 
 use super::clock::Clock;
 use super::error::Failure;
@@ -8,6 +9,8 @@ use super::queue::Op;
 use super::state::State;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::SendError;
+#[cfg(any(test, feature = "testing"))]
+use std::sync::Condvar;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::Notify;
 
@@ -34,7 +37,7 @@ pub(crate) struct Shared {
     pub writer_thread: OnceLock<std::thread::Thread>,
     /// Tests: holding or crashing the writer.
     #[cfg(any(test, feature = "testing"))]
-    pub hooks: super::test_hooks::Hooks,
+    pub hooks: Hooks,
 }
 
 impl Shared {
@@ -71,6 +74,75 @@ impl Shared {
                 return v;
             }
             notified.await;
+        }
+    }
+}
+
+/// Tests: what a test asked of the writer.
+#[cfg(any(test, feature = "testing"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Hold {
+    /// Writing as usual.
+    #[default]
+    Off,
+    /// Stopped between two batches until released.
+    Held,
+    /// Stopped for good, writing nothing more (a crash).
+    Crashed,
+}
+
+/// Tests: the writer's hold (see `Dedup::hold_writer` and `Dedup::crash`).
+#[cfg(any(test, feature = "testing"))]
+#[derive(Debug, Default)]
+pub(crate) struct Hooks {
+    hold: Mutex<Hold>,
+    /// Signalled whenever `hold` changes.
+    changed: Condvar,
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl Hooks {
+    fn lock(&self) -> MutexGuard<'_, Hold> {
+        self.hold.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, hold: Hold) {
+        *self.lock() = hold;
+        self.changed.notify_all();
+    }
+
+    /// The writer stops between two batches until released.
+    pub fn hold(&self) {
+        self.set(Hold::Held);
+    }
+
+    /// The writer stops for good, writing nothing more.
+    pub fn crash(&self) {
+        self.set(Hold::Crashed);
+    }
+
+    /// Ends a hold (not a crash).
+    pub fn release(&self) {
+        let mut hold = self.lock();
+        if *hold == Hold::Held {
+            *hold = Hold::Off;
+            self.changed.notify_all();
+        }
+    }
+
+    /// True once the writer must stop without writing anything more.
+    pub fn crashed(&self) -> bool {
+        *self.lock() == Hold::Crashed
+    }
+
+    /// The writer, between two batches: waits while it is held.
+    pub fn wait_while_held(&self) {
+        let mut hold = self.lock();
+        while *hold == Hold::Held {
+            hold = self
+                .changed
+                .wait(hold)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 }

@@ -5,63 +5,6 @@
 use super::queue::Op;
 use super::{Dedup, DedupError};
 use std::sync::mpsc;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-
-/// What a test asked of the writer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Hold {
-    /// Writing as usual.
-    #[default]
-    Off,
-    /// Stopped between two batches until released.
-    Held,
-    /// Stopped for good, writing nothing more (a crash).
-    Crashed,
-}
-
-/// The writer's test hold, shared by the handles and the writer.
-#[derive(Debug, Default)]
-pub(crate) struct Hooks {
-    hold: Mutex<Hold>,
-    /// Signalled whenever `hold` changes.
-    changed: Condvar,
-}
-
-impl Hooks {
-    fn lock(&self) -> MutexGuard<'_, Hold> {
-        self.hold.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn set(&self, hold: Hold) {
-        *self.lock() = hold;
-        self.changed.notify_all();
-    }
-
-    /// Ends a hold (not a crash).
-    pub fn release(&self) {
-        let mut hold = self.lock();
-        if *hold == Hold::Held {
-            *hold = Hold::Off;
-            self.changed.notify_all();
-        }
-    }
-
-    /// True once the writer must stop without writing anything more.
-    pub fn crashed(&self) -> bool {
-        *self.lock() == Hold::Crashed
-    }
-
-    /// The writer, between two batches: waits while it is held.
-    pub fn wait_while_held(&self) {
-        let mut hold = self.lock();
-        while *hold == Hold::Held {
-            hold = self
-                .changed
-                .wait(hold)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-}
 
 impl Dedup {
     /// Tests only: waits until everything queued is written *without* an
@@ -79,7 +22,7 @@ impl Dedup {
     #[doc(hidden)]
     pub fn hold_writer(&self) {
         let shared = &self.inner.shared;
-        shared.hooks.set(Hold::Held);
+        shared.hooks.hold();
         let (ack, held) = mpsc::sync_channel(1);
         // A send error means the writer has stopped: it writes nothing anyway.
         if shared.send_urgent(Op::Hold(ack)).is_ok() {
@@ -101,7 +44,7 @@ impl Dedup {
         let shared = &self.inner.shared;
         // Set before the op is sent: a writer that takes its batch before
         // the op arrives must not write it either.
-        shared.hooks.set(Hold::Crashed);
+        shared.hooks.crash();
         let _ = shared.send_urgent(Op::Crash);
         if let Some(h) = self.inner.writer.lock().unwrap().take() {
             let _ = h.join();
