@@ -34,22 +34,26 @@
 //!   - `ingest/health.rs` — `/health` and `/ready`
 //!   - `ingest/error.rs` — ingest errors and their JSON answers
 //! - `dedup/` — exact, crash-safe (source, messageId) dedup (docs/dedup.md):
-//!   - `dedup/mod.rs` — the `Dedup` handle: open, begin, reindex, stats
+//!   - `dedup/mod.rs` — the `Dedup` handle: open, begin (classify, claim, confirm), skip, flush
 //!   - `dedup/options.rs` — window, capacity, false-positive rate, … (defaults)
 //!   - `dedup/key.rs` — the 128-bit key hash and its collision bound
 //!   - `dedup/clock.rs` — the injected clock the window runs on
 //!   - `dedup/generations.rs` — rotating bloom generations, window and capacity
 //!   - `dedup/bloom.rs` — the split block bloom filter: blocks, sizing, one standalone filter
 //!   - `dedup/filters.rs` — the held generations' filters, interleaved in one huge-page region
+//!   - `dedup/shared.rs` — what handles, tickets and the writer share: the locked state, failure, wake-ups
 //!   - `dedup/state.rs` — claims and pending ids, the locked claim pass
-//!   - `dedup/ticket.rs` — a request's claim until commit or abort
+//!   - `dedup/claim.rs` — `Ticket`: a request's claim on its new ids until commit or abort
+//!   - `dedup/queue.rs` — what requests hand the writer: ops, and the inbox of committed ids
 //!   - `dedup/checkpoint.rs` — the WAL offset below which all is indexed
 //!   - `dedup/reindex.rs` — start-up re-index of the WAL tail past the checkpoint
-//!   - `dedup/writer.rs` — the batching redb writer thread; durability reasoning
-//!   - `dedup/store.rs` — the redb tables, start-up loading, look-ups
+//!   - `dedup/writer.rs` — the batching writer thread; durability reasoning
+//!   - `dedup/batch.rs` — one writer batch in one redb transaction: runs, seals, filters, checkpoint
+//!   - `dedup/index_file.rs` — the index's redb file: tables, open, start-up loading, look-ups
 //!   - `dedup/runs.rs` — sorted runs of ids in chunk rows: write, merge, seal, find
 //!   - `dedup/stats.rs` — figures, live or from the file (`ferry dedup stats`)
-//!   - `dedup/error.rs` — the dedup error type
+//!   - `dedup/error.rs` — the dedup error type, and why a stopped index stopped
+//!   - `dedup/test_hooks.rs` — tests only: writing without fsync, holding or crashing the writer
 //! - `delivery/` — routing logged events to destinations:
 //!   - `delivery/config.rs` — `[[destinations]]` settings
 //!   - `delivery/event.rs` — routing fields of a stored event

@@ -172,6 +172,16 @@ pub(crate) fn false_positive_rate(bits: u64, items: u64) -> f64 {
     sum.min(1.0)
 }
 
+/// Estimated false-positive rate of several filters with (bits, ids) each:
+/// the chance that a fresh id hits at least one.
+pub(crate) fn union_false_positive_rate(filters: impl Iterator<Item = (u64, u64)>) -> f64 {
+    // 1 − Π(1 − pᵢ), computed in log space so tiny rates do not round to 0.
+    let log_miss: f64 = filters
+        .map(|(bits, n)| (-false_positive_rate(bits, n)).ln_1p())
+        .sum();
+    -log_miss.exp_m1()
+}
+
 /// Bytes (whole blocks) a filter needs for `items` ids at rate `fp`.
 pub(crate) fn bytes_for(items: u64, fp: f64) -> u64 {
     let fp = fp.clamp(1e-9, 0.5);

@@ -1,12 +1,15 @@
 //! Errors of the dedup layer. The index being unusable is its own variant so
-//! the ingest layer can answer 503 (retry later) instead of guessing.
+//! the ingest layer can answer 503 (retry later) instead of guessing; damaged
+//! data (ferry's own checks or redb's) is [`DedupError::Corruption`], apart
+//! from I/O and the other errors of redb ([`DedupError::Index`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything the dedup index can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum DedupError {
-    /// redb reported an error (I/O, lock, corruption inside redb).
+    /// redb reported an error other than corruption (I/O, storage, a
+    /// transaction or table error).
     #[error("dedup index {path}: {source}")]
     Index {
         /// The index file.
@@ -22,7 +25,7 @@ pub enum DedupError {
     /// open does not perform: start the server (it recovers on open).
     #[error("dedup index {0} needs recovery after an unclean shutdown; open it read-write (start the server) first")]
     NeedsRecovery(PathBuf),
-    /// The index holds data ferry cannot interpret.
+    /// The index holds data ferry (or redb) cannot interpret.
     #[error("dedup index {path} is corrupt: {reason}")]
     Corruption {
         /// The index file.
@@ -39,6 +42,16 @@ pub enum DedupError {
     /// write-ahead log, which the server does once space is freed.
     #[error("the dedup index stopped: the disk is full ({0})")]
     NoSpace(String),
+    /// Opening the index could not get what it runs on: memory for the
+    /// bloom filters, or its writer thread.
+    #[error("{what}: {source}")]
+    Start {
+        /// What failed.
+        what: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The options are unusable.
     #[error("invalid dedup options: {0}")]
     InvalidOptions(String),
@@ -59,15 +72,69 @@ impl DedupError {
     }
 
     /// Wraps any redb error with the index path.
-    pub(crate) fn index(path: &std::path::Path, e: impl Into<redb::Error>) -> DedupError {
+    pub(crate) fn index(path: &Path, e: impl Into<redb::Error>) -> DedupError {
         let source: redb::Error = e.into();
         match source {
             redb::Error::DatabaseAlreadyOpen => DedupError::InUse(path.to_path_buf()),
             redb::Error::RepairAborted => DedupError::NeedsRecovery(path.to_path_buf()),
+            // redb's corruption is a sentence, no source to keep.
+            redb::Error::Corrupted(reason) => DedupError::Corruption {
+                path: path.to_path_buf(),
+                reason,
+            },
             source => DedupError::Index {
                 path: path.to_path_buf(),
                 source: Box::new(source),
             },
+        }
+    }
+}
+
+/// Names the index file on an error of redb (or of the runs' layout):
+/// `tx.open_table(META).at(path)?`.
+pub(crate) trait AtPath<T> {
+    /// The result, its error about the index at `path`.
+    fn at(self, path: &Path) -> Result<T, DedupError>;
+}
+
+impl<T, E: Into<redb::Error>> AtPath<T> for Result<T, E> {
+    fn at(self, path: &Path) -> Result<T, DedupError> {
+        self.map_err(|e| DedupError::index(path, e))
+    }
+}
+
+/// Why the writer stopped: after its first failed write, the index takes no
+/// more requests (the handle must be reopened). The error itself is logged
+/// when it happens; what is kept is its sentence, which every later request
+/// gets back as [`DedupError::NoSpace`] or [`DedupError::Failed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The error, as a sentence.
+    pub reason: String,
+    /// The disk was full: reopening the index once space is freed recovers
+    /// it. Any other failure needs a restart (and maybe an operator).
+    pub no_space: bool,
+}
+
+impl Failure {
+    /// The failure of `e`.
+    pub(crate) fn of(e: &DedupError) -> Failure {
+        Failure {
+            // A stopped index's own error keeps its reason, not nested.
+            reason: match e {
+                DedupError::Failed(reason) | DedupError::NoSpace(reason) => reason.clone(),
+                e => e.to_string(),
+            },
+            no_space: e.is_no_space(),
+        }
+    }
+
+    /// The error requests get while the index is stopped.
+    pub(crate) fn to_error(&self) -> DedupError {
+        if self.no_space {
+            DedupError::NoSpace(self.reason.clone())
+        } else {
+            DedupError::Failed(self.reason.clone())
         }
     }
 }
@@ -86,5 +153,18 @@ mod tests {
         assert!(!io(std::io::Error::from_raw_os_error(5)).is_no_space());
         assert!(!DedupError::Failed("EIO".into()).is_no_space());
         assert!(!DedupError::index(path, redb::Error::Corrupted("x".into())).is_no_space());
+    }
+
+    #[test]
+    fn corruption_is_told_from_io_and_io_keeps_its_source() {
+        use std::error::Error;
+        let path = std::path::Path::new("/d/dedup.redb");
+        let corrupt = DedupError::index(path, redb::StorageError::Corrupted("bad page".into()));
+        assert!(matches!(&corrupt, DedupError::Corruption { reason, .. } if reason == "bad page"));
+        let eio = || redb::Error::Io(std::io::Error::from_raw_os_error(5));
+        let io = DedupError::index(path, eio());
+        assert!(matches!(io, DedupError::Index { .. }));
+        let source = io.source().map(|s| s.to_string());
+        assert_eq!(source, Some(eio().to_string()));
     }
 }

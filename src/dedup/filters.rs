@@ -8,7 +8,7 @@
 //! transparent huge pages, so that the random accesses of the checks do not
 //! also miss the TLB (31.8 MiB at the defaults is ~8,100 small pages).
 //! A filter enters or leaves as standalone bytes ([`Filters::fill`],
-//! [`Filters::export`]), in the persisted format of [`super::bloom::Bloom`].
+//! [`Filters::export_some`]), in the persisted format of [`super::bloom::Bloom`].
 
 use super::bloom::{block_has, block_index, block_set, masks, Block, BLOCK_BYTES};
 use super::key::Key;

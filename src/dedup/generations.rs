@@ -79,8 +79,6 @@ pub(crate) struct Generations {
     per_gen: u64,
     /// Most generations held at once (`generations + 1`).
     max_gens: usize,
-    /// Configured capacity (ids guaranteed held within the window).
-    capacity: u64,
     /// Id of the next generation.
     pub next_id: u64,
     /// The filters of the generations in slots, interleaved.
@@ -120,7 +118,6 @@ impl Generations {
             span_ms: (window_ms / g).max(1),
             per_gen,
             max_gens,
-            capacity,
             next_id,
             early_boundary_ms,
             free: (0..filters.slots()).rev().collect(),
@@ -188,14 +185,6 @@ impl Generations {
         }
     }
 
-    /// Records `key` as seen in the active generation; returns its id.
-    #[cfg(test)]
-    pub fn insert(&mut self, key: Key, now_ms: u64, changes: &mut Vec<Change>) -> u64 {
-        let (id, _) = self.make_room(now_ms, changes);
-        self.insert_active(&[key]);
-        id
-    }
-
     /// Ages generations out and starts a new one if the active one is full;
     /// returns the active generation's id and how many ids it still takes
     /// (at least one).
@@ -253,14 +242,6 @@ impl Generations {
             .filter(|(i, _)| mask & (1 << i) != 0)
             .map(|(_, g)| g.id)
             .collect()
-    }
-
-    /// Ids of the generations whose filter may hold `key`.
-    #[cfg(test)]
-    fn hits(&self, key: Key) -> Vec<u64> {
-        let mut m = Vec::new();
-        self.hit_masks(&[key], &mut m);
-        self.ids_in(m[0])
     }
 
     /// Starts a new generation, sealing the active one and evicting the
@@ -328,7 +309,7 @@ impl Generations {
     /// may have been reused). For copying a filter out in slices, each
     /// under the state lock, rather than all at once under it.
     pub fn export_some(&self, id: u64, out: &mut Vec<u8>, max_blocks: u64) -> Option<bool> {
-        let g = self.get(id)?;
+        let g = self.gens.iter().find(|g| g.id == id)?;
         Some(match &g.filter {
             Filter::Slot(s) => self.filters.export_some(*s, out, max_blocks),
             Filter::Own(b) => {
@@ -353,11 +334,6 @@ impl Generations {
         effective_window_ms(self.window_ms, self.early_boundary_ms, now_ms)
     }
 
-    /// The configured capacity.
-    pub fn capacity(&self) -> u64 {
-        self.capacity
-    }
-
     /// Ids held (inserted into a held generation).
     pub fn ids_held(&self) -> u64 {
         self.gens.iter().map(|g| g.count).sum()
@@ -379,26 +355,12 @@ impl Generations {
 
     /// Estimated chance that an id never seen hits at least one filter.
     pub fn false_positive_rate(&self) -> f64 {
-        union_false_positive_rate(self.gens.iter().map(|g| (self.num_bits(g), g.count)))
+        bloom::union_false_positive_rate(self.gens.iter().map(|g| (self.num_bits(g), g.count)))
     }
 
     /// The held generations, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &Generation> {
         self.gens.iter()
-    }
-
-    /// Held generations with a standalone filter.
-    #[cfg(test)]
-    pub fn standalone(&self) -> usize {
-        self.gens
-            .iter()
-            .filter(|g| matches!(g.filter, Filter::Own(_)))
-            .count()
-    }
-
-    /// The generation `id`, if held.
-    pub fn get(&self, id: u64) -> Option<&Generation> {
-        self.gens.iter().find(|g| g.id == id)
     }
 }
 
@@ -408,15 +370,6 @@ pub(crate) fn effective_window_ms(window_ms: u64, early: Option<u64>, now_ms: u6
         Some(b) if b.saturating_add(window_ms) > now_ms => now_ms.saturating_sub(b),
         _ => window_ms,
     }
-}
-
-/// Estimated false-positive rate of filters with (bits, ids) each.
-pub(crate) fn union_false_positive_rate(filters: impl Iterator<Item = (u64, u64)>) -> f64 {
-    // 1 − Π(1 − pᵢ), computed in log space so tiny rates do not round to 0.
-    let log_miss: f64 = filters
-        .map(|(bits, n)| (-bloom::false_positive_rate(bits, n)).ln_1p())
-        .sum();
-    -log_miss.exp_m1()
 }
 
 /// What each generation's filter is sized for: `capacity / generations`
@@ -430,6 +383,31 @@ pub(crate) fn sizing(capacity: u64, fp: f64, generations: u32) -> (u64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dedup::bloom::union_false_positive_rate;
+
+    impl Generations {
+        /// Records `key` as seen in the active generation; returns its id.
+        fn insert(&mut self, key: Key, now_ms: u64, changes: &mut Vec<Change>) -> u64 {
+            let (id, _) = self.make_room(now_ms, changes);
+            self.insert_active(&[key]);
+            id
+        }
+
+        /// Ids of the generations whose filter may hold `key`.
+        fn hits(&self, key: Key) -> Vec<u64> {
+            let mut m = Vec::new();
+            self.hit_masks(&[key], &mut m);
+            self.ids_in(m[0])
+        }
+
+        /// Held generations with a standalone filter.
+        pub(crate) fn standalone(&self) -> usize {
+            self.gens
+                .iter()
+                .filter(|g| matches!(g.filter, Filter::Own(_)))
+                .count()
+        }
+    }
 
     const H: u64 = 3_600_000;
 

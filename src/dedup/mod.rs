@@ -9,42 +9,48 @@
 //! failed. On start-up, [`Dedup::reindex`] re-adds what the WAL holds past
 //! [`Dedup::checkpoint`]. Design and durability reasoning: docs/dedup.md.
 
+mod batch;
 mod bloom;
 mod checkpoint;
+mod claim;
 mod clock;
 mod error;
 mod filters;
 mod generations;
+mod index_file;
 mod key;
 mod options;
+mod queue;
 mod reindex;
 mod runs;
+mod shared;
 mod state;
 mod stats;
-mod store;
 mod supervised;
-mod ticket;
+#[cfg(any(test, feature = "testing"))]
+mod test_hooks;
 mod writer;
 
+pub use claim::{Ticket, Verdict};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::DedupError;
+pub use error::{DedupError, Failure};
 pub use key::Key;
 pub use options::{bloom_too_large, DedupOptions, MAX_BLOOM_BYTES};
 pub use reindex::{open_and_reindex, reindex_from_log, stored_key, ReindexError};
-pub use state::Failure;
 pub use stats::{stats_from_file, DedupStats};
 pub use supervised::{DedupHealth, StartDedup, SupervisedDedup};
-pub use ticket::{Ticket, Verdict};
 
 use clock::to_ms;
 use generations::Generations;
-use state::{fresh, Class, Shared, State};
+use queue::Op;
+use shared::Shared;
+use state::{fresh, Class, State};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use writer::{Op, Writer};
+use writer::Writer;
 
 /// The dedup index; cheap to clone (all clones share one index).
 #[derive(Clone)]
@@ -60,10 +66,8 @@ struct Inner {
     db: Arc<redb::Database>,
     /// Its path.
     path: PathBuf,
-    /// The writer thread, joined on close.
+    /// The writer thread, joined on close (or by a test's crash).
     writer: Mutex<Option<JoinHandle<()>>>,
-    /// Set by [`Dedup::crash`]: do not close cleanly.
-    crashed: AtomicBool,
     /// What it was opened with, to open it again ([`Dedup::reopener`]).
     options: DedupOptions,
 }
@@ -106,10 +110,9 @@ impl Dedup {
         clock: Arc<dyn Clock>,
     ) -> Result<Dedup, DedupError> {
         options::validate(&opts)?;
-        let options = opts.clone();
         let window_ms = opts.window.as_millis() as u64;
-        let db = store::open(path, opts.cache_bytes, window_ms, opts.capacity)?;
-        let loaded = store::load(&db, path)?;
+        let db = index_file::open(path, opts.cache_bytes, window_ms, opts.capacity)?;
+        let loaded = index_file::load(&db, path)?;
         if loaded.rebuilt > 0 {
             tracing::info!(
                 generations = loaded.rebuilt,
@@ -125,7 +128,10 @@ impl Dedup {
             loaded.next_gen,
             loaded.early_boundary_ms,
         )
-        .map_err(|e| DedupError::Failed(format!("cannot map memory for the bloom filters: {e}")))?;
+        .map_err(|source| DedupError::Start {
+            what: "cannot map memory for the bloom filters",
+            source,
+        })?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
@@ -137,45 +143,29 @@ impl Dedup {
             clock,
             window_ms,
             max_pending: opts.max_pending.max(1),
-            halted: AtomicBool::new(false),
-            hold: Mutex::new(false),
-            hold_cv: std::sync::Condvar::new(),
             writer_thread: OnceLock::new(),
+            #[cfg(any(test, feature = "testing"))]
+            hooks: Default::default(),
         });
-        let writer = Writer {
-            db: db.clone(),
-            path: path.to_path_buf(),
-            shared: shared.clone(),
+        let handle = Writer::spawn(
+            db.clone(),
+            path.to_path_buf(),
+            shared.clone(),
             rx,
-            progress: checkpoint::Progress::new(loaded.checkpoint),
-            sync_interval: opts.sync_interval,
-            linger: opts.write_interval,
-            max_run_ids: opts.max_run_ids,
-            bufs: Default::default(),
-        };
-        let for_writer = shared.clone();
-        let handle = std::thread::Builder::new()
-            .name("ferry-dedup-writer".into())
-            .spawn(move || {
-                let run = std::panic::AssertUnwindSafe(|| writer.run());
-                if std::panic::catch_unwind(run).is_err() {
-                    let _ = for_writer.failure.set(Failure {
-                        reason: "the dedup writer panicked".into(),
-                        no_space: false,
-                    });
-                    for_writer.drained.notify_waiters();
-                }
-            })
-            .map_err(|e| DedupError::Failed(format!("cannot start the dedup writer: {e}")))?;
-        let _ = shared.writer_thread.set(handle.thread().clone());
+            loaded.checkpoint,
+            &opts,
+        )
+        .map_err(|source| DedupError::Start {
+            what: "cannot start the dedup writer",
+            source,
+        })?;
         Ok(Dedup {
             inner: Arc::new(Inner {
                 shared,
                 db,
                 path: path.to_path_buf(),
                 writer: Mutex::new(Some(handle)),
-                crashed: AtomicBool::new(false),
-                options,
+                options: opts,
             }),
         })
     }
@@ -200,15 +190,7 @@ impl Dedup {
     /// Waits until the writer has stopped on a failure, and returns it.
     pub async fn stopped(&self) -> Failure {
         let shared = &self.inner.shared;
-        loop {
-            let notified = shared.drained.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(f) = shared.failure.get() {
-                return f.clone();
-            }
-            notified.await;
-        }
+        shared.until(|| shared.failure.get().cloned()).await
     }
 
     /// Handles (clones, tickets included) of this open index. The file
@@ -289,7 +271,7 @@ impl Dedup {
             verdicts,
         };
         if !queries.is_empty() {
-            let found = store::lookup(&self.inner.db, &self.inner.path, &queries)?;
+            let found = index_file::lookup(&self.inner.db, &self.inner.path, &queries)?;
             let mut seen = Vec::new();
             for (i, f) in confirm_at.into_iter().zip(found) {
                 if f.is_some_and(|t| fresh(to_ms(t), now, shared.window_ms)) {
@@ -314,16 +296,10 @@ impl Dedup {
     /// Waits while the writer is too far behind.
     async fn wait_for_room(&self) {
         let shared = &self.inner.shared;
-        loop {
-            let notified = shared.drained.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            // After a writer failure `begin` reports it instead of waiting.
-            if shared.failure.get().is_some() || shared.lock().pending() < shared.max_pending {
-                return;
-            }
-            notified.await;
-        }
+        // After a writer failure `begin` reports it instead of waiting.
+        let room =
+            || shared.failure.get().is_some() || shared.lock().pending() < shared.max_pending;
+        shared.until(|| room().then_some(())).await
     }
 
     /// Marks WAL offsets that carry no dedup key as indexed, so the
@@ -349,63 +325,15 @@ impl Dedup {
         self.inner.shared.send_urgent(op).map_err(|_| stopped())?;
         rx.recv().map_err(|_| stopped())?
     }
-
-    /// Tests only: waits until everything queued is written *without* an
-    /// fsync (`Durability::None`), as the writer does between syncs.
-    #[doc(hidden)]
-    pub fn write_non_durable(&self) -> Result<(), DedupError> {
-        self.write_queued(false)
-    }
-
-    /// Tests only: the writer finishes what is queued, then stops writing
-    /// until [`Dedup::release_writer`] (commits queue up meanwhile, as they
-    /// would while a batch is being written). Returns once the writer holds:
-    /// a commit made after this call is not written until the release
-    /// (blocking).
-    #[doc(hidden)]
-    pub fn hold_writer(&self) {
-        *self.inner.shared.lock_hold() = true;
-        let (ack, held) = mpsc::sync_channel(1);
-        // A send error means the writer has stopped: it writes nothing anyway.
-        if self.inner.shared.send_urgent(Op::Hold(ack)).is_ok() {
-            let _ = held.recv();
-        }
-    }
-
-    /// Tests only: undoes [`Dedup::hold_writer`].
-    #[doc(hidden)]
-    pub fn release_writer(&self) {
-        *self.inner.shared.lock_hold() = false;
-        self.inner.shared.hold_cv.notify_all();
-    }
-
-    /// Tests only: stops the writer at once, dropping what it has not yet
-    /// written, as a crash would; the handle is then closed without the
-    /// final write. Reopen and [`Dedup::reindex`] to recover.
-    #[doc(hidden)]
-    pub fn crash(self) {
-        let shared = &self.inner.shared;
-        self.inner.crashed.store(true, Ordering::Release);
-        shared.halted.store(true, Ordering::Release);
-        {
-            let _held = shared.lock_hold();
-            shared.hold_cv.notify_all();
-        }
-        let _ = shared.send_urgent(Op::Crash);
-        if let Some(h) = self.inner.writer.lock().unwrap().take() {
-            let _ = h.join();
-        }
-    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if !self.crashed.load(Ordering::Acquire) {
-            let _ = self.shared.send_urgent(Op::Close);
-        }
+        // After a test's crash the writer is gone, and this send fails.
+        let _ = self.shared.send_urgent(Op::Close);
         // A test hold must not outlive the handle (the join would hang).
-        *self.shared.lock_hold() = false;
-        self.shared.hold_cv.notify_all();
+        #[cfg(any(test, feature = "testing"))]
+        self.shared.hooks.release();
         if let Some(h) = self
             .writer
             .get_mut()
@@ -508,23 +436,13 @@ mod tests {
     /// redb in every held generation.
     async fn written_by_the_writer(d: &Dedup, keys: &[Key], why: &str) -> Vec<Option<SystemTime>> {
         let shared = &d.inner.shared;
-        let drained = async {
-            loop {
-                let notified = shared.drained.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if shared.lock().pending() == 0 {
-                    break;
-                }
-                notified.await;
-            }
-        };
+        let drained = shared.until(|| (shared.lock().pending() == 0).then_some(()));
         tokio::time::timeout(Duration::from_secs(60), drained)
             .await
             .expect(why);
         let gens: Vec<u64> = shared.lock().gens.iter().map(|g| g.id).collect();
         let queries: Vec<(Key, Vec<u64>)> = keys.iter().map(|&k| (k, gens.clone())).collect();
-        store::lookup(&d.inner.db, &d.inner.path, &queries).unwrap()
+        index_file::lookup(&d.inner.db, &d.inner.path, &queries).unwrap()
     }
 
     #[test]
@@ -581,7 +499,7 @@ mod tests {
         // the rest (200 = 3 × 64 + 8), never more than log₂ small runs.
         let tx = d.inner.db.begin_read().unwrap();
         let runs = tx.open_table(runs::RUNS).unwrap();
-        let sizes: Vec<u64> = store::held_runs(&runs, 0)
+        let sizes: Vec<u64> = index_file::held_runs(&runs, 0)
             .unwrap()
             .into_iter()
             .map(|(_, ids)| ids)
@@ -621,7 +539,7 @@ mod tests {
         let held = |d: &Dedup, gen: u64| {
             let tx = d.inner.db.begin_read().unwrap();
             let runs = tx.open_table(runs::RUNS).unwrap();
-            store::held_runs(&runs, gen).unwrap()
+            index_file::held_runs(&runs, gen).unwrap()
         };
         // Generation 0 took ids 0..100 in runs of ≤ 16 and was sealed when
         // id 100 arrived: its runs are now one, in its sealed table.
@@ -692,8 +610,8 @@ mod tests {
         });
         let before = d.stats();
         drop(d);
-        let db = store::open(&path, 1 << 20, 0, 0).unwrap();
-        let loaded = store::load(&db, &path).unwrap();
+        let db = index_file::open(&path, 1 << 20, 0, 0).unwrap();
+        let loaded = index_file::load(&db, &path).unwrap();
         assert_eq!(loaded.rebuilt, 0);
         drop(db);
         let d = open(&path, &clock, DedupOptions::default());

@@ -15,8 +15,8 @@ pub struct DedupOptions {
     pub capacity: u64,
     /// Target chance that a new id needs a redb look-up. Default: 0.0015,
     /// the lowest whose filters fit the 32 MiB goal at the default capacity
-    /// (31.8 MiB). Look-ups are a blocking index read each: 1 % cost about 5
-    /// points of ingest throughput with a full index (docs/benchmarks.md).
+    /// (31.8 MiB). Look-ups are a blocking index read each: at 1 % they cost
+    /// about 5 points of ingest throughput with a full index.
     pub false_positive_rate: f64,
     /// Generations the window is split into: ids age out (and memory is
     /// freed) one generation at a time, so an id is held between `window`

@@ -6,7 +6,7 @@
 use super::clock::to_ms;
 use super::error::DedupError;
 use super::state::{fresh, Class};
-use super::{store, Dedup, Key, Reopener};
+use super::{index_file, Dedup, Key, Reopener};
 use crate::log::{Log, LogError};
 use crate::stored_event::DedupId;
 use std::ops::Range;
@@ -144,7 +144,7 @@ impl Dedup {
         let new = match class.pop() {
             Some(Class::New) => true,
             Some(Class::Confirm(gens)) => {
-                let found = store::lookup(&self.inner.db, &self.inner.path, &[(key, gens)]);
+                let found = index_file::lookup(&self.inner.db, &self.inner.path, &[(key, gens)]);
                 let found = found.inspect_err(|_| shared.lock().release(&[key]))?;
                 !found[0].is_some_and(|seen| fresh(to_ms(seen), now, shared.window_ms))
             }

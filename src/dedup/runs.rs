@@ -8,10 +8,11 @@
 //! run, [`SEALED_RUN`], in a table of its own: a look-up there (a bloom false
 //! positive, mostly) then reads one chunk instead of one per run.
 
-use super::error::DedupError;
-use redb::{ReadableTable, Table, TableDefinition};
+use super::error::{AtPath, DedupError};
+use redb::{AccessGuard, ReadableTable, Table, TableDefinition};
 use std::cmp::Reverse;
 use std::collections::binary_heap::{BinaryHeap, PeekMut};
+use std::path::Path;
 
 /// One id of a run: (key as u128, first-seen ms since the epoch).
 pub(crate) type Entry = (u128, u64);
@@ -23,8 +24,7 @@ const ENTRY_BYTES: usize = 24;
 /// Entries per chunk: 32,640 bytes, so one chunk row fills one 32 KiB leaf
 /// page (redb sizes pages in powers of two). Against 4 KiB chunks this makes
 /// an eighth of the B-tree inserts (each rebuilds a branch page) and a
-/// shallower tree; measured with `cargo bench --bench dedup`, see
-/// docs/benchmarks.md.
+/// shallower tree (measured with `cargo bench --bench dedup`).
 pub(crate) const CHUNK_IDS: usize = 1360;
 
 /// (generation, run) → ids in the run. Run ids grow within a generation: a
@@ -77,16 +77,15 @@ impl From<redb::StorageError> for RunError {
     }
 }
 
-impl RunError {
-    /// As a dedup error about the index at `path`.
-    pub(crate) fn at(self, path: &std::path::Path) -> DedupError {
-        match self {
+impl<T> AtPath<T> for Result<T, RunError> {
+    fn at(self, path: &Path) -> Result<T, DedupError> {
+        self.map_err(|e| match e {
             RunError::Index(e) => DedupError::index(path, *e),
             RunError::BadChunk(reason) => DedupError::Corruption {
                 path: path.to_path_buf(),
                 reason,
             },
-        }
+        })
     }
 }
 
@@ -214,7 +213,7 @@ impl<'a> Cursor<'a> {
         run: u64,
     ) -> Result<Cursor<'a>, RunError> {
         Ok(Cursor {
-            rows: table.range((run, 0u128)..=(run, u128::MAX))?,
+            rows: table.range(run_keys(run))?,
             chunk: Vec::with_capacity(CHUNK_IDS),
             at: 0,
         })
@@ -227,8 +226,7 @@ impl<'a> Cursor<'a> {
                 return Ok(None);
             };
             let (k, v) = row?;
-            let bytes = v.value();
-            check(bytes, k.value().1)?;
+            let bytes = checked(&k, &v)?;
             self.chunk.clear();
             self.chunk
                 .extend(bytes.chunks_exact(ENTRY_BYTES).map(decode));
@@ -298,11 +296,9 @@ pub(crate) fn read_run(
     run: u64,
     out: &mut Vec<Entry>,
 ) -> Result<(), RunError> {
-    for row in table.range((run, 0u128)..=(run, u128::MAX))? {
+    for row in table.range(run_keys(run))? {
         let (k, v) = row?;
-        let bytes = v.value();
-        check(bytes, k.value().1)?;
-        out.extend(bytes.chunks_exact(ENTRY_BYTES).map(decode));
+        out.extend(checked(&k, &v)?.chunks_exact(ENTRY_BYTES).map(decode));
     }
     Ok(())
 }
@@ -314,9 +310,9 @@ pub(crate) fn for_each_key(
 ) -> Result<(), RunError> {
     for row in table.iter()? {
         let (k, v) = row?;
-        let bytes = v.value();
-        check(bytes, k.value().1)?;
-        bytes.chunks_exact(ENTRY_BYTES).for_each(|e| f(decode(e).0));
+        checked(&k, &v)?
+            .chunks_exact(ENTRY_BYTES)
+            .for_each(|e| f(decode(e).0));
     }
     Ok(())
 }
@@ -326,7 +322,7 @@ pub(crate) fn delete_run(
     table: &mut Table<'_, (u64, u128), &'static [u8]>,
     run: u64,
 ) -> Result<(), RunError> {
-    table.retain_in((run, 0u128)..=(run, u128::MAX), |_, _| false)?;
+    table.retain_in(run_keys(run), |_, _| false)?;
     Ok(())
 }
 
@@ -341,8 +337,7 @@ pub(crate) fn find(
         return Ok(None);
     };
     let (k, v) = row?;
-    let bytes = v.value();
-    check(bytes, k.value().1)?;
+    let bytes = checked(&k, &v)?;
     let n = bytes.len() / ENTRY_BYTES;
     let (mut lo, mut hi) = (0, n);
     while lo < hi {
@@ -355,6 +350,21 @@ pub(crate) fn find(
         }
     }
     Ok(None)
+}
+
+/// The keys of run `run`'s chunk rows.
+fn run_keys(run: u64) -> std::ops::RangeInclusive<(u64, u128)> {
+    (run, 0)..=(run, u128::MAX)
+}
+
+/// A chunk row's packed entries, checked (see [`check`]).
+fn checked<'a>(
+    key: &AccessGuard<'_, (u64, u128)>,
+    value: &'a AccessGuard<'_, &'static [u8]>,
+) -> Result<&'a [u8], RunError> {
+    let bytes = value.value();
+    check(bytes, key.value().1)?;
+    Ok(bytes)
 }
 
 /// A chunk must hold whole entries, at least one, and end with its row key.

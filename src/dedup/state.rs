@@ -1,109 +1,20 @@
-//! The state shared by the handle, tickets and the writer thread, behind one
-//! mutex: the bloom generations, the ids claimed by requests in flight, and
-//! the ids pending (durable in the WAL, not yet in redb) in two epochs, the
-//! one filling and the one the writer took.
+//! The state behind the one mutex that requests and the writer thread share:
+//! the bloom generations, the ids claimed by requests in flight, and the ids
+//! pending (durable in the WAL, not yet in redb) in two epochs, the one
+//! filling and the one the writer took.
 
-use super::clock::Clock;
 use super::generations::{Change, Generations};
 use super::key::Key;
-use super::writer::Op;
+use super::queue::{Inbox, Op};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 /// Maps keyed by [`Key`]: foldhash with a per-process random seed, several
 /// times cheaper than std's SipHash, still unpredictable to clients.
 pub(crate) type KeyMap<V> = HashMap<Key, V, foldhash::fast::RandomState>;
-
-/// Shared by every handle, ticket and the writer.
-pub(crate) struct Shared {
-    /// The mutable part.
-    pub state: Mutex<State>,
-    /// Duplicates answered since the index was created (persisted).
-    pub duplicates: AtomicU64,
-    /// The checkpoint of the last durable redb commit: what a restart resumes from.
-    pub durable_checkpoint: AtomicU64,
-    /// Set once, by the first index write failure.
-    pub failure: OnceLock<Failure>,
-    /// Woken whenever the writer retires pending ids (back-pressure).
-    pub drained: Notify,
-    /// Where time comes from.
-    pub clock: Arc<dyn Clock>,
-    /// The window in ms.
-    pub window_ms: u64,
-    /// Pending ids above which `begin` waits for the writer.
-    pub max_pending: usize,
-    /// Tests: the writer must stop at once, writing nothing more (a crash).
-    pub halted: AtomicBool,
-    /// Tests: true while the writer is held (see `Dedup::hold_writer`).
-    pub hold: Mutex<bool>,
-    /// Signalled when `hold` is released or `halted` is set.
-    pub hold_cv: Condvar,
-    /// The writer thread, unparked by whoever sends it an op that waits for
-    /// the write (it lingers parked, not woken by ordinary commits).
-    pub writer_thread: OnceLock<std::thread::Thread>,
-}
-
-impl Shared {
-    /// Locks the state; a panic elsewhere does not make it unusable (every
-    /// change under the lock leaves it consistent).
-    pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Sends an op someone waits for, and wakes the writer for it.
-    pub fn send_urgent(&self, op: Op) -> Result<(), std::sync::mpsc::SendError<Op>> {
-        let sent = self.lock().tx.send(op);
-        if let Some(t) = self.writer_thread.get() {
-            t.unpark();
-        }
-        sent
-    }
-
-    /// Locks the test hold flag.
-    pub fn lock_hold(&self) -> MutexGuard<'_, bool> {
-        self.hold.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Why the writer stopped: after its first failed write, the index takes no
-/// more requests (the handle must be reopened).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// The error, as a sentence.
-    pub reason: String,
-    /// The disk was full: reopening the index once space is freed recovers
-    /// it. Any other failure needs a restart (and maybe an operator).
-    pub no_space: bool,
-}
-
-impl Failure {
-    /// The failure of `e`.
-    pub(crate) fn of(e: &super::DedupError) -> Failure {
-        use super::DedupError::{Failed, NoSpace};
-        Failure {
-            // A stopped index's own error keeps its reason, not nested.
-            reason: match e {
-                Failed(reason) | NoSpace(reason) => reason.clone(),
-                e => e.to_string(),
-            },
-            no_space: e.is_no_space(),
-        }
-    }
-
-    /// The error requests get while the index is stopped.
-    pub(crate) fn to_error(&self) -> super::DedupError {
-        if self.no_space {
-            super::DedupError::NoSpace(self.reason.clone())
-        } else {
-            super::DedupError::Failed(self.reason.clone())
-        }
-    }
-}
 
 /// What one key of a request turned out to be in the locked pass.
 #[derive(Debug)]
@@ -162,20 +73,6 @@ pub(crate) struct State {
     urge_at: usize,
     /// The writer was told so since it last took the pending ids.
     urged: bool,
-}
-
-/// Committed ids not yet handed to the writer, and the WAL offsets they
-/// complete.
-#[derive(Default)]
-pub(crate) struct Inbox {
-    pub entries: Vec<(u64, Key, u64)>,
-    pub offsets: Vec<Range<u64>>,
-}
-
-impl Inbox {
-    fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.offsets.is_empty()
-    }
 }
 
 /// True when an id first seen at `t_ms` is still inside the window at `now_ms`.
@@ -307,9 +204,7 @@ impl State {
                 // Keep the writer's order: ids of a sealed generation before
                 // its seal, a generation's creation before its ids.
                 if !self.inbox.entries.is_empty() {
-                    let entries = std::mem::take(&mut self.inbox.entries);
-                    let offsets = std::mem::take(&mut self.inbox.offsets);
-                    let _ = self.tx.send(Op::Insert { entries, offsets });
+                    let _ = self.tx.send(Op::Insert(std::mem::take(&mut self.inbox)));
                 }
                 self.send_changes();
             }
@@ -362,10 +257,7 @@ impl State {
         }
         if !self.inbox.is_empty() {
             std::mem::swap(&mut self.inbox, spare);
-            batch.push(Op::Insert {
-                entries: std::mem::take(&mut spare.entries),
-                offsets: std::mem::take(&mut spare.offsets),
-            });
+            batch.push(Op::Insert(std::mem::take(spare)));
         }
         self.woken = false;
         self.urged = false;

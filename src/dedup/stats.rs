@@ -2,13 +2,12 @@
 //! the file alone for `ferry dedup stats`.
 
 use super::clock::to_ms;
-use super::error::DedupError;
-use super::runs::RUNS;
-use super::store::{
-    gen_rows, held_runs, meta, M_CAPACITY, M_CHECKPOINT, M_DUPLICATES, M_EARLY, M_WINDOW,
+use super::error::{AtPath, DedupError};
+use super::index_file::{
+    held_runs, meta, read_gen_rows, M_CAPACITY, M_CHECKPOINT, M_DUPLICATES, M_EARLY, M_WINDOW,
 };
-use super::{generations, store, Dedup};
-use redb::Database;
+use super::runs::RUNS;
+use super::{bloom, generations, index_file, Dedup};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -53,7 +52,7 @@ impl Dedup {
             ids_held: state.gens.ids_held(),
             window: Duration::from_millis(shared.window_ms),
             effective_window: Duration::from_millis(state.gens.effective_window_ms(now)),
-            capacity: state.gens.capacity(),
+            capacity: self.inner.options.capacity,
             generations: state.gens.iter().count() as u64,
             bloom_bytes: state.gens.bloom_bytes(),
             false_positive_rate: state.gens.false_positive_rate(),
@@ -71,68 +70,36 @@ impl Dedup {
 /// Reads the figures of an index file without opening it for writing
 /// (`ferry dedup stats`). Fails if a running server holds it open.
 pub fn stats_from_file(path: &Path, now: SystemTime) -> Result<DedupStats, DedupError> {
-    let db = store::open_read_only(path)?;
-    let f = file_figures(&db, path, now)?;
-    drop(db);
-    let now_ms = to_ms(now);
+    let db = index_file::open_read_only(path)?;
+    let tx = db.begin_read().at(path)?;
+    let rows = read_gen_rows(&tx, path)?;
+    let runs = tx.open_table(RUNS).at(path)?;
+    let mut ids_held = 0;
+    for (id, _) in &rows {
+        let held = held_runs(&runs, *id).at(path)?;
+        ids_held += held.iter().map(|(_, ids)| ids).sum::<u64>();
+    }
+    let window_ms = meta(&tx, path, M_WINDOW)?;
+    let early = meta(&tx, path, M_EARLY)?;
+    let early_boundary_ms = (early != 0).then_some(early);
+    // (bits, ids) of each held generation's filter.
+    let filters = rows.iter().map(|(_, r)| (r.num_bits, r.count));
     Ok(DedupStats {
-        ids_held: f.ids_in_tables,
-        window: Duration::from_millis(f.window_ms),
+        ids_held,
+        window: Duration::from_millis(window_ms),
         effective_window: Duration::from_millis(generations::effective_window_ms(
-            f.window_ms,
-            f.early_boundary_ms,
-            now_ms,
+            window_ms,
+            early_boundary_ms,
+            to_ms(now),
         )),
-        capacity: f.capacity,
-        generations: f.gens.len() as u64,
-        bloom_bytes: f.gens.iter().map(|g| g.0 / 8).sum(),
-        false_positive_rate: generations::union_false_positive_rate(f.gens.iter().copied()),
-        duplicates: f.duplicates,
-        checkpoint: f.checkpoint,
+        capacity: meta(&tx, path, M_CAPACITY)?,
+        generations: rows.len() as u64,
+        bloom_bytes: filters.clone().map(|(bits, _)| bits / 8).sum(),
+        false_positive_rate: bloom::union_false_positive_rate(filters),
+        duplicates: meta(&tx, path, M_DUPLICATES)?,
+        checkpoint: meta(&tx, path, M_CHECKPOINT)?,
         pending: 0,
         in_flight: 0,
         file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-    })
-}
-
-/// Figures read from an index file alone (`ferry dedup stats`).
-#[derive(Debug, Clone, serde::Serialize)]
-struct FileFigures {
-    pub window_ms: u64,
-    pub capacity: u64,
-    pub checkpoint: u64,
-    pub early_boundary_ms: Option<u64>,
-    pub duplicates: u64,
-    /// (bits, ids) per held generation, oldest first.
-    pub gens: Vec<(u64, u64)>,
-    /// Ids in the runs (should equal the sum of the counts).
-    pub ids_in_tables: u64,
-    pub oldest_start_ms: Option<u64>,
-    pub now_ms: u64,
-}
-
-/// Reads the figures of an index opened with [`open_read_only`].
-fn file_figures(db: &Database, path: &Path, now: SystemTime) -> Result<FileFigures, DedupError> {
-    let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
-    let rows = gen_rows(&tx, path)?;
-    let runs = tx
-        .open_table(RUNS)
-        .map_err(|e| DedupError::index(path, e))?;
-    let mut ids_in_tables = 0;
-    for (id, _) in &rows {
-        let held = held_runs(&runs, *id).map_err(|e| DedupError::index(path, e))?;
-        ids_in_tables += held.iter().map(|(_, ids)| ids).sum::<u64>();
-    }
-    let early = meta(&tx, path, M_EARLY)?;
-    Ok(FileFigures {
-        window_ms: meta(&tx, path, M_WINDOW)?,
-        capacity: meta(&tx, path, M_CAPACITY)?,
-        checkpoint: meta(&tx, path, M_CHECKPOINT)?,
-        early_boundary_ms: (early != 0).then_some(early),
-        duplicates: meta(&tx, path, M_DUPLICATES)?,
-        gens: rows.iter().map(|(_, r)| (r.num_bits, r.count)).collect(),
-        ids_in_tables,
-        oldest_start_ms: rows.first().map(|(_, r)| r.start_ms),
-        now_ms: to_ms(now),
     })
 }

@@ -1,5 +1,6 @@
-//! A request's claim on its new ids, from `begin` until the append's outcome:
-//! commit (the events are durable in the WAL) or abort (they are not).
+//! [`Ticket`]: a request's claim on its new ids, from `begin` until the
+//! append's outcome: commit (the events are durable in the WAL) or abort
+//! (they are not).
 
 use super::clock::to_ms;
 use super::key::Key;
@@ -61,9 +62,7 @@ impl Ticket {
         let shared = &self.dedup.inner.shared;
         let now = to_ms(shared.clock.now());
         if shared.lock().commit(&owned, now, now, offsets) {
-            if let Some(t) = shared.writer_thread.get() {
-                t.unpark();
-            }
+            shared.wake_writer();
         }
     }
 

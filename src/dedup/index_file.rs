@@ -1,5 +1,6 @@
-//! The dedup index file (redb): its tables, loading it at start-up, look-ups
-//! of bloom hits, and the read-only figures `ferry dedup stats` prints.
+//! The dedup index file (redb): its tables, opening it (read-write, or
+//! read-only for `ferry dedup stats`), loading it at start-up, and look-ups
+//! of bloom hits.
 //!
 //! Tables: `meta` (checkpoint and counters), `generations` (one row per held
 //! generation), `blooms` (persisted filters), `runs` (the sorted runs of each
@@ -10,11 +11,11 @@
 //! one by one.
 
 use super::bloom::{Bloom, BITS_PER_ID};
-use super::error::DedupError;
+use super::error::{AtPath, DedupError};
 use super::generations::{Filter, Generation};
 use super::key::Key;
 use super::runs::{self, RUNS};
-use redb::{Database, ReadTransaction, ReadableTable, TableDefinition};
+use redb::{Database, ReadTransaction, ReadableTable, StorageError, TableDefinition};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::SystemTime;
@@ -28,8 +29,10 @@ pub(crate) const FORMAT: u64 = 3;
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Generation id → (start ms, ids, filter bits, bits set per id (8), ids
 /// covered by the persisted filter, next run id).
-pub(crate) const GENS: TableDefinition<u64, (u64, u64, u64, u64, u64, u64)> =
-    TableDefinition::new("generations");
+pub(crate) const GENS: TableDefinition<u64, GenTuple> = TableDefinition::new("generations");
+
+/// A row of `generations` as stored (see [`GenRow`]).
+pub(crate) type GenTuple = (u64, u64, u64, u64, u64, u64);
 
 /// Generation id → its filter's bytes (split blocks of 8 × 32-bit words).
 pub(crate) const BLOOMS: TableDefinition<u64, &[u8]> = TableDefinition::new("blooms");
@@ -58,7 +61,7 @@ pub(crate) struct GenRow {
 }
 
 impl GenRow {
-    pub fn from_tuple(t: (u64, u64, u64, u64, u64, u64)) -> GenRow {
+    pub fn from_tuple(t: GenTuple) -> GenRow {
         GenRow {
             start_ms: t.0,
             count: t.1,
@@ -68,7 +71,7 @@ impl GenRow {
             next_run: t.5,
         }
     }
-    pub fn to_tuple(self) -> (u64, u64, u64, u64, u64, u64) {
+    pub fn to_tuple(self) -> GenTuple {
         (
             self.start_ms,
             self.count,
@@ -106,71 +109,57 @@ pub(crate) fn open(
             Database::builder()
                 .set_cache_size(cache_bytes)
                 .create(path)
-                .map_err(|e| DedupError::index(path, e))
+                .at(path)
         })
     };
     let mut db = create()?;
-    if let Some(old) = stored_format(&db, path)?.filter(|&f| f < FORMAT) {
-        // The layout of an earlier ferry. Every id it holds is also in the
-        // log above its checkpoint or older; a new index re-indexed from
-        // the log keeps every retained id, and can only forget older ones
-        // (a duplicate stored, never an event dropped).
-        tracing::warn!(
-            path = %path.display(),
-            format = old,
-            "the dedup index has an earlier layout; starting a new one, re-indexed from the log"
-        );
-        drop(db);
-        std::fs::remove_file(path).map_err(|e| DedupError::index(path, e))?;
-        db = create()?;
-    }
-    let tx = db.begin_write().map_err(|e| DedupError::index(path, e))?;
-    {
-        let mut meta = tx
-            .open_table(META)
-            .map_err(|e| DedupError::index(path, e))?;
-        let format = meta
-            .get(M_FORMAT)
-            .map_err(|e| DedupError::index(path, e))?
-            .map(|v| v.value());
-        match format {
-            None => {
-                meta.insert(M_FORMAT, FORMAT)
-                    .map_err(|e| DedupError::index(path, e))?;
-            }
-            Some(FORMAT) => {}
-            Some(other) => {
-                return Err(DedupError::Corruption {
-                    path: path.to_path_buf(),
-                    reason: format!("unknown index format {other} (this ferry reads {FORMAT})"),
-                })
-            }
+    match stored_format(&db, path)? {
+        Some(old) if old < FORMAT => {
+            // The layout of an earlier ferry. Every id it holds is also in
+            // the log above its checkpoint or older; a new index re-indexed
+            // from the log keeps every retained id, and can only forget
+            // older ones (a duplicate stored, never an event dropped).
+            tracing::warn!(
+                path = %path.display(),
+                format = old,
+                "the dedup index has an earlier layout; starting a new one, re-indexed from the log"
+            );
+            drop(db);
+            std::fs::remove_file(path).at(path)?;
+            db = create()?;
         }
-        meta.insert(M_WINDOW, window_ms)
-            .map_err(|e| DedupError::index(path, e))?;
-        meta.insert(M_CAPACITY, capacity)
-            .map_err(|e| DedupError::index(path, e))?;
-        tx.open_table(GENS)
-            .map_err(|e| DedupError::index(path, e))?;
-        tx.open_table(BLOOMS)
-            .map_err(|e| DedupError::index(path, e))?;
-        tx.open_table(RUNS)
-            .map_err(|e| DedupError::index(path, e))?;
+        Some(other) if other > FORMAT => {
+            return Err(DedupError::Corruption {
+                path: path.to_path_buf(),
+                reason: format!("unknown index format {other} (this ferry reads {FORMAT})"),
+            })
+        }
+        _ => {}
     }
-    tx.commit().map_err(|e| DedupError::index(path, e))?;
+    let tx = db.begin_write().at(path)?;
+    {
+        let mut meta = tx.open_table(META).at(path)?;
+        meta.insert(M_FORMAT, FORMAT).at(path)?;
+        meta.insert(M_WINDOW, window_ms).at(path)?;
+        meta.insert(M_CAPACITY, capacity).at(path)?;
+        tx.open_table(GENS).at(path)?;
+        tx.open_table(BLOOMS).at(path)?;
+        tx.open_table(RUNS).at(path)?;
+    }
+    tx.commit().at(path)?;
     compact_if_sparse(&mut db, path, COMPACT_MIN_BYTES)?;
     Ok(db)
 }
 
 /// The layout version a file records, if it records one.
 fn stored_format(db: &Database, path: &Path) -> Result<Option<u64>, DedupError> {
-    let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
+    let tx = db.begin_read().at(path)?;
     let t = match tx.open_table(META) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
         Err(e) => return Err(DedupError::index(path, e)),
     };
-    let v = t.get(M_FORMAT).map_err(|e| DedupError::index(path, e))?;
+    let v = t.get(M_FORMAT).at(path)?;
     Ok(v.map(|v| v.value()))
 }
 
@@ -196,8 +185,8 @@ pub(crate) fn compact_if_sparse(
     if file < min_bytes {
         return Ok(false);
     }
-    let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
-    let live: u64 = gen_rows(&tx, path)?
+    let tx = db.begin_read().at(path)?;
+    let live: u64 = read_gen_rows(&tx, path)?
         .iter()
         .map(|(_, r)| r.count * BYTES_PER_ID + 2 * r.num_bits / 8)
         .sum();
@@ -206,7 +195,7 @@ pub(crate) fn compact_if_sparse(
         return Ok(false);
     }
     let started = std::time::Instant::now();
-    db.compact().map_err(|e| DedupError::index(path, e))?;
+    db.compact().at(path)?;
     let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     tracing::info!(
         before = file,
@@ -230,39 +219,41 @@ pub(crate) fn open_read_only(path: &Path) -> Result<Database, DedupError> {
         .set_cache_size(16 << 20)
         .set_repair_callback(|s| s.abort())
         .open(path)
-        .map_err(|e| DedupError::index(path, e))
+        .at(path)
 }
 
 /// Reads a `meta` value (0 when absent).
 pub(crate) fn meta(tx: &ReadTransaction, path: &Path, name: &str) -> Result<u64, DedupError> {
-    let t = tx
-        .open_table(META)
-        .map_err(|e| DedupError::index(path, e))?;
-    let v = t.get(name).map_err(|e| DedupError::index(path, e))?;
+    let t = tx.open_table(META).at(path)?;
+    let v = t.get(name).at(path)?;
     Ok(v.map(|v| v.value()).unwrap_or(0))
 }
 
 /// The rows of `generations`, oldest first.
 pub(crate) fn gen_rows(
-    tx: &ReadTransaction,
-    path: &Path,
-) -> Result<Vec<(u64, GenRow)>, DedupError> {
-    let t = tx
-        .open_table(GENS)
-        .map_err(|e| DedupError::index(path, e))?;
+    table: &impl ReadableTable<u64, GenTuple>,
+) -> Result<Vec<(u64, GenRow)>, StorageError> {
     let mut rows = Vec::new();
-    for r in t.iter().map_err(|e| DedupError::index(path, e))? {
-        let (k, v) = r.map_err(|e| DedupError::index(path, e))?;
+    for r in table.iter()? {
+        let (k, v) = r?;
         rows.push((k.value(), GenRow::from_tuple(v.value())));
     }
     Ok(rows)
+}
+
+/// The rows of `generations` in a read transaction, oldest first.
+pub(crate) fn read_gen_rows(
+    tx: &ReadTransaction,
+    path: &Path,
+) -> Result<Vec<(u64, GenRow)>, DedupError> {
+    gen_rows(&tx.open_table(GENS).at(path)?).at(path)
 }
 
 /// Loads positions, counters and every held generation's filter: the
 /// persisted one when it covers all the generation's ids, else rebuilt by a
 /// scan of its id table (after a crash: at most the active generation).
 pub(crate) fn load(db: &Database, path: &Path) -> Result<Loaded, DedupError> {
-    let tx = db.begin_read().map_err(|e| DedupError::index(path, e))?;
+    let tx = db.begin_read().at(path)?;
     let early = meta(&tx, path, M_EARLY)?;
     let mut loaded = Loaded {
         checkpoint: meta(&tx, path, M_CHECKPOINT)?,
@@ -272,10 +263,8 @@ pub(crate) fn load(db: &Database, path: &Path) -> Result<Loaded, DedupError> {
         gens: Vec::new(),
         rebuilt: 0,
     };
-    let blooms = tx
-        .open_table(BLOOMS)
-        .map_err(|e| DedupError::index(path, e))?;
-    for (id, row) in gen_rows(&tx, path)? {
+    let blooms = tx.open_table(BLOOMS).at(path)?;
+    for (id, row) in read_gen_rows(&tx, path)? {
         let corrupt = |reason: String| DedupError::Corruption {
             path: path.to_path_buf(),
             reason: format!("generation {id}: {reason}"),
@@ -284,7 +273,7 @@ pub(crate) fn load(db: &Database, path: &Path) -> Result<Loaded, DedupError> {
             return Err(corrupt(format!("bad filter shape {row:?}")));
         }
         let snapshot = if row.snapshot_count == row.count {
-            blooms.get(id).map_err(|e| DedupError::index(path, e))?
+            blooms.get(id).at(path)?
         } else {
             None
         };
@@ -310,7 +299,7 @@ pub(crate) fn load(db: &Database, path: &Path) -> Result<Loaded, DedupError> {
                         Ok(t) => runs::for_each_key(&t, |k| {
                             bloom.insert(Key::from_u128(k).bloom_hash());
                         })
-                        .map_err(|e| e.at(path))?,
+                        .at(path)?,
                         Err(redb::TableError::TableDoesNotExist(_)) => {}
                         Err(e) => return Err(DedupError::index(path, e)),
                     }
@@ -349,11 +338,8 @@ pub(crate) fn lookup(
     path: &Path,
     queries: &[(Key, Vec<u64>)],
 ) -> Result<Vec<Option<SystemTime>>, DedupError> {
-    let e = |err: redb::StorageError| DedupError::index(path, err);
-    let tx = db.begin_read().map_err(|x| DedupError::index(path, x))?;
-    let runs_table = tx
-        .open_table(RUNS)
-        .map_err(|x| DedupError::index(path, x))?;
+    let tx = db.begin_read().at(path)?;
+    let runs_table = tx.open_table(RUNS).at(path)?;
     // Opened once per call: each generation's runs (newest first), and the
     // tables they are in.
     let mut held: HashMap<u64, Vec<u64>> = HashMap::new();
@@ -366,7 +352,7 @@ pub(crate) fn lookup(
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
                     let mut runs: Vec<u64> = held_runs(&runs_table, id)
-                        .map_err(e)?
+                        .at(path)?
                         .into_iter()
                         .map(|(run, _)| run)
                         .collect();
@@ -390,7 +376,7 @@ pub(crate) fn lookup(
                     }
                 };
                 let Some(table) = table else { continue };
-                if let Some(t) = runs::find(table, run, key.as_u128()).map_err(|x| x.at(path))? {
+                if let Some(t) = runs::find(table, run, key.as_u128()).at(path)? {
                     found = Some(super::clock::from_ms(t));
                     break 'gens;
                 }
