@@ -134,7 +134,7 @@ async fn backoff_follows_full_jitter_and_retry_after_with_paused_time() {
         seen: seen.clone(),
     });
     let cfg = dest(
-        "name='s'\ntype='file'\npath='/unused'\n[retry]\nbase='1s'\ncap='5m'\nmax_duration='4h'\n",
+        "name='s'\ntype='file'\npath='/unused'\nbatch_size=1\n[retry]\nbase='1s'\ncap='5m'\nmax_duration='4h'\n",
     );
     for (u, s) in [("a", 0), ("a", 1), ("b", 0)] {
         e.log.append(vec![step(u, s).logged()]).await.unwrap();
@@ -181,6 +181,56 @@ async fn backoff_follows_full_jitter_and_retry_after_with_paused_time() {
     assert_eq!(e.store.cursors().unwrap()["s"], 3);
 }
 
+/// A file destination batches by default: one request carries the heads of
+/// many users; a failed request is retried after the backoff, each user's
+/// later events waiting behind its head.
+#[tokio::test(start_paused = true)]
+async fn a_batched_request_carries_one_event_per_user_and_keeps_order() {
+    let e = env();
+    let seen = Deliveries::default();
+    let mut script = HashMap::new();
+    script.insert(
+        "a-0".to_string(),
+        VecDeque::from(vec![retry(500, None), retry(503, None)]),
+    );
+    let sink = Arc::new(Scripted {
+        script: Mutex::new(script),
+        attempts: Mutex::default(),
+        seen: seen.clone(),
+    });
+    let cfg = dest(
+        "name='s'\ntype='file'\npath='/unused'\n[retry]\nbase='1s'\ncap='5m'\nmax_duration='4h'\n",
+    );
+    assert_eq!(
+        cfg.batch_size(),
+        1000,
+        "a file destination batches by default"
+    );
+    for (u, s) in [("a", 0), ("a", 1), ("b", 0), ("a", 2)] {
+        e.log.append(vec![step(u, s).logged()]).await.unwrap();
+    }
+    let delivery = Delivery::start(
+        e.log.clone(),
+        e.store.clone(),
+        vec![(cfg.clone(), sink.clone())],
+    )
+    .unwrap();
+    seen.wait_until(|s| s.len() == 4).await;
+    delivery.shutdown().await;
+    let order = seen.snapshot();
+    let at = |id: &str| order.iter().position(|x| x == id).unwrap();
+    assert!(at("a-0") < at("a-1") && at("a-1") < at("a-2"), "{order:?}");
+    let attempts = sink.attempts.lock().unwrap().clone();
+    let first: Vec<&str> = attempts.iter().take(2).map(|(i, _)| i.as_str()).collect();
+    assert_eq!(first, ["a-0", "b-0"], "one request, one head per user");
+    let tries = |id: &str| attempts.iter().filter(|(i, _)| i == id).count();
+    assert_eq!(tries("a-0"), 3, "failed twice, then delivered");
+    assert_eq!(tries("b-0"), 2, "failed with a-0's request, then delivered");
+    assert_eq!(tries("a-1"), 1, "sent only once a-0 was delivered");
+    assert_eq!(tries("a-2"), 1);
+    assert_eq!(e.store.cursors().unwrap()["s"], 4);
+}
+
 #[tokio::test(start_paused = true)]
 async fn giving_up_after_max_duration_dead_letters_and_moves_on() {
     let e = env();
@@ -196,7 +246,7 @@ async fn giving_up_after_max_duration_dead_letters_and_moves_on() {
         seen: seen.clone(),
     });
     let cfg = dest(
-        "name='s'\ntype='file'\npath='/unused'\n[retry]\nbase='1s'\ncap='1m'\nmax_duration='1h'\n",
+        "name='s'\ntype='file'\npath='/unused'\nbatch_size=1\n[retry]\nbase='1s'\ncap='1m'\nmax_duration='1h'\n",
     );
     e.log
         .append(vec![step("a", 0).logged(), step("a", 1).logged()])

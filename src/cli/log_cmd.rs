@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::log as ferry_log;
+use crate::stored_event;
 
 /// Read-only log commands.
 #[derive(Debug, Subcommand)]
@@ -140,17 +141,18 @@ fn dump(view: &LogView, from: Option<u64>, limit: Option<u64>) -> Result<ExitCod
     let mut n = 0;
     while limit.is_none_or(|l| n < l) {
         let Some(rec) = reader.next()? else { break };
-        let payload = match serde_json::from_slice::<serde_json::Value>(&rec.payload) {
-            Ok(v) => serde_json::json!({ "offset": rec.offset, "payload": v }),
-            Err(_) => match std::str::from_utf8(&rec.payload) {
-                Ok(s) => serde_json::json!({ "offset": rec.offset, "payload_text": s }),
-                Err(_) => {
-                    use base64::Engine;
-                    let b64 = base64::engine::general_purpose::STANDARD.encode(&rec.payload);
-                    serde_json::json!({ "offset": rec.offset, "payload_base64": b64 })
-                }
-            },
-        };
+        let payload =
+            match serde_json::from_slice::<serde_json::Value>(stored_event::json(&rec.payload)) {
+                Ok(v) => serde_json::json!({ "offset": rec.offset, "payload": v }),
+                Err(_) => match std::str::from_utf8(&rec.payload) {
+                    Ok(s) => serde_json::json!({ "offset": rec.offset, "payload_text": s }),
+                    Err(_) => {
+                        use base64::Engine;
+                        let b64 = base64::engine::general_purpose::STANDARD.encode(&rec.payload);
+                        serde_json::json!({ "offset": rec.offset, "payload_base64": b64 })
+                    }
+                },
+            };
         serde_json::to_writer(&mut out, &payload)?;
         out.write_all(b"\n")?;
         n += 1;

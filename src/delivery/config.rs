@@ -45,20 +45,23 @@ pub struct DestinationConfig {
     /// Which events it receives. Default: all.
     #[serde(default)]
     pub filter: EventFilter,
-    /// Events per request: 1 sends one JSON object; more send
-    /// `{"batch": [...]}`. Default: 1.
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
-    /// Byte cap of one batched request body. Default: 512 KiB.
-    #[serde(default = "default_batch_bytes")]
-    pub batch_max_bytes: usize,
-    /// Requests in flight at once. Default: 16.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
+    /// Events per request (webhook: 1 sends one JSON object, more send
+    /// `{"batch": [...]}`; file: lines per write and fsync). Default:
+    /// webhook 1, file 1000; see [`DestinationConfig::batch_size`].
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Byte cap of one request's events (at least one event is sent).
+    /// Default: webhook 512 KiB, file 4 MiB.
+    #[serde(default)]
+    pub batch_max_bytes: Option<usize>,
+    /// Requests in flight at once. Default: webhook 16, file 2.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
     /// Events read ahead of the cursor (bounds memory and head-of-line
-    /// waiting); when full, the destination pauses. Default: 10000.
-    #[serde(default = "default_window")]
-    pub window: usize,
+    /// waiting); when full, the destination pauses. Default: the larger of
+    /// 10000 and 2 × batch_size × concurrency.
+    #[serde(default)]
+    pub window: Option<usize>,
     /// Where a destination seen for the first time starts. Default: earliest.
     #[serde(default)]
     pub start: StartAt,
@@ -145,6 +148,42 @@ impl Default for RetryConfig {
 }
 
 impl DestinationConfig {
+    /// Events per request, as set or this type's default.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size.unwrap_or(match self.kind {
+            DestinationType::Webhook => 1,
+            DestinationType::File => 1000,
+        })
+    }
+
+    /// Byte cap of one request's events, as set or this type's default.
+    pub fn batch_max_bytes(&self) -> usize {
+        self.batch_max_bytes.unwrap_or(match self.kind {
+            DestinationType::Webhook => 512 * 1024,
+            DestinationType::File => 4 * 1024 * 1024,
+        })
+    }
+
+    /// Requests in flight, as set or this type's default.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.unwrap_or(match self.kind {
+            DestinationType::Webhook => 16,
+            DestinationType::File => 2,
+        })
+    }
+
+    /// Events read ahead of the cursor: as set, or derived from the batch
+    /// size and concurrency so every request in flight can be full.
+    pub fn window(&self) -> usize {
+        self.window.unwrap_or_else(|| {
+            let full = self
+                .batch_size()
+                .saturating_mul(self.concurrency())
+                .saturating_mul(2);
+            full.clamp(DEFAULT_WINDOW, MAX_DERIVED_WINDOW)
+        })
+    }
+
     /// Checks values serde cannot; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
         let at = |key: &str| format!("destinations[{}].{key}", self.name);
@@ -159,17 +198,15 @@ impl DestinationConfig {
                 self.name
             ));
         }
-        if self.batch_size == 0 {
-            return Err(format!("{} must be at least 1", at("batch_size")));
-        }
-        if self.concurrency == 0 {
-            return Err(format!("{} must be at least 1", at("concurrency")));
-        }
-        if self.window < self.batch_size * self.concurrency.min(64) {
-            return Err(format!(
-                "{} must be at least batch_size × concurrency",
-                at("window")
-            ));
+        for (key, value) in [
+            ("batch_size", self.batch_size),
+            ("batch_max_bytes", self.batch_max_bytes),
+            ("concurrency", self.concurrency),
+            ("window", self.window),
+        ] {
+            if value == Some(0) {
+                return Err(format!("{} must be at least 1", at(key)));
+            }
         }
         if self.retry.base.is_zero() || self.retry.cap < self.retry.base {
             return Err(format!("{} must be > 0 and ≤ retry.cap", at("retry.base")));
@@ -196,6 +233,12 @@ impl DestinationConfig {
         Ok(())
     }
 }
+
+/// The read-ahead window when batches are small.
+const DEFAULT_WINDOW: usize = 10_000;
+/// The largest window derived from the batch size and concurrency (an
+/// explicit `window` may be larger).
+const MAX_DERIVED_WINDOW: usize = 1_000_000;
 
 /// Parses "50ms", "10s", "5m", "4h" (and combinations like "1h 30m").
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -233,18 +276,6 @@ pub fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Durat
         .transpose()
 }
 
-fn default_batch_size() -> usize {
-    1
-}
-fn default_batch_bytes() -> usize {
-    512 * 1024
-}
-fn default_concurrency() -> usize {
-    16
-}
-fn default_window() -> usize {
-    10_000
-}
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -278,10 +309,40 @@ mod tests {
     fn webhook_with_defaults() {
         let c =
             parse("name = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\n").unwrap();
-        assert_eq!(c.batch_size, 1);
+        assert_eq!(c.batch_size(), 1);
+        assert_eq!(c.concurrency(), 16);
+        assert_eq!(c.window(), 10_000);
         assert_eq!(c.timeout, Duration::from_secs(10));
         assert_eq!(c.retry.cap, Duration::from_secs(300));
         assert_eq!(c.start, StartAt::Earliest);
+    }
+
+    #[test]
+    fn a_file_destination_batches_by_default() {
+        let c = parse("name = \"f\"\ntype = \"file\"\npath = \"/tmp/x.jsonl\"\n").unwrap();
+        assert_eq!(c.batch_size(), 1000);
+        assert_eq!(c.batch_max_bytes(), 4 * 1024 * 1024);
+        assert_eq!(c.concurrency(), 2);
+        assert!(c.window() >= c.batch_size() * c.concurrency());
+    }
+
+    #[test]
+    fn any_batch_size_and_concurrency_start_and_the_window_follows() {
+        for batch in [1, 7, 500, 1000, 5000, 100_000] {
+            for concurrency in [1, 4, 16, 64] {
+                let text = format!(
+                    "name = \"h\"\ntype = \"webhook\"\nurl = \"http://x\"\nbatch_size = {batch}\nconcurrency = {concurrency}\n"
+                );
+                let c = parse(&text).unwrap_or_else(|e| panic!("{batch}×{concurrency}: {e}"));
+                assert!(
+                    c.window() >= (batch * concurrency).min(500_000),
+                    "{batch}×{concurrency}"
+                );
+            }
+        }
+        // An explicit window is taken as it is, even below a batch.
+        let c = parse("name = \"h\"\ntype = \"webhook\"\nurl = \"http://x\"\nbatch_size = 1000\nwindow = 10\n").unwrap();
+        assert_eq!(c.window(), 10);
     }
 
     #[test]

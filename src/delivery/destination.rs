@@ -5,7 +5,7 @@
 
 use super::backoff::{next_delay, Outcome};
 use super::config::DestinationConfig;
-use super::event::{EventMeta, LoggedEvent, Wanted};
+use super::event::{LoggedEvent, Wanted};
 use super::order_window::{Attempts, OrderWindow};
 use super::sink::Sink;
 use super::status::{Control, DestinationHandle};
@@ -185,7 +185,7 @@ impl DestinationLoop {
         let start = self.start_cursor().await?;
         self.board.set(&self.cfg.name, start);
         let mut st = LoopState {
-            disp: OrderWindow::new(start, self.cfg.window),
+            disp: OrderWindow::new(start, self.cfg.window()),
             reader: None,
             inflight: JoinSet::new(),
             in_flight_events: 0,
@@ -268,7 +268,7 @@ impl DestinationLoop {
             }
             Control::Reset { to, done } => {
                 self.drain(st).await;
-                st.disp = OrderWindow::new(to, self.cfg.window);
+                st.disp = OrderWindow::new(to, self.cfg.window());
                 st.timers.clear();
                 st.reader = None;
                 let name = self.cfg.name.clone();
@@ -290,7 +290,8 @@ impl DestinationLoop {
         let lag_events = self.log.durable_end().saturating_sub(cursor);
         let lag_seconds = match (lag_events, st.disp.oldest()) {
             (0, _) | (_, None) => 0.0,
-            (_, Some(e)) => crate::stored_event::received_ms(&e.payload)
+            (_, Some(e)) => e
+                .received_ms
                 .map_or(0.0, |ms| clock.now_ms().saturating_sub(ms) as f64 / 1000.0),
         };
         let m = &self.metrics;
@@ -349,7 +350,7 @@ impl DestinationLoop {
                 }
             },
         };
-        let want = (self.cfg.window - disp.len()).min(READ_CHUNK);
+        let want = (self.cfg.window() - disp.len()).min(READ_CHUNK);
         let end = self.log.durable_end();
         let (back, records) = tokio::task::spawn_blocking(move || {
             let mut out: Vec<Record> = Vec::with_capacity(want);
@@ -368,40 +369,27 @@ impl DestinationLoop {
             dest: self.cfg.name.clone(),
             source,
         })?;
+        let mut filtered = 0;
         for r in records {
-            let meta = EventMeta::parse(&r.payload);
-            let wanted = meta.wanted_by(&self.cfg);
-            if !wanted {
-                self.metrics.filtered.get_or_create(&self.labels).inc();
-            }
-            disp.push(
-                LoggedEvent {
-                    offset: r.offset,
-                    payload: Arc::from(r.payload),
-                    meta,
-                },
-                wanted,
-            );
+            let event = LoggedEvent::read(r.offset, r.payload);
+            let wanted = event.meta.wanted_by(&self.cfg);
+            filtered += u64::from(!wanted);
+            disp.push(event, wanted);
+        }
+        if filtered > 0 {
+            self.metrics
+                .filtered
+                .get_or_create(&self.labels)
+                .inc_by(filtered);
         }
         Ok(back)
     }
 
-    /// Starts requests for ready heads, up to `concurrency` in flight.
+    /// Starts requests for ready users, up to `concurrency` in flight.
     fn launch(&self, st: &mut LoopState, clock: &Clock) {
-        let disp = &mut st.disp;
-        while st.inflight.len() < self.cfg.concurrency {
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            while batch.len() < self.cfg.batch_size {
-                let Some(next) = disp.take_ready(1).pop() else {
-                    break;
-                };
-                bytes += next.0.payload.len() + 1;
-                batch.push(next);
-                if bytes >= self.cfg.batch_max_bytes {
-                    break;
-                }
-            }
+        let (batch_size, max_bytes) = (self.cfg.batch_size(), self.cfg.batch_max_bytes());
+        while st.inflight.len() < self.cfg.concurrency() {
+            let batch = st.disp.take_batch(batch_size, max_bytes);
             if batch.is_empty() {
                 return;
             }
@@ -428,24 +416,30 @@ impl DestinationLoop {
     ) -> Result<(), DeliveryError> {
         self.note_health(st, &outcome);
         let m = &self.metrics;
-        for (event, _) in events {
-            let offset = event.offset;
-            match &outcome {
-                Outcome::Delivered => {
-                    st.disp.finish(offset);
-                    m.delivered.get_or_create(&self.labels).inc();
+        match &outcome {
+            Outcome::Delivered => {
+                for (event, _) in &events {
+                    st.disp.finish(event.offset);
                 }
-                Outcome::Permanent { status, error } => {
-                    let attempts = st.disp.failed(offset, sent_ms);
+                m.delivered
+                    .get_or_create(&self.labels)
+                    .inc_by(events.len() as u64);
+            }
+            Outcome::Permanent { status, error } => {
+                for (event, _) in events {
+                    let attempts = st.disp.failed(event.offset, sent_ms);
                     self.dead_letter(&event, &attempts, clock.now_ms(), *status, error)
                         .await?;
-                    st.disp.finish(offset);
+                    st.disp.finish(event.offset);
                 }
-                Outcome::Retry {
-                    status,
-                    error,
-                    retry_after,
-                } => {
+            }
+            Outcome::Retry {
+                status,
+                error,
+                retry_after,
+            } => {
+                for (event, _) in &events {
+                    let offset = event.offset;
                     let attempts = st.disp.failed(offset, sent_ms);
                     let first = attempts.first_ms.unwrap_or(sent_ms);
                     let delay =
@@ -454,7 +448,7 @@ impl DestinationLoop {
                         >= self.cfg.retry.max_duration.as_millis() as u64;
                     if give_up {
                         let why = format!("gave up after {} attempts: {error}", attempts.failures);
-                        self.dead_letter(&event, &attempts, clock.now_ms(), *status, &why)
+                        self.dead_letter(event, &attempts, clock.now_ms(), *status, &why)
                             .await?;
                         st.disp.finish(offset);
                     } else {
@@ -501,7 +495,7 @@ impl DestinationLoop {
             destination: self.cfg.name.clone(),
             offset: event.offset,
             message_id: event.meta.message_id.clone(),
-            event: String::from_utf8_lossy(&event.payload).into_owned(),
+            event: String::from_utf8_lossy(&event.body).into_owned(),
             attempts: attempts.failures,
             first_attempt_ms: attempts.first_ms.unwrap_or(now_ms),
             last_attempt_ms: now_ms,

@@ -1,20 +1,35 @@
-//! A stored event as delivery holds it: its payload and routing fields
-//! (parsed once when it is read from the log, see [`crate::stored_event`]),
-//! and which destinations want it.
+//! A stored event as delivery holds it: its JSON and routing facts (read
+//! from the record's head, see [`crate::stored_event`]), and which
+//! destinations want it.
 
 use super::config::{DestinationConfig, EventFilter};
 pub use crate::stored_event::EventMeta;
-use std::sync::Arc;
+use bytes::Bytes;
 
 /// A stored event read back from the log, with its routing fields.
 #[derive(Debug, Clone)]
 pub struct LoggedEvent {
     /// Log offset.
     pub offset: u64,
-    /// The stored JSON, as stored (sent as is, minus nothing).
-    pub payload: Arc<[u8]>,
+    /// The stored JSON, as stored (sent as is, never re-encoded).
+    pub body: Bytes,
     /// Routing and ordering fields.
     pub meta: EventMeta,
+    /// When ferry received it (Unix ms), if known.
+    pub received_ms: Option<u64>,
+}
+
+impl LoggedEvent {
+    /// The event stored at `offset`, read from its record's payload.
+    pub fn read(offset: u64, payload: Vec<u8>) -> LoggedEvent {
+        let stored = crate::stored_event::StoredEvent::decode(Bytes::from(payload));
+        LoggedEvent {
+            offset,
+            body: stored.json,
+            meta: stored.meta,
+            received_ms: stored.received_ms,
+        }
+    }
 }
 
 /// Which destinations want an event.

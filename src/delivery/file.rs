@@ -60,7 +60,7 @@ impl FileState {
         }
         let mut buf = Vec::new();
         for e in events {
-            buf.extend_from_slice(&e.payload);
+            buf.extend_from_slice(&e.body);
             buf.push(b'\n');
         }
         let f = self.file.as_mut().expect("opened above");
@@ -140,8 +140,9 @@ mod tests {
         for i in 0..5u64 {
             let e = LoggedEvent {
                 offset: i,
-                payload: Arc::from(format!("{{\"n\":{i}}}").as_bytes()),
+                body: bytes::Bytes::from(format!("{{\"n\":{i}}}")),
                 meta: EventMeta::default(),
+                received_ms: None,
             };
             assert_eq!(sink.send(vec![e]).await, Outcome::Delivered);
         }

@@ -1,9 +1,10 @@
 //! Per-destination ordering window: events read from the log wait here
 //! until delivered or dead-lettered. Each user key has a FIFO and only its
-//! head may be in flight or backing off, so a user's events go out in log
-//! order while other users keep flowing. The cursor is the lowest offset not
-//! yet finished; the window is bounded, and when it is full the destination
-//! stops reading (pauses) instead of reordering or dropping.
+//! head may be in flight or backing off, so event N+1 of a user is sent only
+//! once event N has its final outcome, while other users keep flowing; a
+//! request carries the heads of many users. The cursor is the lowest offset
+//! not yet finished; the window is bounded, and when it is full the
+//! destination stops reading (pauses) instead of reordering or dropping.
 
 use super::event::LoggedEvent;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -32,6 +33,8 @@ struct Lane {
     queue: VecDeque<u64>,
     /// The head is in flight or waiting out a backoff.
     busy: bool,
+    /// The user is in the ready queue.
+    queued: bool,
 }
 
 /// The ordering window of one destination.
@@ -96,6 +99,17 @@ impl OrderWindow {
             .count()
     }
 
+    /// Puts `user` in the ready queue if its head is free and it is not
+    /// there yet.
+    fn wake(&mut self, user: Arc<str>) {
+        if let Some(lane) = self.lanes.get_mut(&user) {
+            if !lane.busy && !lane.queued && !lane.queue.is_empty() {
+                lane.queued = true;
+                self.ready.push_back(user);
+            }
+        }
+    }
+
     /// Takes in the next event read from the log. `wanted == false` (filtered
     /// out) finishes it at once.
     pub fn push(&mut self, event: LoggedEvent, wanted: bool) {
@@ -107,12 +121,13 @@ impl OrderWindow {
         if !wanted {
             return;
         }
-        let user: Arc<str> = Arc::from(event.meta.user.as_str());
+        // One allocation per user in the window, not per event.
+        let user: Arc<str> = match self.lanes.get_key_value(event.meta.user.as_str()) {
+            Some((user, _)) => user.clone(),
+            None => Arc::from(event.meta.user.as_str()),
+        };
         let lane = self.lanes.entry(user.clone()).or_default();
         lane.queue.push_back(event.offset);
-        if lane.queue.len() == 1 && !lane.busy {
-            self.ready.push_back(user.clone());
-        }
         let attempts = Attempts {
             failures: 0,
             first_ms: None,
@@ -121,10 +136,11 @@ impl OrderWindow {
             event.offset,
             Slot {
                 event,
-                user,
+                user: user.clone(),
                 attempts,
             },
         );
+        self.wake(user);
     }
 
     /// Skips offsets that are no longer in the log (deleted by retention
@@ -134,18 +150,32 @@ impl OrderWindow {
         self.read_pos = offset;
     }
 
-    /// Up to `max` events whose users' heads are free, marked in flight.
-    /// Each belongs to a different user.
-    pub fn take_ready(&mut self, max: usize) -> Vec<(LoggedEvent, Attempts)> {
+    /// One request's events, marked in flight: the heads of ready users, in
+    /// the order they became ready, until `max_events` or `max_bytes` of
+    /// payload (at least one event). Each belongs to a different user.
+    pub fn take_batch(
+        &mut self,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Vec<(LoggedEvent, Attempts)> {
         let mut out = Vec::new();
-        while out.len() < max {
+        let mut bytes = 0usize;
+        while out.len() < max_events {
             let Some(user) = self.ready.pop_front() else {
                 break;
             };
             let lane = self.lanes.get_mut(&user).expect("ready users have lanes");
             let head = *lane.queue.front().expect("ready lanes are not empty");
-            lane.busy = true;
             let slot = &self.slots[&head];
+            let size = slot.event.body.len() + 1;
+            if !out.is_empty() && bytes + size > max_bytes {
+                // It does not fit: it stays first in line.
+                self.ready.push_front(user);
+                break;
+            }
+            lane.queued = false;
+            lane.busy = true;
+            bytes += size;
             out.push((slot.event.clone(), slot.attempts.clone()));
         }
         out
@@ -168,7 +198,7 @@ impl OrderWindow {
         if lane.queue.is_empty() {
             self.lanes.remove(&slot.user);
         } else {
-            self.ready.push_back(slot.user);
+            self.wake(slot.user);
         }
     }
 
@@ -186,7 +216,7 @@ impl OrderWindow {
         let user = self.slots[&offset].user.clone();
         let lane = self.lanes.get_mut(&user).expect("held events have lanes");
         lane.busy = false;
-        self.ready.push_back(user);
+        self.wake(user);
     }
 }
 
@@ -199,12 +229,17 @@ mod tests {
     fn ev(offset: u64, user: &str) -> LoggedEvent {
         LoggedEvent {
             offset,
-            payload: Arc::from(&b"{}"[..]),
+            body: bytes::Bytes::from_static(b"{}"),
             meta: EventMeta {
                 user: user.into(),
                 ..EventMeta::default()
             },
+            received_ms: None,
         }
+    }
+
+    fn offsets(batch: &[(LoggedEvent, Attempts)]) -> Vec<u64> {
+        batch.iter().map(|(e, _)| e.offset).collect()
     }
 
     #[test]
@@ -213,23 +248,40 @@ mod tests {
         for o in 0..3 {
             d.push(ev(o, "u"), true);
         }
-        let first = d.take_ready(10);
-        assert_eq!(first.len(), 1);
-        assert_eq!(first[0].0.offset, 0);
+        assert_eq!(offsets(&d.take_batch(10, usize::MAX)), [0]);
         assert!(
-            d.take_ready(10).is_empty(),
+            d.take_batch(10, usize::MAX).is_empty(),
             "the next event waits for the head"
         );
         d.failed(0, 5);
         assert!(
-            d.take_ready(10).is_empty(),
+            d.take_batch(10, usize::MAX).is_empty(),
             "a backing-off head still blocks its user"
         );
         d.release(0);
-        assert_eq!(d.take_ready(10)[0].1.failures, 1);
+        assert_eq!(d.take_batch(10, usize::MAX)[0].1.failures, 1);
         d.finish(0);
-        assert_eq!(d.take_ready(10)[0].0.offset, 1);
+        assert_eq!(offsets(&d.take_batch(10, usize::MAX)), [1]);
         assert_eq!(d.cursor(), 1);
+    }
+
+    #[test]
+    fn a_request_carries_the_heads_of_many_users_up_to_its_caps() {
+        let mut d = OrderWindow::new(0, 100);
+        for (o, u) in [(0, "a"), (1, "b"), (2, "a"), (3, "c"), (4, "d")] {
+            d.push(ev(o, u), true);
+        }
+        assert_eq!(offsets(&d.take_batch(3, usize::MAX)), [0, 1, 3]);
+        assert_eq!(offsets(&d.take_batch(3, usize::MAX)), [4], "a's next waits");
+        d.finish(0);
+        assert_eq!(offsets(&d.take_batch(3, usize::MAX)), [2]);
+        // A byte cap: at least one event, then only what fits (3 bytes each).
+        let mut d = OrderWindow::new(0, 100);
+        for o in 0..3 {
+            d.push(ev(o, &format!("u{o}")), true);
+        }
+        assert_eq!(offsets(&d.take_batch(10, 1)), [0]);
+        assert_eq!(offsets(&d.take_batch(10, 6)), [1, 2]);
     }
 
     #[test]
@@ -239,8 +291,7 @@ mod tests {
         d.push(ev(1, "slow"), true);
         d.push(ev(2, "a"), true);
         d.push(ev(3, "b"), true);
-        let sent: Vec<u64> = d.take_ready(10).iter().map(|(e, _)| e.offset).collect();
-        assert_eq!(sent, vec![0, 2, 3]);
+        assert_eq!(offsets(&d.take_batch(10, usize::MAX)), [0, 2, 3]);
         d.failed(0, 1);
         d.finish(2);
         d.finish(3);
@@ -251,10 +302,10 @@ mod tests {
         );
         assert_eq!(d.blocked_users(), 1);
         d.release(0);
-        d.take_ready(10);
+        d.take_batch(10, usize::MAX);
         d.finish(0);
         assert_eq!(d.cursor(), 1);
-        d.take_ready(10);
+        d.take_batch(10, usize::MAX);
         d.finish(1);
         assert_eq!(d.cursor(), 4);
         assert!(d.is_empty());
@@ -272,29 +323,38 @@ mod tests {
     }
 
     proptest! {
-        /// Random finish/fail/release schedules: per-user order holds over
-        /// first sends, and the cursor never passes an unfinished event.
+        /// Random finish/fail/release schedules over requests of random
+        /// size: per-user order holds over first sends, a request carries
+        /// one event per user, and the cursor never passes an unfinished
+        /// event.
         #[test]
-        fn order_and_cursor_hold(users in prop::collection::vec(0u8..5, 1..80), script in prop::collection::vec(0u8..4, 1..400)) {
+        fn order_and_cursor_hold(
+            users in prop::collection::vec(0u8..5, 1..80),
+            script in prop::collection::vec((0u8..4, 1usize..5), 1..400),
+        ) {
             let mut d = OrderWindow::new(0, 16);
             let mut next = 0usize;
             let mut in_flight: Vec<u64> = Vec::new();
             let mut waiting: Vec<u64> = Vec::new();
             let mut done: std::collections::BTreeSet<u64> = Default::default();
             let mut last_sent: HashMap<u8, u64> = HashMap::new();
-            for step in script {
+            for (step, size) in script {
                 while !d.is_full() && next < users.len() {
                     d.push(ev(next as u64, &users[next].to_string()), true);
                     next += 1;
                 }
-                for (e, _) in d.take_ready(3) {
-                    let u = users[e.offset as usize];
+                let batch = offsets(&d.take_batch(size, usize::MAX));
+                let distinct: std::collections::HashSet<u8> =
+                    batch.iter().map(|o| users[*o as usize]).collect();
+                prop_assert_eq!(distinct.len(), batch.len(), "two events of one user in a request");
+                for o in batch {
+                    let u = users[o as usize];
                     if let Some(prev) = last_sent.get(&u) {
-                        prop_assert!(*prev <= e.offset, "user {} out of order", u);
-                        prop_assert!(done.contains(prev) || *prev == e.offset);
+                        prop_assert!(*prev <= o, "user {} out of order", u);
+                        prop_assert!(done.contains(prev) || *prev == o);
                     }
-                    last_sent.insert(u, e.offset);
-                    in_flight.push(e.offset);
+                    last_sent.insert(u, o);
+                    in_flight.push(o);
                 }
                 match step {
                     0 | 1 if !in_flight.is_empty() => { let o = in_flight.remove(0); d.finish(o); done.insert(o); }

@@ -4,7 +4,7 @@
 
 use super::backoff::{next_delay, Outcome};
 use super::destination::{Clock, DestinationLoop};
-use super::event::{EventMeta, LoggedEvent};
+use super::event::LoggedEvent;
 use crate::store::{state_excerpt, DeadLetter};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,12 +59,7 @@ impl DestinationLoop {
         clock: &Clock,
         rng: &mut impl rand::Rng,
     ) -> Option<Option<DeadLetter>> {
-        let payload: Arc<[u8]> = Arc::from(dl.event.as_bytes());
-        let event = LoggedEvent {
-            offset: dl.offset,
-            meta: EventMeta::parse(&payload),
-            payload,
-        };
+        let event = LoggedEvent::read(dl.offset, dl.event.clone().into_bytes());
         let first_ms = clock.now_ms();
         let mut failures = 0u32;
         loop {

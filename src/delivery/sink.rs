@@ -20,16 +20,15 @@ pub trait Sink: Send + Sync + 'static {
 /// the destination is unbatched, else `{"batch": [...]}`.
 pub fn body(events: &[LoggedEvent], batched: bool) -> Vec<u8> {
     if !batched && events.len() == 1 {
-        return events[0].payload.to_vec();
+        return events[0].body.to_vec();
     }
-    let mut out =
-        Vec::with_capacity(events.iter().map(|e| e.payload.len() + 1).sum::<usize>() + 16);
+    let mut out = Vec::with_capacity(events.iter().map(|e| e.body.len() + 1).sum::<usize>() + 16);
     out.extend_from_slice(b"{\"batch\":[");
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(&e.payload);
+        out.extend_from_slice(&e.body);
     }
     out.extend_from_slice(b"]}");
     out

@@ -56,7 +56,7 @@ impl Webhook {
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
             .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .pool_max_idle_per_host(cfg.concurrency);
+            .pool_max_idle_per_host(cfg.concurrency());
         if let Some(path) = &cfg.ca_file {
             for cert in ca_certificates(path).map_err(|e| {
                 format!("destinations[{}].ca_file {}: {e}", cfg.name, path.display())
@@ -71,7 +71,7 @@ impl Webhook {
             client,
             url: cfg.url.clone().unwrap_or_default(),
             secret: cfg.secret.as_ref().map(|s| s.as_bytes().to_vec()),
-            batched: cfg.batch_size > 1,
+            batched: cfg.batch_size() > 1,
         })
     }
 }

@@ -189,6 +189,9 @@ impl Batch {
         dedup: bool,
     ) -> Result<Batch, IngestError> {
         let max_event = state.limits().max_event_bytes;
+        let received_at = envelope.received_at.unwrap_or_else(OffsetDateTime::now_utc);
+        let received_ms =
+            u64::try_from(received_at.unix_timestamp_nanos() / 1_000_000).unwrap_or_default();
         // Dedup keys are hashed as the events are normalised: no copy of the
         // message ids is kept, and nothing is hashed when dedup is off. Only
         // client ids are keys: an id ferry generates is a fresh random UUID
@@ -221,14 +224,13 @@ impl Batch {
                 batch.keys.push(Key::new(source, id));
                 batch.keyed.push(index);
             }
-            batch
-                .records
-                .push(
-                    serde_json::to_vec(&normalised).map_err(|e| IngestError::InvalidEvent {
-                        index,
-                        reason: e.to_string(),
-                    })?,
-                );
+            let record = stored_event::encode(&normalised, received_ms).map_err(|e| {
+                IngestError::InvalidEvent {
+                    index,
+                    reason: e.to_string(),
+                }
+            })?;
+            batch.records.push(record);
         }
         Ok(batch)
     }
