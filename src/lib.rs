@@ -4,13 +4,61 @@
 //! durable in a hand-rolled segmented write-ahead log, and flow from there to
 //! destinations. Data flows one way: ingest → log → delivery.
 //!
+//! `server.rs` assembles a running ferry from a configuration. Imports go one
+//! way, from it down to the neutral helpers at the bottom of this list; how
+//! the parts fit is in docs/architecture.md.
+//!
 //! # Layout
+//! - `main.rs` — the `ferry` binary: parse arguments, run, exit code (mimalloc)
+//! - `server.rs` — a running ferry from a `Config`: `Server::start`, `shutdown`, `run`
+//! - `config.rs` — the `ferry serve` TOML configuration and its validation
+//! - `admin.rs` — the admin API (`/admin/…`, bearer token)
+//! - `retention.rs` — deleting log segments below every committed cursor and the dedup floor
+//! - `metrics.rs` — every Prometheus metric and `/metrics` rendering
+//! - `stored_event.rs` — the stored-event format: the `_ferry` metadata and fields read back
+//! - `data_dir.rs` — `DataDir`: every path in the data directory
+//! - `disk.rs` — telling a full disk (ENOSPC) from other I/O errors; redb create-or-undo
+//! - `error_text.rs` — an error and its causes as one line of text
+//! - `bearer.rs` — bearer-token checks, in constant time
+//! - `ingest/` — the HTTP tracking API (Segment/RudderStack-compatible):
+//!   - `ingest/mod.rs` — router, shared state, in-flight limit, request metrics
+//!   - `ingest/handler.rs` — event endpoints: read, validate, dedup, append, ack
+//!   - `ingest/auth.rs` — write key → source (Basic, query, body)
+//!   - `ingest/body.rs` — size caps on the wire and while inflating gzip
+//!   - `ingest/normalise.rs` — validation and normalisation of one event
+//!   - `ingest/timestamp.rs` — RFC 3339 parsing/formatting, skew correction
+//!   - `ingest/pixel.rs` — tracking pixels (query string → event, 1×1 GIF)
+//!   - `ingest/cors.rs` — CORS for browser SDKs
+//!   - `ingest/health.rs` — `/health` and `/ready`
+//!   - `ingest/error.rs` — ingest errors and their JSON answers
+//! - `dedup/` — exact, crash-safe (source, messageId) dedup (docs/dedup.md):
+//!   - `dedup/mod.rs` — the `Dedup` handle: open, begin (classify, claim, confirm), skip, flush
+//!   - `dedup/supervised.rs` — `SupervisedDedup`: the index in use, reopened after a full disk
+//!   - `dedup/options.rs` — window, capacity, false-positive rate, … (defaults)
+//!   - `dedup/key.rs` — the 128-bit key hash and its collision bound
+//!   - `dedup/clock.rs` — the injected clock the window runs on
+//!   - `dedup/generations.rs` — rotating bloom generations, window and capacity
+//!   - `dedup/bloom.rs` — the split block bloom filter: blocks, sizing, one standalone filter
+//!   - `dedup/filters.rs` — the held generations' filters, interleaved in one huge-page region
+//!   - `dedup/shared.rs` — what handles, tickets and the writer share: state, failure, wake-ups
+//!   - `dedup/state.rs` — claims and pending ids, the locked claim pass
+//!   - `dedup/claim.rs` — `Ticket`: a request's claim on its new ids until commit or abort
+//!   - `dedup/queue.rs` — what requests hand the writer: ops, and the inbox of committed ids
+//!   - `dedup/checkpoint.rs` — the WAL offset below which all is indexed
+//!   - `dedup/reindex.rs` — re-indexing the log past the checkpoint (start-up, reopen)
+//!   - `dedup/writer.rs` — the batching writer thread; durability reasoning
+//!   - `dedup/batch.rs` — one writer batch in one redb transaction: runs, seals, checkpoint
+//!   - `dedup/index_file.rs` — the index's redb file: tables, open, start-up loading, look-ups
+//!   - `dedup/runs.rs` — sorted runs of ids in chunk rows: write, merge, seal, find
+//!   - `dedup/stats.rs` — figures, live or from the file (`ferry dedup stats`)
+//!   - `dedup/error.rs` — the dedup error type, and why a stopped index stopped
+//!   - `dedup/test_hooks.rs` — tests only: no fsync, holding or crashing the writer
 //! - `log/` — the segmented write-ahead log, the single source of truth:
 //!   - `log/mod.rs` — the `Log` handle: options, open, append, retention
 //!   - `log/segment.rs` — a segment file's name and header, byte-exact (docs/format.md)
 //!   - `log/record.rs` — a record's header, encoding, validation, size limit (docs/format.md)
-//!   - `log/storage.rs` — the storage seam (trait) and the real file system
-//!   - `log/crash_storage.rs` — crash-simulating, fault-injecting storage (tests only)
+//!   - `log/storage.rs` — the storage seam (`Storage`) and the real file system
+//!   - `log/crash_storage.rs` — `CrashStorage`: crash-simulating, fault-injecting (tests only)
 //!   - `log/segment_reader.rs` — buffered positioned reads of one segment file
 //!   - `log/scan.rs` — validating walk over a segment, torn tail vs corruption
 //!   - `log/recovery.rs` — opening a log: segment discovery, tail recovery
@@ -19,61 +67,33 @@
 //!   - `log/reader.rs` — iterating records from any offset
 //!   - `log/inspect.rs` — read-only views for `ferry log inspect|dump|verify`
 //!   - `log/error.rs` — the log's error type
-//! - `config.rs` — the `ferry serve` TOML configuration and its validation
-//! - `ingest/` — the HTTP tracking API (Segment/RudderStack-compatible):
-//!   - `ingest/mod.rs` — router, shared state, in-flight limit, `run`
-//!   - `ingest/handler.rs` — event endpoints: read, validate, append, ack
-//!   - `ingest/auth.rs` — write key → source (Basic, query, body)
-//!   - `ingest/body.rs` — size caps on the wire and while inflating gzip
-//!   - `ingest/event.rs` — validation and normalisation of one event
-//!   - `ingest/timestamp.rs` — RFC 3339 parsing/formatting, skew correction
-//!   - `ingest/reindex.rs` — start-up dedup re-index from the log tail
-//!   - `ingest/dedup_slot.rs` — the dedup index in use, reopened after a full disk
-//!   - `ingest/pixel.rs` — tracking pixels (query string → event, 1×1 GIF)
-//!   - `ingest/cors.rs` — CORS for browser SDKs
-//!   - `ingest/health.rs` — `/health` and `/ready`
-//!   - `ingest/error.rs` — ingest errors and their JSON answers
-//! - `dedup/` — exact, crash-safe (source, messageId) dedup (docs/dedup.md):
-//!   - `dedup/mod.rs` — the `Dedup` handle: open, begin (classify, claim, confirm), skip, flush
-//!   - `dedup/options.rs` — window, capacity, false-positive rate, … (defaults)
-//!   - `dedup/key.rs` — the 128-bit key hash and its collision bound
-//!   - `dedup/clock.rs` — the injected clock the window runs on
-//!   - `dedup/generations.rs` — rotating bloom generations, window and capacity
-//!   - `dedup/bloom.rs` — the split block bloom filter: blocks, sizing, one standalone filter
-//!   - `dedup/filters.rs` — the held generations' filters, interleaved in one huge-page region
-//!   - `dedup/shared.rs` — what handles, tickets and the writer share: the locked state, failure, wake-ups
-//!   - `dedup/state.rs` — claims and pending ids, the locked claim pass
-//!   - `dedup/claim.rs` — `Ticket`: a request's claim on its new ids until commit or abort
-//!   - `dedup/queue.rs` — what requests hand the writer: ops, and the inbox of committed ids
-//!   - `dedup/checkpoint.rs` — the WAL offset below which all is indexed
-//!   - `dedup/reindex.rs` — start-up re-index of the WAL tail past the checkpoint
-//!   - `dedup/writer.rs` — the batching writer thread; durability reasoning
-//!   - `dedup/batch.rs` — one writer batch in one redb transaction: runs, seals, filters, checkpoint
-//!   - `dedup/index_file.rs` — the index's redb file: tables, open, start-up loading, look-ups
-//!   - `dedup/runs.rs` — sorted runs of ids in chunk rows: write, merge, seal, find
-//!   - `dedup/stats.rs` — figures, live or from the file (`ferry dedup stats`)
-//!   - `dedup/error.rs` — the dedup error type, and why a stopped index stopped
-//!   - `dedup/test_hooks.rs` — tests only: writing without fsync, holding or crashing the writer
 //! - `delivery/` — routing logged events to destinations:
+//!   - `delivery/mod.rs` — `Delivery`: a loop per destination; the committed cursors
 //!   - `delivery/config.rs` — `[[destinations]]` settings
-//!   - `delivery/event.rs` — routing fields of a stored event
-//!   - `delivery/dispatcher.rs` — per-user ordering window and cursor
+//!   - `delivery/event.rs` — `LoggedEvent`, and which destinations want it
+//!   - `delivery/order_window.rs` — `OrderWindow`: per-user ordering and the cursor
+//!   - `delivery/destination.rs` — `DestinationLoop`: one destination's delivery loop
 //!   - `delivery/backoff.rs` — retry classes, full jitter, Retry-After
 //!   - `delivery/sink.rs` — the transport trait and request bodies
 //!   - `delivery/webhook.rs` — HTTP webhooks (pool per destination, HMAC)
 //!   - `delivery/file.rs` — JSON Lines files with rotation
-//!   - `delivery/worker.rs` — one destination's delivery loop
 //!   - `delivery/replay.rs` — re-delivery of dead letters
 //!   - `delivery/status.rs` — live status and operator controls
-//!   - `delivery/target.rs` — resolving a cursor-reset target
-//! - `metrics.rs` — every Prometheus metric and `/metrics` rendering
+//!   - `delivery/cursor_reset.rs` — where `cursor reset --to …` points
 //! - `store/` — delivery state in redb (`state.redb`):
 //!   - `store/mod.rs` — the `StateStore` handle: open, reopen after a full disk, transactions
 //!   - `store/cursors.rs` — each destination's cursor
 //!   - `store/dead_letters.rs` — dead letters and the replay queue
 //!   - `store/error.rs` — the store's error type: locked, full disk, I/O, corruption
-//! - `admin.rs` — the admin API (`/admin/…`, bearer token)
-//! - `cli/` — the `ferry` command line: one file per subcommand
+//! - `cli/` — the `ferry` command line, one file per subcommand:
+//!   - `cli/mod.rs` — clap types and dispatch
+//!   - `cli/serve.rs` — `ferry serve`: arguments and signals around `server.rs`
+//!   - `cli/config_cmd.rs` — `ferry config check`
+//!   - `cli/log_cmd.rs` — `ferry log inspect|dump|verify`
+//!   - `cli/cursors_cmd.rs` — `ferry cursors` and `ferry cursors reset`
+//!   - `cli/dlq_cmd.rs` — `ferry dlq list|show|replay|purge`
+//!   - `cli/dedup_cmd.rs` — `ferry dedup stats`
+//!   - `cli/state_access.rs` — delivery state for the CLI: the file, or a server's admin API
 
 pub mod admin;
 pub mod bearer;
