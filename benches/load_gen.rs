@@ -5,11 +5,16 @@
 //!
 //! ```text
 //! load_gen --url http://127.0.0.1:18080/v1/batch --body batch.json -c 64 -z 10s \
-//!          [-q RATE] [-H 'Authorization: Basic …'] [--keep-ids]
+//!          [-n REQUESTS] [-q RATE] [-H 'Authorization: Basic …'] [--keep-ids]
 //! ```
 //! The body is a batch (`{"batch": [event, …]}`) or one event; each request
 //! sets every event's `messageId` to `<16 hex digits of this run>-<19-digit
 //! counter>` (36 characters, the length of a UUID), unique across runs.
+//! `--body` may be given more than once: request n then uses body
+//! n mod (number of bodies), e.g. batches for different users.
+//! It stops after `-z` (no request is due from then on), after `-n` requests,
+//! or at the first of the two; at least one is needed. The last line of the
+//! output, `load_gen_summary key=value …`, repeats the figures for scripts.
 //! Without `-q` each connection sends its next request as soon as the last
 //! is answered (closed loop). With `-q RATE`, request n is due at
 //! `start + n / RATE` and its latency counts from then, so a slow server
@@ -34,15 +39,19 @@ struct Args {
     /// Where to POST.
     #[arg(long)]
     url: String,
-    /// JSON body template: a batch or one event.
-    #[arg(long)]
-    body: std::path::PathBuf,
+    /// JSON body template: a batch or one event. Repeatable: requests
+    /// cycle through the bodies.
+    #[arg(long, required = true)]
+    body: Vec<std::path::PathBuf>,
     /// Concurrent connections.
     #[arg(short = 'c', long, default_value_t = 64)]
     conns: usize,
     /// How long to send for (e.g. 10s).
     #[arg(short = 'z', long, value_parser = humantime::parse_duration)]
-    duration: Duration,
+    duration: Option<Duration>,
+    /// Requests to send in all (with -z: whichever ends first).
+    #[arg(short = 'n', long)]
+    requests: Option<u64>,
     /// Requests per second in total (open loop); without it, closed loop.
     #[arg(short = 'q', long)]
     rate: Option<f64>,
@@ -54,19 +63,26 @@ struct Args {
     keep_ids: bool,
 }
 
-/// Makes each request's body: the template with fresh ids written in.
+/// Makes each request's body: a template with fresh ids written in.
 struct Bodies {
-    template: Vec<u8>,
-    /// Where each id goes in the template.
-    slots: Vec<usize>,
+    templates: Vec<Template>,
     /// `<run>-`, the first 17 characters of every id.
     prefix: [u8; 17],
     /// Ids handed out so far.
     next: AtomicU64,
+    /// Bodies handed out so far (picks the template).
+    requests: AtomicU64,
 }
 
-impl Bodies {
-    fn new(template: &Value, keep_ids: bool) -> Result<Bodies, String> {
+/// One serialised body and where its ids go.
+struct Template {
+    bytes: Vec<u8>,
+    /// Where each id goes in `bytes`.
+    slots: Vec<usize>,
+}
+
+impl Template {
+    fn new(template: &Value, keep_ids: bool) -> Result<Template, String> {
         let mut value = template.clone();
         let mut events_with_ids = 0;
         if !keep_ids {
@@ -95,22 +111,35 @@ impl Bodies {
                 "the template holds {PLACEHOLDER:?} itself; change that value"
             ));
         }
+        Ok(Template {
+            bytes: template,
+            slots,
+        })
+    }
+}
+
+impl Bodies {
+    fn new(templates: &[Value], keep_ids: bool) -> Result<Bodies, String> {
+        let templates = templates
+            .iter()
+            .map(|t| Template::new(t, keep_ids))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut prefix = [b'-'; 17];
         prefix[..16].copy_from_slice(format!("{:016x}", rand::random::<u64>()).as_bytes());
         Ok(Bodies {
-            template,
-            slots,
+            templates,
             prefix,
             next: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
         })
     }
 
     fn next(&self) -> Vec<u8> {
-        let mut body = self.template.clone();
-        let first = self
-            .next
-            .fetch_add(self.slots.len() as u64, Ordering::Relaxed);
-        for (i, &at) in self.slots.iter().enumerate() {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed);
+        let t = &self.templates[(n % self.templates.len() as u64) as usize];
+        let mut body = t.bytes.clone();
+        let first = self.next.fetch_add(t.slots.len() as u64, Ordering::Relaxed);
+        for (i, &at) in t.slots.iter().enumerate() {
             let id = &mut body[at..at + ID_LEN];
             id[..17].copy_from_slice(&self.prefix);
             let mut n = first + i as u64;
@@ -150,7 +179,12 @@ struct Plan {
     headers: HeaderMap,
     bodies: Bodies,
     start: Instant,
-    deadline: Instant,
+    deadline: Option<Instant>,
+    /// Requests to send in all, if limited.
+    limit: Option<u64>,
+    /// Requests started so far (the closed loop's count; the open loop
+    /// numbers its requests in `rate`).
+    started: AtomicU64,
     /// Open loop: requests per second, and the next request's number.
     rate: Option<(f64, AtomicU64)>,
 }
@@ -158,14 +192,14 @@ struct Plan {
 async fn connection(plan: Arc<Plan>) -> Tally {
     let mut tally = Tally::default();
     loop {
-        let due = match &plan.rate {
-            None => Instant::now(),
+        let (n, due) = match &plan.rate {
+            None => (plan.started.fetch_add(1, Ordering::Relaxed), Instant::now()),
             Some((rate, next)) => {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                plan.start + Duration::from_secs_f64(n as f64 / rate)
+                (n, plan.start + Duration::from_secs_f64(n as f64 / rate))
             }
         };
-        if due >= plan.deadline {
+        if plan.deadline.is_some_and(|d| due >= d) || plan.limit.is_some_and(|l| n >= l) {
             return tally;
         }
         tokio::time::sleep_until(due.into()).await;
@@ -212,14 +246,22 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let text = std::fs::read(&args.body).map_err(|e| format!("{}: {e}", args.body.display()))?;
-    let template: Value =
-        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", args.body.display()))?;
-    let bodies = Bodies::new(&template, args.keep_ids)?;
-    let ids_per_request = bodies.slots.len();
+    let mut templates = Vec::new();
+    for path in &args.body {
+        let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        templates.push(
+            serde_json::from_slice::<Value>(&text)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        );
+    }
+    let bodies = Bodies::new(&templates, args.keep_ids)?;
+    let ids_per_request = bodies.templates[0].slots.len();
     let url = reqwest::Url::parse(&args.url).map_err(|e| format!("{}: {e}", args.url))?;
     if args.conns == 0 {
         return Err("-c must be at least 1".into());
+    }
+    if args.duration.is_none() && args.requests.is_none() {
+        return Err("give -z DURATION, -n REQUESTS or both".into());
     }
     if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return Err("-q must be a positive rate".into());
@@ -242,7 +284,9 @@ fn run(args: Args) -> Result<(), String> {
             headers,
             bodies,
             start,
-            deadline: start + args.duration,
+            deadline: args.duration.map(|d| start + d),
+            limit: args.requests,
+            started: AtomicU64::new(0),
             rate: args.rate.map(|r| (r, AtomicU64::new(0))),
         });
         let tasks: Vec<_> = (0..args.conns)
@@ -288,6 +332,25 @@ fn run(args: Args) -> Result<(), String> {
             println!("  [{n}] {e}");
         }
     }
+    let ms = |p: f64| {
+        if latencies.is_empty() {
+            f64::NAN
+        } else {
+            1000.0 * percentile(&latencies, p)
+        }
+    };
+    let ok = statuses.get(&200).copied().unwrap_or(0);
+    println!(
+        "load_gen_summary secs={:.4} sent={total} ok={ok} other_status={} errors={} \
+         ids_per_request={ids_per_request} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3}",
+        elapsed.as_secs_f64(),
+        answered - ok,
+        total - answered,
+        ms(50.0),
+        ms(99.0),
+        ms(99.9),
+        ms(100.0),
+    );
     Ok(())
 }
 
