@@ -85,6 +85,9 @@ pub struct Metrics {
     pub lag_events: Family<DestLabels, Gauge>,
     /// Age of the oldest undelivered event (0 when caught up).
     pub lag_seconds: Family<DestLabels, FloatGauge>,
+    /// How fast the backlog grew over the last minute (events/s; negative
+    /// while it shrinks).
+    pub backlog_growth: Family<DestLabels, FloatGauge>,
     /// Longest backoff currently being waited out.
     pub backoff_seconds: Family<DestLabels, FloatGauge>,
     /// The destination's cursor (next offset to deliver).
@@ -138,6 +141,7 @@ impl Metrics {
             in_flight: Family::default(),
             lag_events: Family::default(),
             lag_seconds: Family::default(),
+            backlog_growth: Family::default(),
             backoff_seconds: Family::default(),
             cursor_offset: Family::default(),
             dedup: DedupGauges::default(),
@@ -248,6 +252,11 @@ impl Metrics {
             "ferry_delivery_lag_seconds",
             "Age of the oldest undelivered event",
             self.lag_seconds.clone(),
+        );
+        r.register(
+            "ferry_delivery_backlog_growth_events_per_second",
+            "How fast the backlog grew over the last minute (negative while it shrinks)",
+            self.backlog_growth.clone(),
         );
         r.register(
             "ferry_delivery_backoff_seconds",

@@ -96,6 +96,8 @@ pub struct Server {
     dedup: Option<Arc<SupervisedDedup>>,
     /// Delivery to every destination.
     delivery: Delivery,
+    /// The threads delivery runs on.
+    delivery_runtime: DeliveryThreads,
     /// Whether `server.json` was written (removed at shutdown).
     server_file: bool,
     /// Stops the HTTP server, retention and the dedup supervision.
@@ -165,8 +167,14 @@ impl Server {
         if destinations.is_empty() {
             tracing::warn!("no destinations configured: events are stored but not delivered");
         }
-        let delivery =
-            Delivery::start_with(log.clone(), store.clone(), destinations, metrics.clone())?;
+        let delivery_runtime = delivery_runtime()?;
+        let delivery = Delivery::start_on(
+            delivery_runtime.handle(),
+            log.clone(),
+            store.clone(),
+            destinations,
+            metrics.clone(),
+        )?;
 
         let stop = CancellationToken::new();
         let background = TaskTracker::new();
@@ -223,6 +231,7 @@ impl Server {
             dev_source,
             dedup,
             delivery,
+            delivery_runtime,
             server_file,
             stop,
             background,
@@ -277,6 +286,7 @@ impl Server {
             .and_then(|r| r.map_err(ServerError::Serve));
         self.background.wait().await;
         self.delivery.shutdown().await;
+        drop(self.delivery_runtime);
         if self.server_file {
             let _ = std::fs::remove_file(self.data_dir.server_file());
         }
@@ -294,6 +304,38 @@ pub async fn run(
     let server = Server::start(config, listener).await?;
     shutdown.await;
     server.shutdown().await
+}
+
+/// The runtime delivery runs on: threads of its own (half the cores, at
+/// least one), so that when ingestion alone could use every core, the
+/// operating system still gives delivery its share and the backlog drains.
+fn delivery_runtime() -> Result<DeliveryThreads, ServerError> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads((cores / 2).max(1))
+        .thread_name("ferry-delivery")
+        .enable_all()
+        .build()
+        .map(|r| DeliveryThreads(Some(r)))
+        .map_err(|e| ServerError::Task(format!("cannot start the delivery threads: {e}")))
+}
+
+/// Delivery's runtime, shut down without blocking when dropped (it is
+/// dropped inside the server's own runtime, where blocking is not allowed).
+struct DeliveryThreads(Option<tokio::runtime::Runtime>);
+
+impl DeliveryThreads {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("present until dropped").handle()
+    }
+}
+
+impl Drop for DeliveryThreads {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Opens the log, the delivery state and the dedup index (blocking: the

@@ -441,6 +441,52 @@ async fn retention_waits_for_every_committed_cursor() {
     assert!(e.log.reader(120).is_ok());
 }
 
+/// A destination that cannot deliver while events keep arriving: its status
+/// and `ferry_delivery_backlog_growth_events_per_second` say the backlog
+/// grows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_growth_rate_is_reported_while_a_destination_falls_behind() {
+    let e = env();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cfg = webhook("down", &format!("http://127.0.0.1:{port}/hook"), "");
+    let metrics = Arc::new(ferry::metrics::Metrics::new());
+    let delivery = Delivery::start_with(
+        e.log.clone(),
+        e.store.clone(),
+        vec![(cfg.clone(), make_sink(&cfg).unwrap())],
+        metrics.clone(),
+    )
+    .unwrap();
+    let handle = delivery.destination("down").unwrap().clone();
+    // Events arrive (bounded) until the status reports growth.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut seq = 0;
+    while handle.status().backlog_growth_per_second <= 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no growth reported: {:?}",
+            handle.status()
+        );
+        let batch: Vec<Vec<u8>> = (0..50)
+            .map(|i| step(&format!("u{i}"), seq).logged())
+            .collect();
+        e.log.append(batch).await.unwrap();
+        seq += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = metrics.render(&e.log.stats(), None);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("ferry_delivery_backlog_growth_events_per_second{"))
+        .expect("the growth gauge is exported");
+    let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(value > 0.0, "{line}");
+    delivery.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_refused_is_retried_until_the_destination_comes_up() {
     let e = env();

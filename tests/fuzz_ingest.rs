@@ -101,7 +101,8 @@ impl Target {
         // Whatever was stored is a normalised event.
         let mut reader = self.log.reader(before).unwrap();
         while let Some(rec) = reader.next().unwrap() {
-            let e: Map<String, Value> = serde_json::from_slice(&rec.payload).unwrap();
+            let e: Map<String, Value> =
+                serde_json::from_slice(ferry::stored_event::json(&rec.payload)).unwrap();
             for field in [
                 "type",
                 "messageId",

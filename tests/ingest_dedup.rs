@@ -25,7 +25,7 @@ fn stored(data: &std::path::Path) -> HashMap<(String, String), usize> {
     let mut r = view.reader(view.start_offset()).unwrap();
     let mut out = HashMap::new();
     while let Some(rec) = r.next().unwrap() {
-        let v: Value = serde_json::from_slice(&rec.payload).unwrap();
+        let v: Value = serde_json::from_slice(ferry::stored_event::json(&rec.payload)).unwrap();
         let key = (
             v["_ferry"]["source"].as_str().unwrap().to_string(),
             v["messageId"].as_str().unwrap().to_string(),

@@ -3,6 +3,7 @@
 //! failed heads with full jitter, dead-letter what cannot be delivered, and
 //! commit the cursor in batches (every 100 ms at most, never per event).
 
+use super::backlog::BacklogTrend;
 use super::backoff::{next_delay, Outcome};
 use super::config::DestinationConfig;
 use super::event::{LoggedEvent, Wanted};
@@ -106,6 +107,8 @@ struct LoopState {
     /// The last attempt failed.
     failing: bool,
     last_error: Option<String>,
+    /// How the backlog moved over the last minute.
+    backlog: BacklogTrend,
 }
 
 type Sent = (Vec<(LoggedEvent, Attempts)>, u64, Outcome);
@@ -194,6 +197,7 @@ impl DestinationLoop {
             paused: false,
             failing: false,
             last_error: None,
+            backlog: BacklogTrend::default(),
         };
         let mut durable = self.log.subscribe();
         let mut tick = tokio::time::interval(COMMIT_EVERY);
@@ -213,7 +217,7 @@ impl DestinationLoop {
                 _ = self.cancel.cancelled() => break,
                 Some(c) = control.recv() => {
                     self.obey(&mut st, c).await?;
-                    self.publish(&st, &clock);
+                    self.publish(&mut st, &clock);
                 }
                 Some(done) = st.inflight.join_next() => {
                     let (events, sent_ms, outcome) = done.expect("send tasks do not panic");
@@ -225,7 +229,7 @@ impl DestinationLoop {
                 }
                 _ = tick.tick() => {
                     st.committed = self.commit(&st.disp, st.committed).await?;
-                    self.publish(&st, &clock);
+                    self.publish(&mut st, &clock);
                 }
                 changed = durable.changed(), if caught_up && !st.disp.is_full() && !st.paused => {
                     if changed.is_err() {
@@ -284,8 +288,9 @@ impl DestinationLoop {
         Ok(())
     }
 
-    /// Updates the status and gauges (every commit tick).
-    fn publish(&self, st: &LoopState, clock: &Clock) {
+    /// Updates the status and gauges (every commit tick), and warns when
+    /// the backlog keeps growing.
+    fn publish(&self, st: &mut LoopState, clock: &Clock) {
         let cursor = st.disp.cursor();
         let lag_events = self.log.durable_end().saturating_sub(cursor);
         let lag_seconds = match (lag_events, st.disp.oldest()) {
@@ -294,7 +299,20 @@ impl DestinationLoop {
                 .received_ms
                 .map_or(0.0, |ms| clock.now_ms().saturating_sub(ms) as f64 / 1000.0),
         };
+        let now_ms = clock.now_ms();
+        let growth = st.backlog.record(now_ms, lag_events);
+        if st.backlog.warn_now(now_ms, self.cfg.window() as u64) {
+            tracing::warn!(
+                destination = %self.cfg.name,
+                lag_events,
+                growth_per_second = growth.round(),
+                "destination {} is falling behind: {lag_events} events not yet delivered, {:.0} more every second over the last minute",
+                self.cfg.name,
+                growth
+            );
+        }
         let m = &self.metrics;
+        m.backlog_growth.get_or_create(&self.labels).set(growth);
         m.cursor_offset
             .get_or_create(&self.labels)
             .set(cursor as i64);
@@ -313,6 +331,7 @@ impl DestinationLoop {
             s.committed_cursor = st.committed;
             s.lag_events = lag_events;
             s.lag_seconds = lag_seconds;
+            s.backlog_growth_per_second = growth;
             s.in_flight = st.in_flight_events;
             s.retrying_users = st.timers.len();
             s.paused = st.paused;

@@ -4,6 +4,7 @@
 //! Each destination gets its own task, its own ordering window and its own
 //! connection pool, so a dead or slow destination cannot hold up another.
 
+pub mod backlog;
 pub mod backoff;
 pub mod config;
 mod cursor_reset;
@@ -97,6 +98,20 @@ impl Delivery {
         dests: Vec<(DestinationConfig, Arc<dyn Sink>)>,
         metrics: Arc<Metrics>,
     ) -> Result<Delivery, crate::store::StoreError> {
+        let runtime = tokio::runtime::Handle::current();
+        Self::start_on(&runtime, log, store, dests, metrics)
+    }
+
+    /// Like [`Delivery::start_with`], with the destinations' loops running
+    /// on `runtime` (the server gives delivery threads of its own, so a
+    /// busy ingest API cannot starve it).
+    pub fn start_on(
+        runtime: &tokio::runtime::Handle,
+        log: Log,
+        store: Arc<StateStore>,
+        dests: Vec<(DestinationConfig, Arc<dyn Sink>)>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Delivery, crate::store::StoreError> {
         let board = Arc::new(CursorBoard::default());
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -126,12 +141,12 @@ impl Delivery {
                 metrics: metrics.clone(),
                 handle,
             });
-            tasks.spawn(worker.clone().run_replays());
-            tasks.spawn(async move {
+            tasks.spawn_on(worker.clone().run_replays(), runtime);
+            tasks.spawn_on(async move {
                 if let Err(e) = worker.run(control).await {
                     tracing::error!(destination = %worker.cfg.name, "delivery stopped: {}", crate::error_text::with_causes(&e));
                 }
-            });
+            }, runtime);
         }
         tasks.close();
         Ok(Delivery {

@@ -36,6 +36,9 @@ pub struct DestinationStatus {
     pub lag_events: u64,
     /// Age in seconds of the oldest undelivered event (0 when caught up).
     pub lag_seconds: f64,
+    /// How fast the backlog grew over the last minute, in events per second
+    /// (negative while it shrinks).
+    pub backlog_growth_per_second: f64,
     /// Events in requests in flight.
     pub in_flight: usize,
     /// Users whose head event is waiting out a backoff.

@@ -148,7 +148,8 @@ pub fn read_events(log: &Log) -> Vec<Value> {
     let mut reader = log.reader(log.start_offset()).unwrap();
     let mut out = Vec::new();
     while let Some(record) = reader.next().unwrap() {
-        out.push(serde_json::from_slice(&record.payload).expect("stored payload is JSON"));
+        let json = ferry::stored_event::json(&record.payload);
+        out.push(serde_json::from_slice(json).expect("stored events are JSON"));
     }
     out
 }
