@@ -60,7 +60,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --quiet --bin ferry
 bench_bin() { # the executable of bench target $1, built
   cargo bench --bench "$1" --no-run --message-format=json 2>/dev/null \
     | python3 -c 'import json,sys
@@ -71,6 +70,10 @@ for line in sys.stdin:
 }
 BARE_BIN="$(bench_bin bare_axum)"
 LOAD_BIN="$(bench_bin load_gen)"
+# Built after the benches: building them turns on the test-only `testing`
+# feature (through the dev-dependency on ferry itself) and rebuilds ferry with
+# it; this build puts the plain release binary back.
+cargo build --release --quiet --bin ferry
 KEEP_IDS=()
 if [ "${IDS:-1}" = 0 ]; then KEEP_IDS=(--keep-ids); fi
 
