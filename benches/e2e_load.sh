@@ -121,6 +121,7 @@
 # removed (unless KEEP=1). A server that dies is named with its last log lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export FERRY_BENCH_COMMON="$PWD/benches/common"  # sdk_events.py, the events the scripts send
 
 MODE="${MODE:-rates}"
 RATES="${RATES:-50000 100000 150000 200000}"
@@ -251,33 +252,11 @@ fi
 cat >"$WORK/e2e.py" <<'PY'
 import json, math, os, re, signal, subprocess, sys, time, urllib.request
 
+sys.path.insert(0, os.environ["FERRY_BENCH_COMMON"])
+from sdk_events import browser  # noqa: E402
+
 HZ = os.sysconf("SC_CLK_TCK")
 LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)$', re.M)
-
-
-def browser(k, users):
-    # What a browser's analytics.js sends for the Segment e-commerce spec's
-    # "Product Viewed" (the shape of benches/ingest_load.sh SHAPE=browser), for
-    # user k % users; load_gen adds a unique messageId to every event.
-    u = k % users
-    url = f"https://shop.example.com/products/{k}"
-    return {"type": "track", "event": "Product Viewed", "userId": f"user-{u}",
-            "anonymousId": f"5a1c8e2d-9b3f-4e7a-8c6d-{u:012d}",
-            "properties": {"product_id": f"507f1f77bcf86cd7994390{k % 100:02d}", "sku": f"G-{k}",
-                           "category": "Games", "name": "Monopoly: 3rd Edition", "brand": "Hasbro",
-                           "variant": "200 pieces", "price": 18.99, "quantity": 1, "currency": "USD",
-                           "position": 3, "value": 18.99, "url": url, "image_url": url + ".jpg"},
-            "context": {"library": {"name": "analytics.js", "version": "npm:next-1.84.0"},
-                        "page": {"path": f"/products/{k}", "referrer": "https://www.google.com/",
-                                 "search": "", "title": "Monopoly: 3rd Edition | Example Shop",
-                                 "url": url},
-                        "userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36"
-                                     " (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-                        "userAgentData": {"brands": [{"brand": "Chromium", "version": "131"},
-                                                     {"brand": "Not_A Brand", "version": "24"}],
-                                          "mobile": False, "platform": "macOS"},
-                        "locale": "en-US", "timezone": "Europe/Berlin"},
-            "integrations": {}, "timestamp": "2024-05-01T12:00:00.000Z"}
 
 
 def bodies(work, users):

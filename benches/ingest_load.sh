@@ -97,35 +97,10 @@ done
 
 python3 - "$WORK" "${SHAPE:-minimal}" <<'PY'
 import json, sys
+sys.path.insert(0, "benches/common")
+from sdk_events import browser, minimal
 work = sys.argv[1]
 shape = sys.argv[2]
-pad = "x" * 150
-def minimal(i):
-    # load_gen adds a unique messageId to every event of every request.
-    return {"type": "track", "userId": f"user-{i % 97}", "event": "Product Viewed",
-            "properties": {"sku": f"sku-{i}", "price": 9.99, "pad": pad},
-            "context": {"library": {"name": "load_gen"}}}
-def browser(i):
-    # What a browser's analytics.js sends for the Segment e-commerce spec's
-    # "Product Viewed": the spec's properties, the context analytics.js fills in.
-    url = f"https://shop.example.com/products/{i}"
-    return {"type": "track", "event": "Product Viewed", "userId": f"user-{i % 97}",
-            "anonymousId": f"5a1c8e2d-9b3f-4e7a-8c6d-{i % 97:012d}",
-            "properties": {"product_id": f"507f1f77bcf86cd7994390{i % 100:02d}", "sku": f"G-{i}",
-                           "category": "Games", "name": "Monopoly: 3rd Edition", "brand": "Hasbro",
-                           "variant": "200 pieces", "price": 18.99, "quantity": 1, "currency": "USD",
-                           "position": 3, "value": 18.99, "url": url, "image_url": url + ".jpg"},
-            "context": {"library": {"name": "analytics.js", "version": "npm:next-1.84.0"},
-                        "page": {"path": f"/products/{i}", "referrer": "https://www.google.com/",
-                                 "search": "", "title": "Monopoly: 3rd Edition | Example Shop",
-                                 "url": url},
-                        "userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36"
-                                     " (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-                        "userAgentData": {"brands": [{"brand": "Chromium", "version": "131"},
-                                                     {"brand": "Not_A Brand", "version": "24"}],
-                                          "mobile": False, "platform": "macOS"},
-                        "locale": "en-US", "timezone": "Europe/Berlin"},
-            "integrations": {}, "timestamp": "2024-05-01T12:00:00.000Z"}
 if shape not in ("minimal", "browser"):
     sys.exit(f"SHAPE must be minimal or browser, not {shape!r}")
 event = minimal if shape == "minimal" else browser
