@@ -73,6 +73,9 @@ pub struct Metrics {
     pub records_per_fsync: Histogram,
     /// Events delivered, per destination.
     pub delivered: Family<DestLabels, Counter>,
+    /// Requests sent (webhook requests, file writes), per destination: with
+    /// `delivered`, how full the batches are.
+    pub requests_sent: Family<DestLabels, Counter>,
     /// Failed attempts that will be retried, per destination.
     pub retried: Family<DestLabels, Counter>,
     /// Events dead-lettered, per destination.
@@ -135,6 +138,7 @@ impl Metrics {
             fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 14)),
             records_per_fsync: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             delivered: Family::default(),
+            requests_sent: Family::default(),
             retried: Family::default(),
             dead_lettered: Family::default(),
             filtered: Family::default(),
@@ -222,6 +226,11 @@ impl Metrics {
             "ferry_delivery_delivered",
             "Events delivered",
             self.delivered.clone(),
+        );
+        r.register(
+            "ferry_delivery_requests_sent",
+            "Requests sent (webhook requests, file writes, each fsynced)",
+            self.requests_sent.clone(),
         );
         r.register(
             "ferry_delivery_retried",

@@ -181,6 +181,72 @@ async fn backoff_follows_full_jitter_and_retry_after_with_paused_time() {
     assert_eq!(e.store.cursors().unwrap()["s"], 3);
 }
 
+/// A file destination at its defaults writes many events per write (each
+/// write fsynced before its events count as delivered): 3,000 events of 300
+/// users take a handful of writes, and the file holds every event once, each
+/// user's in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_destination_at_its_defaults_writes_batches() {
+    let e = env();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("events.jsonl");
+    let cfg = dest(&format!(
+        "name='f'\ntype='file'\npath='{}'\n",
+        path.display()
+    ));
+    for seq in 0..10 {
+        let batch: Vec<Vec<u8>> = (0..300)
+            .map(|u| step(&format!("u{u}"), seq).logged())
+            .collect();
+        e.log.append(batch).await.unwrap();
+    }
+    let metrics = Arc::new(ferry::metrics::Metrics::new());
+    let delivery = Delivery::start_with(
+        e.log.clone(),
+        e.store.clone(),
+        vec![(cfg.clone(), make_sink(&cfg).unwrap())],
+        metrics.clone(),
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while e.store.cursors().unwrap().get("f") != Some(&3000) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not delivered: {:?}",
+            e.store.cursors()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    delivery.shutdown().await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let ids: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["messageId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 3000, "every event once");
+    let users: Vec<String> = (0..300).map(|u| format!("u{u}")).collect();
+    assert_complete_and_ordered(&ids, &users, 10);
+    let rendered = metrics.render(&e.log.stats(), None);
+    let writes: f64 = rendered
+        .lines()
+        .find(|l| l.starts_with("ferry_delivery_requests_sent_total{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    // One event per user per write: at least 10 writes (each user has 10
+    // events), and far fewer than one per event.
+    assert!(
+        (10.0..=60.0).contains(&writes),
+        "{writes} writes for 3000 events"
+    );
+}
+
 /// A file destination batches by default: one request carries the heads of
 /// many users; a failed request is retried after the backoff, each user's
 /// later events waiting behind its head.

@@ -414,6 +414,7 @@ impl DestinationLoop {
             }
             let sink = self.sink.clone();
             let sent_ms = clock.now_ms();
+            self.metrics.requests_sent.get_or_create(&self.labels).inc();
             st.in_flight_events += batch.len();
             st.inflight.spawn(async move {
                 let events = batch.iter().map(|(e, _)| e.clone()).collect();
