@@ -5,6 +5,7 @@
 use super::config::{DestinationConfig, EventFilter};
 pub use crate::stored_event::EventMeta;
 use bytes::Bytes;
+use std::sync::Arc;
 
 /// A stored event read back from the log, with its routing fields.
 #[derive(Debug, Clone)]
@@ -13,8 +14,9 @@ pub struct LoggedEvent {
     pub offset: u64,
     /// The stored JSON, as stored (sent as is, never re-encoded).
     pub body: Bytes,
-    /// Routing and ordering fields.
-    pub meta: EventMeta,
+    /// Routing and ordering fields (shared: an event is cloned into each
+    /// request that carries it).
+    pub meta: Arc<EventMeta>,
     /// When ferry received it (Unix ms), if known.
     pub received_ms: Option<u64>,
 }
@@ -26,7 +28,7 @@ impl LoggedEvent {
         LoggedEvent {
             offset,
             body: stored.json,
-            meta: stored.meta,
+            meta: Arc::new(stored.meta),
             received_ms: stored.received_ms,
         }
     }

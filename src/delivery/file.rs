@@ -125,7 +125,6 @@ impl Sink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::event::EventMeta;
 
     #[tokio::test]
     async fn appends_lines_and_rotates() {
@@ -141,7 +140,7 @@ mod tests {
             let e = LoggedEvent {
                 offset: i,
                 body: bytes::Bytes::from(format!("{{\"n\":{i}}}")),
-                meta: EventMeta::default(),
+                meta: Default::default(),
                 received_ms: None,
             };
             assert_eq!(sink.send(vec![e]).await, Outcome::Delivered);

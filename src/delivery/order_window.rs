@@ -41,7 +41,7 @@ struct Lane {
 pub struct OrderWindow {
     limit: usize,
     slots: BTreeMap<u64, Slot>,
-    lanes: HashMap<Arc<str>, Lane>,
+    lanes: HashMap<Arc<str>, Lane, foldhash::fast::RandomState>,
     /// Users whose head may be sent now, in the order they became ready.
     ready: VecDeque<Arc<str>>,
     /// Next offset to read from the log.
@@ -55,7 +55,7 @@ impl OrderWindow {
         OrderWindow {
             limit: limit.max(1),
             slots: BTreeMap::new(),
-            lanes: HashMap::new(),
+            lanes: HashMap::default(),
             ready: VecDeque::new(),
             read_pos: cursor,
         }
@@ -230,10 +230,10 @@ mod tests {
         LoggedEvent {
             offset,
             body: bytes::Bytes::from_static(b"{}"),
-            meta: EventMeta {
+            meta: Arc::new(EventMeta {
                 user: user.into(),
                 ..EventMeta::default()
-            },
+            }),
             received_ms: None,
         }
     }
