@@ -243,3 +243,40 @@ fn dump_into_a_closed_pipe_ends_quietly_without_a_panic() {
         out.status
     );
 }
+
+/// `ferry --version` names the release and the commit it was built from;
+/// `ferry man` and `ferry completions` print what packages install.
+#[test]
+fn version_man_page_and_completions() {
+    let out = ferry(&["--version"]);
+    assert!(out.status.success());
+    let version = text(&out.stdout);
+    assert!(
+        version.starts_with(&format!("ferry {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    let man = ferry(&["man"]);
+    assert!(man.status.success());
+    let page = text(&man.stdout);
+    assert!(page.contains(".TH ferry 1"), "{page}");
+    for sub in ["serve", "log", "cursors", "dlq", "config", "dedup"] {
+        assert!(page.contains(sub), "the man page lists {sub}");
+    }
+    for (shell, marker) in [
+        ("bash", "_ferry()"),
+        ("zsh", "#compdef ferry"),
+        ("fish", "complete -c ferry"),
+    ] {
+        let out = ferry(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = text(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(
+            script.contains("serve"),
+            "{shell} completes the subcommands"
+        );
+    }
+    let bad = ferry(&["completions", "nosh"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("invalid value 'nosh'"));
+}

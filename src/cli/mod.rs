@@ -5,6 +5,7 @@ mod config_cmd;
 mod cursors_cmd;
 mod dedup_cmd;
 mod dlq_cmd;
+mod docs_cmd;
 mod log_cmd;
 mod serve;
 mod state_access;
@@ -12,9 +13,18 @@ mod state_access;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// The version `ferry --version` prints: the release and the commit it was
+/// built from (see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FERRY_COMMIT"),
+    ")"
+);
+
 /// ferry — durable customer-event collection and delivery.
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about, long_about = None)]
+#[command(name = "ferry", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// Log output format.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -59,6 +69,13 @@ pub enum Command {
     /// Look at the dedup index (read-only; refuses while a server holds it).
     #[command(subcommand)]
     Dedup(dedup_cmd::DedupCommand),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
 }
 
 impl Cli {
@@ -80,6 +97,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Dlq(cmd) => dlq_cmd::run(cmd, cli.admin_token.as_deref()),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Dedup(cmd) => dedup_cmd::run(cmd),
+        Command::Completions { shell } => docs_cmd::completions(shell),
+        Command::Man => docs_cmd::man(),
     };
     match result {
         Ok(code) => code,
