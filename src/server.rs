@@ -176,6 +176,23 @@ impl Server {
             metrics.clone(),
         )?;
 
+        let addr = listener.local_addr().map_err(ServerError::Serve)?;
+        let state = AppState::new(&config, log.clone(), metrics.clone(), dedup.clone());
+        let mut app: Router = ingest::router(state);
+        let server_file = config.admin_token.is_some();
+        if let Some(token) = &config.admin_token {
+            let admin = AdminState::new(
+                token.clone(),
+                delivery.destinations.clone(),
+                store,
+                log.clone(),
+            );
+            app = app.merge(admin::router(admin));
+            let path = data_dir.server_file();
+            let info = serde_json::json!({"admin_url": format!("http://{addr}")});
+            std::fs::write(&path, info.to_string())
+                .map_err(|source| ServerError::ServerFile { path, source })?;
+        }
         let stop = CancellationToken::new();
         let background = TaskTracker::new();
         // Retention keeps what the dedup index would re-index after a crash.
@@ -197,23 +214,6 @@ impl Server {
         }
         background.close();
 
-        let addr = listener.local_addr().map_err(ServerError::Serve)?;
-        let state = AppState::new(&config, log.clone(), metrics.clone(), dedup.clone());
-        let mut app: Router = ingest::router(state);
-        let server_file = config.admin_token.is_some();
-        if let Some(token) = &config.admin_token {
-            let admin = AdminState::new(
-                token.clone(),
-                delivery.destinations.clone(),
-                store,
-                log.clone(),
-            );
-            app = app.merge(admin::router(admin));
-            let path = data_dir.server_file();
-            let info = serde_json::json!({"admin_url": format!("http://{addr}")});
-            std::fs::write(&path, info.to_string())
-                .map_err(|source| ServerError::ServerFile { path, source })?;
-        }
         let serving = {
             let stop = stop.clone();
             tokio::spawn(async move {
