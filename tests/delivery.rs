@@ -75,6 +75,24 @@ struct Scripted {
     seen: Deliveries,
 }
 
+impl Scripted {
+    /// A sink that plays `script` (outcomes per messageId, in turn; then
+    /// success), and what it delivered.
+    fn new(script: &[(&str, Vec<Outcome>)]) -> (Arc<Scripted>, Deliveries) {
+        let seen = Deliveries::default();
+        let script = script
+            .iter()
+            .map(|(id, outcomes)| (id.to_string(), VecDeque::from(outcomes.clone())))
+            .collect();
+        let sink = Arc::new(Scripted {
+            script: Mutex::new(script),
+            attempts: Mutex::default(),
+            seen: seen.clone(),
+        });
+        (sink, seen)
+    }
+}
+
 impl Sink for Scripted {
     fn send(&self, events: Vec<LoggedEvent>) -> SendFuture {
         let mut outcome = Outcome::Delivered;
@@ -113,26 +131,18 @@ fn retry(status: u16, after: Option<Duration>) -> Outcome {
 #[tokio::test(start_paused = true)]
 async fn backoff_follows_full_jitter_and_retry_after_with_paused_time() {
     let e = env();
-    let seen = Deliveries::default();
-    let mut script = HashMap::new();
-    script.insert(
-        "a-0".to_string(),
-        VecDeque::from(vec![
-            retry(500, None),
-            retry(503, None),
-            retry(502, None),
-            retry(500, None),
-        ]),
-    );
-    script.insert(
-        "b-0".to_string(),
-        VecDeque::from(vec![retry(429, Some(Duration::from_secs(7)))]),
-    );
-    let sink = Arc::new(Scripted {
-        script: Mutex::new(script),
-        attempts: Mutex::default(),
-        seen: seen.clone(),
-    });
+    let (sink, seen) = Scripted::new(&[
+        (
+            "a-0",
+            vec![
+                retry(500, None),
+                retry(503, None),
+                retry(502, None),
+                retry(500, None),
+            ],
+        ),
+        ("b-0", vec![retry(429, Some(Duration::from_secs(7)))]),
+    ]);
     let cfg = dest(
         "name='s'\ntype='file'\npath='/unused'\nbatch_size=1\n[retry]\nbase='1s'\ncap='5m'\nmax_duration='4h'\n",
     );
@@ -253,17 +263,7 @@ async fn a_file_destination_at_its_defaults_writes_batches() {
 #[tokio::test(start_paused = true)]
 async fn a_batched_request_carries_one_event_per_user_and_keeps_order() {
     let e = env();
-    let seen = Deliveries::default();
-    let mut script = HashMap::new();
-    script.insert(
-        "a-0".to_string(),
-        VecDeque::from(vec![retry(500, None), retry(503, None)]),
-    );
-    let sink = Arc::new(Scripted {
-        script: Mutex::new(script),
-        attempts: Mutex::default(),
-        seen: seen.clone(),
-    });
+    let (sink, seen) = Scripted::new(&[("a-0", vec![retry(500, None), retry(503, None)])]);
     let cfg = dest(
         "name='s'\ntype='file'\npath='/unused'\n[retry]\nbase='1s'\ncap='5m'\nmax_duration='4h'\n",
     );
@@ -300,17 +300,7 @@ async fn a_batched_request_carries_one_event_per_user_and_keeps_order() {
 #[tokio::test(start_paused = true)]
 async fn giving_up_after_max_duration_dead_letters_and_moves_on() {
     let e = env();
-    let seen = Deliveries::default();
-    let mut script = HashMap::new();
-    script.insert(
-        "a-0".to_string(),
-        VecDeque::from(vec![retry(500, None); 1000]),
-    );
-    let sink = Arc::new(Scripted {
-        script: Mutex::new(script),
-        attempts: Mutex::default(),
-        seen: seen.clone(),
-    });
+    let (sink, seen) = Scripted::new(&[("a-0", vec![retry(500, None); 1000])]);
     let cfg = dest(
         "name='s'\ntype='file'\npath='/unused'\nbatch_size=1\n[retry]\nbase='1s'\ncap='1m'\nmax_duration='1h'\n",
     );
