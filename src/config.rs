@@ -407,8 +407,8 @@ impl Config {
     }
 
     /// The effective configuration as JSON with every secret replaced by
-    /// `"<redacted>"` (write keys, webhook secrets and header values, the
-    /// admin token): safe to log and print.
+    /// `"<redacted>"` (source and upstream write keys, webhook secrets and
+    /// header values, the admin and metrics tokens): safe to log and print.
     pub fn redacted(&self) -> serde_json::Value {
         const HIDDEN: &str = "<redacted>";
         let mut v = serde_json::to_value(self).expect("the configuration serializes");
@@ -419,8 +419,10 @@ impl Config {
         }
         if let Some(dests) = v["destinations"].as_array_mut() {
             for d in dests {
-                if !d["secret"].is_null() {
-                    d["secret"] = HIDDEN.into();
+                for key in ["secret", "write_key"] {
+                    if !d[key].is_null() {
+                        d[key] = HIDDEN.into();
+                    }
                 }
                 if let Some(headers) = d["headers"].as_object_mut() {
                     headers.values_mut().for_each(|h| *h = HIDDEN.into());
@@ -600,7 +602,7 @@ mod tests {
     #[test]
     fn redaction_hides_every_secret() {
         let c = Config::parse(
-            "admin_token = \"0123456789abcdef-admin\"\nmetrics_token = \"0123456789abcdef-metrics\"\n[[sources]]\nname = \"web\"\nwrite_key = \"wk_secret\"\n[[destinations]]\nname = \"h\"\ntype = \"webhook\"\nurl = \"http://x/\"\nsecret = \"hmac_secret\"\nheaders = { Authorization = \"Bearer tok_secret\" }\n",
+            "admin_token = \"0123456789abcdef-admin\"\nmetrics_token = \"0123456789abcdef-metrics\"\n[[sources]]\nname = \"web\"\nwrite_key = \"wk_secret\"\n[[destinations]]\nname = \"h\"\ntype = \"webhook\"\nurl = \"http://x/\"\nsecret = \"hmac_secret\"\nheaders = { Authorization = \"Bearer tok_secret\" }\n[[destinations]]\nname = \"central\"\ntype = \"segment\"\nurl = \"https://api.segment.io\"\nwrite_key = \"wk_upstream_secret\"\n",
         )
         .unwrap();
         let text = c.redacted().to_string();
@@ -608,6 +610,7 @@ mod tests {
             "wk_secret",
             "hmac_secret",
             "tok_secret",
+            "wk_upstream_secret",
             "0123456789abcdef-admin",
             "0123456789abcdef-metrics",
         ] {

@@ -27,6 +27,38 @@ pub enum Outcome {
         /// What went wrong, bounded.
         error: String,
     },
+    /// The destination refuses every request until someone fixes its
+    /// configuration (a wrong write key: 401/403): the destination pauses
+    /// itself, and the events stay undelivered (neither failed nor dead).
+    Halt {
+        /// HTTP status, if any.
+        status: Option<u16>,
+        /// What went wrong, bounded.
+        error: String,
+    },
+    /// One outcome per event of the request, in the request's order (a sink
+    /// that learns which events of a batch were refused). Never nested.
+    PerEvent(Vec<Outcome>),
+}
+
+impl Outcome {
+    /// The outcome of a request that carried one event.
+    pub fn single(self) -> Outcome {
+        match self {
+            Outcome::PerEvent(mut v) if v.len() == 1 => v.pop().expect("one outcome"),
+            o => o,
+        }
+    }
+
+    /// The error text of a failed outcome.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Outcome::Retry { error, .. }
+            | Outcome::Permanent { error, .. }
+            | Outcome::Halt { error, .. } => Some(error),
+            Outcome::Delivered | Outcome::PerEvent(_) => None,
+        }
+    }
 }
 
 /// Is an HTTP status worth retrying? 408, 429 and 5xx except 501 and 505.
@@ -81,7 +113,7 @@ mod tests {
         RetryConfig {
             base: Duration::from_secs(1),
             cap: Duration::from_secs(300),
-            max_duration: Duration::from_secs(4 * 3600),
+            max_duration: None,
         }
     }
 
