@@ -322,7 +322,9 @@ async fn the_rate_limit_holds_events_per_second() {
     let cfg = dest(
         "name='up'\ntype='segment'\nurl='http://127.0.0.1:9'\nwrite_key='k'\nbatch_size=20\nrate_limit=50\n",
     );
-    let batch: Vec<Vec<u8>> = (0..300).map(|u| step(&format!("u{u}"), 0).logged()).collect();
+    let batch: Vec<Vec<u8>> = (0..300)
+        .map(|u| step(&format!("u{u}"), 0).logged())
+        .collect();
     e.log.append(batch).await.unwrap();
     let delivery =
         Delivery::start(e.log.clone(), e.store.clone(), vec![(cfg, sink.clone())]).unwrap();
@@ -343,7 +345,11 @@ async fn the_rate_limit_holds_events_per_second() {
             .iter()
             .filter(|(_, t)| *t >= *at && *t < *at + Duration::from_secs(1))
             .count();
-        let most = if *at >= t0 + Duration::from_secs(1) { 50 + 20 } else { 50 + 50 + 20 };
+        let most = if *at >= t0 + Duration::from_secs(1) {
+            50 + 20
+        } else {
+            50 + 50 + 20
+        };
         assert!(within <= most, "{within} events within a second");
     }
     // Requests are batches, not single events.

@@ -72,7 +72,10 @@ fn start(e: &Env, cfg: &DestinationConfig) -> Delivery {
 /// receipt and send times, and the `_ferry` tag.
 fn stored(user: &str, seq: u64) -> Vec<u8> {
     step(user, seq)
-        .with("timestamp", format!("2026-03-04T05:06:{:02}.123Z", seq % 60))
+        .with(
+            "timestamp",
+            format!("2026-03-04T05:06:{:02}.123Z", seq % 60),
+        )
         .with("originalTimestamp", "2026-03-04T05:00:00.000Z")
         .with("sentAt", "2026-03-04T05:00:01.000Z")
         .with("receivedAt", "2026-03-04T05:00:02.000Z")
@@ -126,7 +129,10 @@ async fn forwards_the_clients_events_with_basic_auth_gzip_and_bounded_batches() 
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{UPSTREAM_KEY}:"));
     let mut by_id: HashMap<String, Value> = HashMap::new();
     for r in &requests {
-        assert_eq!(r.headers["authorization"], format!("Basic {basic}").as_str());
+        assert_eq!(
+            r.headers["authorization"],
+            format!("Basic {basic}").as_str()
+        );
         assert_eq!(r.headers["content-encoding"], "gzip");
         assert!(r.headers["user-agent"]
             .to_str()
@@ -146,7 +152,10 @@ async fn forwards_the_clients_events_with_basic_auth_gzip_and_bounded_batches() 
         .iter()
         .map(|r| (r.wire_bytes, r.json_bytes))
         .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
-    assert!(wire * 2 < json, "{wire} bytes on the wire for {json} of JSON");
+    assert!(
+        wire * 2 < json,
+        "{wire} bytes on the wire for {json} of JSON"
+    );
     // The client's event, without ferry's metadata or the edge's times.
     let event = &by_id["user7-2"];
     assert_eq!(
@@ -206,7 +215,11 @@ async fn an_event_the_upstream_refuses_is_dead_lettered_alone() {
     delivery.shutdown().await;
     let seen = mock.delivered.snapshot();
     assert!(!seen.contains(&"bad-0".to_string()));
-    assert_eq!(seen.last().unwrap(), "bad-1", "the user's next event goes on");
+    assert_eq!(
+        seen.last().unwrap(),
+        "bad-1",
+        "the user's next event goes on"
+    );
     let dead = e.store.dead_letters("central").unwrap();
     assert_eq!(dead.len(), 1, "only the refused event: {dead:?}");
     assert_eq!(dead[0].message_id, "bad-0");
@@ -334,7 +347,11 @@ async fn a_429_retry_after_is_honoured() {
     let delivery = start(&e, &cfg);
     mock.delivered.wait_until(|s| s.len() == 1).await;
     delivery.shutdown().await;
-    let tries: Vec<_> = mock.received().into_iter().map(|r| (r.at, r.status)).collect();
+    let tries: Vec<_> = mock
+        .received()
+        .into_iter()
+        .map(|r| (r.at, r.status))
+        .collect();
     assert_eq!(tries.len(), 2, "{tries:?}");
     assert_eq!(tries[0].1, Some(429));
     let gap = tries[1].0 - tries[0].0;

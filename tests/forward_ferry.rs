@@ -59,8 +59,14 @@ async fn send(http: &reqwest::Client, edge: &ServerProcess, users: usize, per_us
     for seq in 0..per_user {
         for u in 0..users {
             let e = step(&format!("u{u}"), seq)
-                .with("originalTimestamp", format!("2026-01-01T00:{:02}:{:02}.250Z", seq / 60, seq % 60))
-                .with("properties", json!({"seq": seq, "user": u, "nested": {"ok": true}}));
+                .with(
+                    "originalTimestamp",
+                    format!("2026-01-01T00:{:02}:{:02}.250Z", seq / 60, seq % 60),
+                )
+                .with(
+                    "properties",
+                    json!({"seq": seq, "user": u, "nested": {"ok": true}}),
+                );
             events.push(Value::from(e));
         }
     }
@@ -141,7 +147,11 @@ fn assert_forwarded_once(upstream: &[Value], edge: &[Value], users: usize, per_u
         .map(|e| e["messageId"].as_str().unwrap())
         .collect();
     let distinct: HashSet<&&str> = ids.iter().collect();
-    assert_eq!(distinct.len(), ids.len(), "an event was stored twice upstream");
+    assert_eq!(
+        distinct.len(),
+        ids.len(),
+        "an event was stored twice upstream"
+    );
     assert_eq!(ids.len(), total, "events missing upstream");
     let mut last: HashMap<&str, u64> = HashMap::new();
     for id in &ids {
@@ -157,7 +167,14 @@ fn assert_forwarded_once(upstream: &[Value], edge: &[Value], users: usize, per_u
     for up in upstream {
         let id = up["messageId"].as_str().unwrap();
         let original = at_edge[id];
-        for field in ["timestamp", "originalTimestamp", "properties", "userId", "type", "event"] {
+        for field in [
+            "timestamp",
+            "originalTimestamp",
+            "properties",
+            "userId",
+            "type",
+            "event",
+        ] {
             assert_eq!(up[field], original[field], "{id}: {field}");
         }
         assert_eq!(up["_ferry"]["source"], "edge");
@@ -170,7 +187,11 @@ async fn the_edge_forwards_every_event_once_in_order_with_its_time() {
     let root = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
     let upstream = serve(root.path(), &upstream_config(root.path()), &[]);
-    let edge = serve(root.path(), &edge_config(root.path(), upstream.addr, ""), &[]);
+    let edge = serve(
+        root.path(),
+        &edge_config(root.path(), upstream.addr, ""),
+        &[],
+    );
     let (users, per_user) = (40, 25);
     send(&http, &edge, users, per_user).await;
     let status = wait_forwarded(&http, &edge, (users as u64) * per_user).await;

@@ -81,7 +81,9 @@ pub fn run(args: CursorsArgs, token: Option<&str>) -> Result<ExitCode> {
                     }
                 } else if d["failing"] == true {
                     match d["last_error"].as_str() {
-                        Some(why) => format!("failing: {}", why.chars().take(160).collect::<String>()),
+                        Some(why) => {
+                            format!("failing: {}", why.chars().take(160).collect::<String>())
+                        }
                         None => "failing".into(),
                     }
                 } else {

@@ -1,4 +1,5 @@
-//! Retry decisions: which responses are retried, full-jitter exponential
+//! How a delivery attempt ended (`Outcome`, per request or per event) and
+//! retry decisions: which responses are retried, full-jitter exponential
 //! backoff (`sleep = uniform(0, min(cap, base·2^attempt))`), and the
 //! `Retry-After` header (seconds or an HTTP date).
 
@@ -47,16 +48,6 @@ impl Outcome {
         match self {
             Outcome::PerEvent(mut v) if v.len() == 1 => v.pop().expect("one outcome"),
             o => o,
-        }
-    }
-
-    /// The error text of a failed outcome.
-    pub fn error(&self) -> Option<&str> {
-        match self {
-            Outcome::Retry { error, .. }
-            | Outcome::Permanent { error, .. }
-            | Outcome::Halt { error, .. } => Some(error),
-            Outcome::Delivered | Outcome::PerEvent(_) => None,
         }
     }
 }

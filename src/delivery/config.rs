@@ -364,7 +364,11 @@ impl DestinationConfig {
             ("secret", self.secret.is_some(), &[Webhook]),
             ("write_key", self.write_key.is_some(), &[Segment]),
             ("gzip", self.gzip.is_some(), &[Segment]),
-            ("max_event_bytes", self.max_event_bytes.is_some(), &[Segment]),
+            (
+                "max_event_bytes",
+                self.max_event_bytes.is_some(),
+                &[Segment],
+            ),
             ("path", self.path.is_some(), &[File]),
             ("rotate_bytes", self.rotate_bytes.is_some(), &[File]),
             ("keep", self.keep.is_some(), &[File]),
@@ -496,7 +500,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.timeout, Duration::from_millis(50));
-        assert_eq!(c.retry.max_duration, Some(GiveUp::After(Duration::from_secs(4 * 3600))));
+        assert_eq!(
+            c.retry.max_duration,
+            Some(GiveUp::After(Duration::from_secs(4 * 3600)))
+        );
         assert_eq!(c.give_up_after(), Some(Duration::from_secs(4 * 3600)));
         assert_eq!(c.filter.types.unwrap(), vec!["track"]);
     }
@@ -547,20 +554,27 @@ mod tests {
         ] {
             let e = parse(&format!("{seg}write_key = \"k\"\n{extra}\n")).unwrap_err();
             assert!(
-                e.contains(&format!("destinations[c].{key} does not apply to a segment")),
+                e.contains(&format!(
+                    "destinations[c].{key} does not apply to a segment"
+                )),
                 "{e}"
             );
         }
         let e = parse("name = \"h\"\ntype = \"webhook\"\nurl = \"http://x\"\nwrite_key = \"k\"\n")
             .unwrap_err();
-        assert!(e.contains("destinations[h].write_key does not apply to a webhook"), "{e}");
+        assert!(
+            e.contains("destinations[h].write_key does not apply to a webhook"),
+            "{e}"
+        );
         let e = parse("name = \"f\"\ntype = \"file\"\npath = \"/x\"\ngzip = true\n").unwrap_err();
         assert!(e.contains("destinations[f].gzip"), "{e}");
         let e = parse("name = \"f\"\ntype = \"file\"\npath = \"/x\"\nca_file = \"/ca.pem\"\n")
             .unwrap_err();
         assert!(e.contains("destinations[f].ca_file"), "{e}");
-        let e = parse(&format!("{seg}write_key = \"k\"\n[retry]\nmax_duration = \"soon\"\n"))
-            .unwrap_err();
+        let e = parse(&format!(
+            "{seg}write_key = \"k\"\n[retry]\nmax_duration = \"soon\"\n"
+        ))
+        .unwrap_err();
         assert!(e.contains("\"never\""), "{e}");
     }
 

@@ -135,7 +135,10 @@ impl Upstream {
                     Vec::new()
                 }
                 Err(error) => {
-                    outcomes[i] = Some(Outcome::Permanent { status: None, error });
+                    outcomes[i] = Some(Outcome::Permanent {
+                        status: None,
+                        error,
+                    });
                     Vec::new()
                 }
             };
@@ -187,7 +190,9 @@ impl Upstream {
         } else {
             json
         };
-        self.traffic.json_bytes.fetch_add(json_len, Ordering::Relaxed);
+        self.traffic
+            .json_bytes
+            .fetch_add(json_len, Ordering::Relaxed);
         self.traffic
             .wire_bytes
             .fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -267,7 +272,7 @@ fn now_rfc3339() -> String {
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
     time::OffsetDateTime::now_utc()
-        .format(&fmt)
+        .format(fmt)
         .unwrap_or_default()
 }
 
@@ -367,12 +372,21 @@ mod tests {
 
     #[test]
     fn a_batch_body_carries_the_forwarding_time() {
-        let body = batch_body([&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]].into_iter(), "2026-01-01T00:00:00.000Z");
+        let body = batch_body(
+            [&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]].into_iter(),
+            "2026-01-01T00:00:00.000Z",
+        );
         let v: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v, json!({"batch": [{"a": 1}, {"b": 2}], "sentAt": "2026-01-01T00:00:00.000Z"}));
+        assert_eq!(
+            v,
+            json!({"batch": [{"a": 1}, {"b": 2}], "sentAt": "2026-01-01T00:00:00.000Z"})
+        );
         let now = now_rfc3339();
         assert_eq!(now.len(), 24, "{now}");
-        assert!(time::OffsetDateTime::parse(&now, &time::format_description::well_known::Rfc3339).is_ok());
+        assert!(
+            time::OffsetDateTime::parse(&now, &time::format_description::well_known::Rfc3339)
+                .is_ok()
+        );
     }
 
     #[test]

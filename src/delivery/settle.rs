@@ -152,10 +152,9 @@ impl DestinationLoop {
         match outcome {
             Outcome::Delivered if st.failing => {
                 st.failing = false;
-                let failed_for = st
-                    .failing_since_ms
-                    .take()
-                    .map(|since| std::time::Duration::from_secs(clock.now_ms().saturating_sub(since) / 1000));
+                let failed_for = st.failing_since_ms.take().map(|since| {
+                    std::time::Duration::from_secs(clock.now_ms().saturating_sub(since) / 1000)
+                });
                 let behind = self.log.durable_end().saturating_sub(st.disp.cursor());
                 tracing::info!(
                     destination = %self.cfg.name,
