@@ -198,14 +198,15 @@ $5
 EOF
 }
 
-start() { # config log -> pid
+start() { # config log; sets STARTED to the pid (a child of this shell, so `wait` works)
   "$WORK/ferry" serve --config "$1" >"$2" 2>&1 &
-  echo $!
+  STARTED=$!
 }
 
 # 1. Fill the edge.
 config "$WORK/edge-fill.toml" "$WORK/edge" "$EDGE_PORT" "$EDGE_KEY" ""
-EDGE_PID="$(start "$WORK/edge-fill.toml" "$WORK/edge-fill.log")"
+start "$WORK/edge-fill.toml" "$WORK/edge-fill.log"
+EDGE_PID=$STARTED
 PIDS="$EDGE_PID"
 BODIES="$(python3 "$WORK/fwd.py" bodies "$WORK" "$USERS")"
 python3 "$WORK/fwd.py" wait_up "$EDGE_PORT" >/dev/null
@@ -217,7 +218,8 @@ t0=$(date +%s.%N)
 "$LOAD_BIN" --url "http://127.0.0.1:$EDGE_PORT/v1/batch" -c 32 -n "$REQUESTS" -H "$AUTH" "${args[@]}" >"$WORK/fill.out" 2>&1 ||
   { tail -5 "$WORK/fill.out"; die "filling failed"; }
 t1=$(date +%s.%N)
-kill "$EDGE_PID"; wait "$EDGE_PID" || true
+kill "$EDGE_PID"
+wait "$EDGE_PID" || die "the edge did not stop cleanly after the fill (see $WORK/edge-fill.log)"
 echo "forward: filled $EVENTS events ($USERS users) in $(python3 -c "print(f'{$t1 - $t0:.1f}')") s; $(nproc) cores" >&2
 
 # 2. Drain into a fresh upstream, once per pass.
@@ -226,7 +228,8 @@ for pass in $PASSES; do
   gzip=true; [ "$pass" = plain ] && gzip=false
   rm -rf "$WORK/up"
   config "$WORK/up.toml" "$WORK/up" "$UP_PORT" "$UP_KEY" ""
-  UP_PID="$(start "$WORK/up.toml" "$WORK/up-$pass.log")"
+  start "$WORK/up.toml" "$WORK/up-$pass.log"
+  UP_PID=$STARTED
   PIDS="$UP_PID"
   python3 "$WORK/fwd.py" wait_up "$UP_PORT" >/dev/null
   dest="central-$pass"
@@ -239,9 +242,12 @@ write_key = \"$UP_KEY\"
 gzip = $gzip
 start = \"earliest\"
 $DEST_OPTS"
-  EDGE_PID="$(start "$WORK/edge-$pass.toml" "$WORK/edge-$pass.log")"
+  start "$WORK/edge-$pass.toml" "$WORK/edge-$pass.log"
+  EDGE_PID=$STARTED
   PIDS="$UP_PID $EDGE_PID"
   python3 "$WORK/fwd.py" drain "$EDGE_PORT" "$UP_PORT" "$EDGE_PID" "$UP_PID" "$EVENTS" "$dest" "$pass"
-  kill "$EDGE_PID" "$UP_PID"; wait "$EDGE_PID" "$UP_PID" || true
+  kill "$EDGE_PID" "$UP_PID"
+  wait "$EDGE_PID" || die "the edge did not stop cleanly (see $WORK/edge-$pass.log)"
+  wait "$UP_PID" || die "the upstream did not stop cleanly (see $WORK/up-$pass.log)"
   PIDS=""
 done
