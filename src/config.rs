@@ -406,9 +406,11 @@ impl Config {
         Ok(())
     }
 
-    /// The effective configuration as JSON with every secret replaced by
-    /// `"<redacted>"` (write keys, webhook secrets and header values, the
-    /// admin token): safe to log and print.
+    /// The effective configuration as JSON, each destination with the values
+    /// its type defaults to where the file set none, and every secret
+    /// replaced by `"<redacted>"` (source and upstream write keys, webhook
+    /// secrets and header values, the admin and metrics tokens): safe to log
+    /// and print.
     pub fn redacted(&self) -> serde_json::Value {
         const HIDDEN: &str = "<redacted>";
         let mut v = serde_json::to_value(self).expect("the configuration serializes");
@@ -418,9 +420,12 @@ impl Config {
             }
         }
         if let Some(dests) = v["destinations"].as_array_mut() {
-            for d in dests {
-                if !d["secret"].is_null() {
-                    d["secret"] = HIDDEN.into();
+            for (d, cfg) in dests.iter_mut().zip(&self.destinations) {
+                effective_values(d, cfg);
+                for key in ["secret", "write_key"] {
+                    if !d[key].is_null() {
+                        d[key] = HIDDEN.into();
+                    }
                 }
                 if let Some(headers) = d["headers"].as_object_mut() {
                     headers.values_mut().for_each(|h| *h = HIDDEN.into());
@@ -463,6 +468,30 @@ impl Config {
             write_key: write_key.clone(),
         });
         Ok(Some(DevSource { write_key, path }))
+    }
+}
+
+/// Writes the values a destination runs with where its file left the
+/// type's default (`null` in the serialized form).
+fn effective_values(d: &mut serde_json::Value, cfg: &DestinationConfig) {
+    d["batch_size"] = cfg.batch_size().into();
+    d["batch_max_bytes"] = cfg.batch_max_bytes().into();
+    d["concurrency"] = cfg.concurrency().into();
+    d["window"] = cfg.window().into();
+    d["retry"]["max_duration"] = match cfg.give_up_after() {
+        None => "never".into(),
+        Some(after) => humantime::format_duration(after).to_string().into(),
+    };
+    match cfg.kind {
+        DestinationType::File => {
+            d["rotate_bytes"] = cfg.rotate_bytes().into();
+            d["keep"] = cfg.keep().into();
+        }
+        DestinationType::Segment => {
+            d["gzip"] = cfg.gzip().into();
+            d["max_event_bytes"] = cfg.max_event_bytes().into();
+        }
+        DestinationType::Webhook => {}
     }
 }
 
@@ -600,7 +629,7 @@ mod tests {
     #[test]
     fn redaction_hides_every_secret() {
         let c = Config::parse(
-            "admin_token = \"0123456789abcdef-admin\"\nmetrics_token = \"0123456789abcdef-metrics\"\n[[sources]]\nname = \"web\"\nwrite_key = \"wk_secret\"\n[[destinations]]\nname = \"h\"\ntype = \"webhook\"\nurl = \"http://x/\"\nsecret = \"hmac_secret\"\nheaders = { Authorization = \"Bearer tok_secret\" }\n",
+            "admin_token = \"0123456789abcdef-admin\"\nmetrics_token = \"0123456789abcdef-metrics\"\n[[sources]]\nname = \"web\"\nwrite_key = \"wk_secret\"\n[[destinations]]\nname = \"h\"\ntype = \"webhook\"\nurl = \"http://x/\"\nsecret = \"hmac_secret\"\nheaders = { Authorization = \"Bearer tok_secret\" }\n[[destinations]]\nname = \"central\"\ntype = \"segment\"\nurl = \"https://api.segment.io\"\nwrite_key = \"wk_upstream_secret\"\n",
         )
         .unwrap();
         let text = c.redacted().to_string();
@@ -608,12 +637,20 @@ mod tests {
             "wk_secret",
             "hmac_secret",
             "tok_secret",
+            "wk_upstream_secret",
             "0123456789abcdef-admin",
             "0123456789abcdef-metrics",
         ] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
         assert!(text.contains("\"timeout\":\"10s\""), "{text}");
+        // The values destinations run with, where the file left the default.
+        let v = c.redacted();
+        let central = &v["destinations"][1];
+        assert_eq!(central["batch_size"], 500);
+        assert_eq!(central["gzip"], true);
+        assert_eq!(central["retry"]["max_duration"], "never");
+        assert_eq!(v["destinations"][0]["retry"]["max_duration"], "4h");
         assert!(text.contains("\"name\":\"web\""));
     }
 

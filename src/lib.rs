@@ -73,9 +73,13 @@
 //!   - `delivery/event.rs` — `LoggedEvent`, and which destinations want it
 //!   - `delivery/order_window.rs` — `OrderWindow`: per-user ordering and the cursor
 //!   - `delivery/destination.rs` — `DestinationLoop`: one destination's delivery loop
-//!   - `delivery/backoff.rs` — retry classes, full jitter, Retry-After
-//!   - `delivery/sink.rs` — the transport trait and request bodies
+//!   - `delivery/settle.rs` — what an outcome does to its events; self-pause on refused credentials
+//!   - `delivery/rate_limit.rs` — the token bucket of a destination's `rate_limit`
+//!   - `delivery/backoff.rs` — outcomes, retry classes, full jitter, Retry-After
+//!   - `delivery/sink.rs` — the transport trait, request bodies, bytes sent
+//!   - `delivery/http_client.rs` — what HTTP sinks share: client and pool, CA file, no-answer retries
 //!   - `delivery/webhook.rs` — HTTP webhooks (pool per destination, HMAC)
+//!   - `delivery/segment.rs` — forwarding to a Segment-compatible upstream (`/v1/batch`, gzip)
 //!   - `delivery/file.rs` — JSON Lines files with rotation
 //!   - `delivery/replay.rs` — re-delivery of dead letters
 //!   - `delivery/status.rs` — live status and operator controls

@@ -95,6 +95,14 @@ pub struct Metrics {
     pub backoff_seconds: Family<DestLabels, FloatGauge>,
     /// The destination's cursor (next offset to deliver).
     pub cursor_offset: Family<DestLabels, Gauge>,
+    /// 1 while the destination is paused (by an operator, or by an upstream
+    /// that refused its credentials), else 0.
+    pub paused: Family<DestLabels, Gauge>,
+    /// Request bodies sent, in bytes on the wire (after compression), by
+    /// the sinks that count them (segment).
+    pub sent_bytes: Family<DestLabels, Counter>,
+    /// The same request bodies as JSON, before compression.
+    pub sent_json_bytes: Family<DestLabels, Counter>,
     /// Dedup gauges, refreshed while rendering (absent with dedup off).
     dedup: DedupGauges,
     /// Serialises rendering (log gauges are refreshed while rendering).
@@ -148,6 +156,9 @@ impl Metrics {
             backlog_growth: Family::default(),
             backoff_seconds: Family::default(),
             cursor_offset: Family::default(),
+            paused: Family::default(),
+            sent_bytes: Family::default(),
+            sent_json_bytes: Family::default(),
             dedup: DedupGauges::default(),
             render_lock: Mutex::new(()),
         };
@@ -276,6 +287,21 @@ impl Metrics {
             "ferry_delivery_cursor_offset",
             "Next offset to deliver",
             self.cursor_offset.clone(),
+        );
+        r.register(
+            "ferry_delivery_paused",
+            "1 while the destination is paused (by an operator, or by an upstream refusing its credentials)",
+            self.paused.clone(),
+        );
+        r.register(
+            "ferry_delivery_sent_bytes",
+            "Request bodies sent, in bytes on the wire (after compression)",
+            self.sent_bytes.clone(),
+        );
+        r.register(
+            "ferry_delivery_sent_json_bytes",
+            "Request bodies sent, in bytes of JSON before compression",
+            self.sent_json_bytes.clone(),
         );
     }
 

@@ -326,6 +326,96 @@ async fn giving_up_after_max_duration_dead_letters_and_moves_on() {
     assert_eq!(e.store.cursors().unwrap()["s"], 2);
 }
 
+/// A segment destination retries transient failures for as long as they
+/// last (about eight hours here, in paused time; a webhook gives up after
+/// four by default): nothing becomes a dead letter.
+#[tokio::test(start_paused = true)]
+async fn a_segment_destination_never_gives_up_on_transient_failures() {
+    let e = env();
+    let seen = Deliveries::default();
+    let mut script = HashMap::new();
+    // 100 failures, mostly up to 10 minutes apart.
+    script.insert(
+        "a-0".to_string(),
+        VecDeque::from(vec![retry(503, None); 100]),
+    );
+    let sink = Arc::new(Scripted {
+        script: Mutex::new(script),
+        attempts: Mutex::default(),
+        seen: seen.clone(),
+    });
+    let cfg = dest("name='up'\ntype='segment'\nurl='http://127.0.0.1:9'\nwrite_key='k'\nbatch_size=1\n[retry]\nbase='1m'\ncap='10m'\n");
+    assert_eq!(cfg.give_up_after(), None);
+    e.log
+        .append(vec![step("a", 0).logged(), step("a", 1).logged()])
+        .await
+        .unwrap();
+    let delivery =
+        Delivery::start(e.log.clone(), e.store.clone(), vec![(cfg, sink.clone())]).unwrap();
+    let start = tokio::time::Instant::now();
+    seen.wait_within(Duration::from_secs(10 * 24 * 3600), |s| s.len() == 2)
+        .await;
+    let waited = start.elapsed();
+    delivery.shutdown().await;
+    assert_eq!(seen.snapshot(), ["a-0", "a-1"]);
+    assert!(waited > Duration::from_secs(4 * 3600), "{waited:?}");
+    assert!(e.store.dead_letters("up").unwrap().is_empty());
+    assert_eq!(e.store.cursors().unwrap()["up"], 2);
+}
+
+/// `rate_limit` spaces requests out (paused time): 300 events at 50 a
+/// second take about five seconds after the first second's burst, and
+/// requests stay batches.
+#[tokio::test(start_paused = true)]
+async fn the_rate_limit_holds_events_per_second() {
+    let e = env();
+    let seen = Deliveries::default();
+    let sink = Arc::new(Scripted {
+        script: Mutex::default(),
+        attempts: Mutex::default(),
+        seen: seen.clone(),
+    });
+    let cfg = dest(
+        "name='up'\ntype='segment'\nurl='http://127.0.0.1:9'\nwrite_key='k'\nbatch_size=20\nrate_limit=50\n",
+    );
+    let batch: Vec<Vec<u8>> = (0..300)
+        .map(|u| step(&format!("u{u}"), 0).logged())
+        .collect();
+    e.log.append(batch).await.unwrap();
+    let delivery =
+        Delivery::start(e.log.clone(), e.store.clone(), vec![(cfg, sink.clone())]).unwrap();
+    seen.wait_within(Duration::from_secs(60), |s| s.len() == 300)
+        .await;
+    delivery.shutdown().await;
+    let attempts = sink.attempts.lock().unwrap().clone();
+    let t0 = attempts[0].1;
+    let span = attempts.last().unwrap().1 - t0;
+    assert!(
+        span >= Duration::from_millis(4500) && span <= Duration::from_secs(6),
+        "300 events at 50/s took {span:?}"
+    );
+    // In any second, at most the rate plus one batch, once the first
+    // second's burst (a full bucket) is spent.
+    for (_, at) in &attempts {
+        let within = attempts
+            .iter()
+            .filter(|(_, t)| *t >= *at && *t < *at + Duration::from_secs(1))
+            .count();
+        let most = if *at >= t0 + Duration::from_secs(1) {
+            50 + 20
+        } else {
+            50 + 50 + 20
+        };
+        assert!(within <= most, "{within} events within a second");
+    }
+    // Requests are batches, not single events.
+    let mut per_instant: HashMap<tokio::time::Instant, usize> = HashMap::new();
+    for (_, at) in &attempts {
+        *per_instant.entry(*at).or_default() += 1;
+    }
+    assert!(per_instant.values().all(|n| *n >= 10), "{per_instant:?}");
+}
+
 // ---------- the webhook on 127.0.0.1 ----------
 
 fn webhook(name: &str, url: &str, extra: &str) -> DestinationConfig {

@@ -276,3 +276,68 @@ async fn generated_ids_are_stored_but_not_held_and_the_checkpoint_passes_them() 
     assert_eq!(rebuilt.stats().ids_held, 1);
     assert_eq!(rebuilt.checkpoint(), log.durable_end());
 }
+
+/// A client that goes away while its request is being appended (as an edge
+/// ferry killed mid-forward does): the append still becomes durable, so its
+/// ids stay seen, and the client's retry of the request is a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_client_goes_away_mid_append_is_not_stored_again_when_retried() {
+    use ferry::log::crash_storage::CrashStorage;
+    use tokio::io::AsyncWriteExt;
+    let storage = Arc::new(CrashStorage::new());
+    let mut cfg = config();
+    cfg.dedup.enabled = true;
+    let server = common::start_on(storage.clone(), tempfile::tempdir().unwrap(), cfg).await;
+    let events = vec![ev("gone-1"), ev("gone-2")];
+    let body = serde_json::to_vec(&batch(events.clone())).unwrap();
+    storage.hold_syncs(true);
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let auth = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("{WEB_KEY}:"))
+    };
+    let head = format!(
+        "POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    // The append is inside its fdatasync; then the client goes away.
+    let s = storage.clone();
+    tokio::task::spawn_blocking(move || s.wait_for_held_sync())
+        .await
+        .unwrap();
+    drop(stream);
+    // The server notices: the request is no longer in flight.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let health: Value = server
+            .get("/health")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if health["requests_in_flight"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dropped request stays in flight: {health}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    storage.hold_syncs(false);
+    // The retry is answered as a success and stores nothing new.
+    assert_eq!(
+        post(&server.client, &server.url("/v1/batch"), WEB_KEY, events).await,
+        200
+    );
+    let ids: Vec<String> = read_events(&server.log)
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["gone-1", "gone-2"], "stored once each");
+    server.stop().await;
+}

@@ -409,6 +409,11 @@ fn config_check_prints_the_effective_config_or_what_is_wrong() {
         effective["destinations"][0]["timeout"], "10s",
         "defaults are filled in"
     );
+    assert_eq!(
+        effective["destinations"][0]["batch_size"], 1,
+        "and the type's defaults"
+    );
+    assert_eq!(effective["destinations"][0]["retry"]["max_duration"], "4h");
     assert_eq!(effective["admin_token"], "<redacted>");
     assert_eq!(effective["sources"][0]["write_key"], "<redacted>");
 

@@ -75,11 +75,19 @@ pub fn run(args: CursorsArgs, token: Option<&str>) -> Result<ExitCode> {
             );
             for d in v["destinations"].as_array().into_iter().flatten() {
                 let state = if d["paused"] == true {
-                    "paused"
+                    match d["pause_reason"].as_str() {
+                        Some(why) => format!("paused: {why}"),
+                        None => "paused".into(),
+                    }
                 } else if d["failing"] == true {
-                    "failing"
+                    match d["last_error"].as_str() {
+                        Some(why) => {
+                            format!("failing: {}", why.chars().take(160).collect::<String>())
+                        }
+                        None => "failing".into(),
+                    }
                 } else {
-                    "ok"
+                    "ok".into()
                 };
                 println!(
                     "{:<20} {:>12} {:>12} {:>11.0}s  {state}",

@@ -1,4 +1,5 @@
-//! Retry decisions: which responses are retried, full-jitter exponential
+//! How a delivery attempt ended (`Outcome`, per request or per event) and
+//! retry decisions: which responses are retried, full-jitter exponential
 //! backoff (`sleep = uniform(0, min(cap, base·2^attempt))`), and the
 //! `Retry-After` header (seconds or an HTTP date).
 
@@ -27,6 +28,28 @@ pub enum Outcome {
         /// What went wrong, bounded.
         error: String,
     },
+    /// The destination refuses every request until someone fixes its
+    /// configuration (a wrong write key: 401/403): the destination pauses
+    /// itself, and the events stay undelivered (neither failed nor dead).
+    Halt {
+        /// HTTP status, if any.
+        status: Option<u16>,
+        /// What went wrong, bounded.
+        error: String,
+    },
+    /// One outcome per event of the request, in the request's order (a sink
+    /// that learns which events of a batch were refused). Never nested.
+    PerEvent(Vec<Outcome>),
+}
+
+impl Outcome {
+    /// The outcome of a request that carried one event.
+    pub fn single(self) -> Outcome {
+        match self {
+            Outcome::PerEvent(mut v) if v.len() == 1 => v.pop().expect("one outcome"),
+            o => o,
+        }
+    }
 }
 
 /// Is an HTTP status worth retrying? 408, 429 and 5xx except 501 and 505.
@@ -81,7 +104,7 @@ mod tests {
         RetryConfig {
             base: Duration::from_secs(1),
             cap: Duration::from_secs(300),
-            max_duration: Duration::from_secs(4 * 3600),
+            max_duration: None,
         }
     }
 

@@ -12,33 +12,47 @@ use std::time::Duration;
 pub struct DestinationConfig {
     /// Unique name; keys its cursor and dead letters. Required.
     pub name: String,
-    /// `"webhook"` (HTTP POST of JSON) or `"file"` (JSON Lines). Required.
+    /// `"webhook"` (HTTP POST of JSON), `"file"` (JSON Lines) or
+    /// `"segment"` (the Segment HTTP tracking API of an upstream). Required.
     #[serde(rename = "type")]
     pub kind: DestinationType,
-    /// Webhook: the URL to POST to. Required for webhooks.
+    /// Webhook: the URL to POST to. Segment: the upstream's base URL
+    /// (requests go to `<url>/v1/batch`). Required for both.
     #[serde(default)]
     pub url: Option<String>,
-    /// Webhook: extra request headers. Default: none.
+    /// Webhook, segment: extra request headers. Default: none.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Webhook: when set, requests carry
     /// `X-Ferry-Signature: sha256=<hex HMAC-SHA256 of the body>`. Default: none.
     #[serde(default)]
     pub secret: Option<String>,
-    /// Webhook: a PEM file of CA certificates trusted for `https` besides the
-    /// built-in (Mozilla) roots, e.g. an internal CA. A relative path is
-    /// relative to the working directory. Default: none.
+    /// Webhook, segment: a PEM file of CA certificates trusted for `https`
+    /// besides the built-in (Mozilla) roots, e.g. an internal CA. A relative
+    /// path is relative to the working directory. Default: none.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Segment: the upstream's write key, sent as the HTTP Basic user name.
+    /// Required for segment destinations.
+    #[serde(default)]
+    pub write_key: Option<String>,
+    /// Segment: gzip request bodies (`Content-Encoding: gzip`). Default: true.
+    #[serde(default)]
+    pub gzip: Option<bool>,
+    /// Segment: the largest event the upstream takes, in bytes of the JSON
+    /// sent; a larger event is dead-lettered without being sent. Default:
+    /// 32768 (Segment's 32 KB).
+    #[serde(default)]
+    pub max_event_bytes: Option<usize>,
     /// File: the JSON Lines file. Required for files.
     #[serde(default)]
     pub path: Option<PathBuf>,
     /// File: rotate (rename to `<path>.1`, `.2`, …) past this size. Default: 100 MiB.
-    #[serde(default = "default_rotate_bytes")]
-    pub rotate_bytes: u64,
+    #[serde(default)]
+    pub rotate_bytes: Option<u64>,
     /// File: rotated files kept. Default: 5.
-    #[serde(default = "default_keep")]
-    pub keep: usize,
+    #[serde(default)]
+    pub keep: Option<usize>,
     /// Sources whose events this destination receives. Default: all.
     #[serde(default)]
     pub sources: Option<Vec<String>>,
@@ -46,17 +60,24 @@ pub struct DestinationConfig {
     #[serde(default)]
     pub filter: EventFilter,
     /// Events per request (webhook: 1 sends one JSON object, more send
-    /// `{"batch": [...]}`; file: lines per write and fsync). Default:
-    /// webhook 1, file 1000; see [`DestinationConfig::batch_size`].
+    /// `{"batch": [...]}`; file: lines per write and fsync; segment: events
+    /// per `/v1/batch`). Default: webhook 1, file 1000, segment 500; see
+    /// [`DestinationConfig::batch_size`].
     #[serde(default)]
     pub batch_size: Option<usize>,
     /// Byte cap of one request's events (at least one event is sent).
-    /// Default: webhook 512 KiB, file 4 MiB.
+    /// Default: webhook 512 KiB, file 4 MiB, segment 480 KiB (a request
+    /// stays within Segment's 500 KB).
     #[serde(default)]
     pub batch_max_bytes: Option<usize>,
-    /// Requests in flight at once. Default: webhook 16, file 2.
+    /// Requests in flight at once. Default: webhook 16, file 2, segment 4.
     #[serde(default)]
     pub concurrency: Option<usize>,
+    /// Most events sent per second (a token bucket holding one second's
+    /// worth), so a link that comes back is not saturated by the backlog.
+    /// Default: none (unlimited).
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
     /// Events read ahead of the cursor (bounds memory and head-of-line
     /// waiting); when full, the destination pauses. Default: the larger of
     /// 10000 and 2 × batch_size × concurrency.
@@ -85,6 +106,20 @@ pub enum DestinationType {
     Webhook,
     /// JSON Lines appended to `path`.
     File,
+    /// The Segment HTTP tracking API (`POST <url>/v1/batch`) of Segment, a
+    /// RudderStack data plane or another ferry.
+    Segment,
+}
+
+impl DestinationType {
+    /// The name used in the configuration and the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationType::Webhook => "webhook",
+            DestinationType::File => "file",
+            DestinationType::Segment => "segment",
+        }
+    }
 }
 
 /// Which events a destination receives.
@@ -128,13 +163,11 @@ pub struct RetryConfig {
         serialize_with = "serialize_duration"
     )]
     pub cap: Duration,
-    /// Give up (dead-letter) after retrying this long. Default: "4h".
-    #[serde(
-        default = "default_max_duration",
-        deserialize_with = "duration",
-        serialize_with = "serialize_duration"
-    )]
-    pub max_duration: Duration,
+    /// Give up (dead-letter) after retrying an event this long, or
+    /// `"never"`. Default: webhook and file "4h", segment "never"; see
+    /// [`DestinationConfig::give_up_after`].
+    #[serde(default)]
+    pub max_duration: Option<GiveUp>,
 }
 
 impl Default for RetryConfig {
@@ -142,7 +175,37 @@ impl Default for RetryConfig {
         RetryConfig {
             base: default_base(),
             cap: default_cap(),
-            max_duration: default_max_duration(),
+            max_duration: None,
+        }
+    }
+}
+
+/// When retrying an event stops: after a time, or never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// Retry for as long as it takes (the log's disk budget is the limit).
+    Never,
+    /// Dead-letter once retrying would take longer than this.
+    After(Duration),
+}
+
+impl<'de> Deserialize<'de> for GiveUp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim() == "never" {
+            return Ok(GiveUp::Never);
+        }
+        let after = parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("{e}, or \"never\"")))?;
+        Ok(GiveUp::After(after))
+    }
+}
+
+impl Serialize for GiveUp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            GiveUp::Never => s.serialize_str("never"),
+            GiveUp::After(d) => serialize_duration(d, s),
         }
     }
 }
@@ -153,6 +216,7 @@ impl DestinationConfig {
         self.batch_size.unwrap_or(match self.kind {
             DestinationType::Webhook => 1,
             DestinationType::File => 1000,
+            DestinationType::Segment => 500,
         })
     }
 
@@ -161,6 +225,7 @@ impl DestinationConfig {
         self.batch_max_bytes.unwrap_or(match self.kind {
             DestinationType::Webhook => 512 * 1024,
             DestinationType::File => 4 * 1024 * 1024,
+            DestinationType::Segment => 480 * 1024,
         })
     }
 
@@ -169,7 +234,42 @@ impl DestinationConfig {
         self.concurrency.unwrap_or(match self.kind {
             DestinationType::Webhook => 16,
             DestinationType::File => 2,
+            DestinationType::Segment => 4,
         })
+    }
+
+    /// How long an event is retried before it is dead-lettered (`None`:
+    /// forever), as set or this type's default: an upstream pipeline may be
+    /// out of reach for days, so a segment destination never gives up.
+    pub fn give_up_after(&self) -> Option<Duration> {
+        match self.retry.max_duration {
+            Some(GiveUp::Never) => None,
+            Some(GiveUp::After(d)) => Some(d),
+            None => match self.kind {
+                DestinationType::Segment => None,
+                DestinationType::Webhook | DestinationType::File => Some(DEFAULT_MAX_DURATION),
+            },
+        }
+    }
+
+    /// File: the size past which the file is rotated.
+    pub fn rotate_bytes(&self) -> u64 {
+        self.rotate_bytes.unwrap_or(100 << 20)
+    }
+
+    /// File: rotated files kept.
+    pub fn keep(&self) -> usize {
+        self.keep.unwrap_or(5)
+    }
+
+    /// Segment: gzip request bodies.
+    pub fn gzip(&self) -> bool {
+        self.gzip.unwrap_or(true)
+    }
+
+    /// Segment: the largest event sent, in bytes of JSON.
+    pub fn max_event_bytes(&self) -> usize {
+        self.max_event_bytes.unwrap_or(32 * 1024)
     }
 
     /// Events read ahead of the cursor: as set, or derived from the batch
@@ -203,6 +303,8 @@ impl DestinationConfig {
             ("batch_max_bytes", self.batch_max_bytes),
             ("concurrency", self.concurrency),
             ("window", self.window),
+            ("max_event_bytes", self.max_event_bytes),
+            ("rate_limit", self.rate_limit.map(|r| r as usize)),
         ] {
             if value == Some(0) {
                 return Err(format!("{} must be at least 1", at(key)));
@@ -211,10 +313,15 @@ impl DestinationConfig {
         if self.retry.base.is_zero() || self.retry.cap < self.retry.base {
             return Err(format!("{} must be > 0 and ≤ retry.cap", at("retry.base")));
         }
+        self.validate_keys_of_type()?;
         match self.kind {
-            DestinationType::Webhook => {
+            DestinationType::Webhook | DestinationType::Segment => {
                 let Some(url) = &self.url else {
-                    return Err(format!("{} is required for a webhook", at("url")));
+                    return Err(format!(
+                        "{} is required for a {} destination",
+                        at("url"),
+                        self.kind.as_str()
+                    ));
                 };
                 let ok =
                     reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
@@ -225,14 +332,64 @@ impl DestinationConfig {
             DestinationType::File if self.path.is_none() => {
                 return Err(format!("{} is required for a file destination", at("path")));
             }
-            DestinationType::File if self.ca_file.is_some() => {
-                return Err(format!("{} applies to webhooks only", at("ca_file")));
-            }
             DestinationType::File => {}
+        }
+        if self.kind == DestinationType::Segment {
+            match self.write_key.as_deref().map(str::trim) {
+                None | Some("") => {
+                    return Err(format!(
+                        "{} is required for a segment destination",
+                        at("write_key")
+                    ))
+                }
+                Some(k) if k.contains(':') => {
+                    return Err(format!(
+                        "{} must not contain ':' (it is sent as a Basic auth user name)",
+                        at("write_key")
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a key that the destination's type does not use, naming it.
+    fn validate_keys_of_type(&self) -> Result<(), String> {
+        use DestinationType::{File, Segment, Webhook};
+        let keys: [(&str, bool, &[DestinationType]); 10] = [
+            ("url", self.url.is_some(), &[Webhook, Segment]),
+            ("headers", !self.headers.is_empty(), &[Webhook, Segment]),
+            ("ca_file", self.ca_file.is_some(), &[Webhook, Segment]),
+            ("secret", self.secret.is_some(), &[Webhook]),
+            ("write_key", self.write_key.is_some(), &[Segment]),
+            ("gzip", self.gzip.is_some(), &[Segment]),
+            (
+                "max_event_bytes",
+                self.max_event_bytes.is_some(),
+                &[Segment],
+            ),
+            ("path", self.path.is_some(), &[File]),
+            ("rotate_bytes", self.rotate_bytes.is_some(), &[File]),
+            ("keep", self.keep.is_some(), &[File]),
+        ];
+        for (key, set, types) in keys {
+            if set && !types.contains(&self.kind) {
+                let names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+                return Err(format!(
+                    "destinations[{}].{key} does not apply to a {} destination (only to: {})",
+                    self.name,
+                    self.kind.as_str(),
+                    names.join(", ")
+                ));
+            }
         }
         Ok(())
     }
 }
+
+/// How long webhook and file destinations retry an event by default.
+const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(4 * 3600);
 
 /// The read-ahead window when batches are small.
 const DEFAULT_WINDOW: usize = 10_000;
@@ -284,15 +441,6 @@ fn default_base() -> Duration {
 }
 fn default_cap() -> Duration {
     Duration::from_secs(300)
-}
-fn default_max_duration() -> Duration {
-    Duration::from_secs(4 * 3600)
-}
-fn default_rotate_bytes() -> u64 {
-    100 << 20
-}
-fn default_keep() -> usize {
-    5
 }
 
 #[cfg(test)]
@@ -352,8 +500,82 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.timeout, Duration::from_millis(50));
-        assert_eq!(c.retry.max_duration, Duration::from_secs(4 * 3600));
+        assert_eq!(
+            c.retry.max_duration,
+            Some(GiveUp::After(Duration::from_secs(4 * 3600)))
+        );
+        assert_eq!(c.give_up_after(), Some(Duration::from_secs(4 * 3600)));
         assert_eq!(c.filter.types.unwrap(), vec!["track"]);
+    }
+
+    #[test]
+    fn a_segment_destination_batches_gzips_and_never_gives_up_by_default() {
+        let c = parse(
+            "name = \"central\"\ntype = \"segment\"\nurl = \"https://api.segment.io\"\nwrite_key = \"wk\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.kind.as_str(), "segment");
+        assert_eq!(c.batch_size(), 500);
+        assert_eq!(c.batch_max_bytes(), 480 * 1024);
+        assert_eq!(c.concurrency(), 4);
+        assert_eq!(c.max_event_bytes(), 32 * 1024);
+        assert!(c.gzip());
+        assert_eq!(c.give_up_after(), None, "retried for as long as it takes");
+        assert_eq!(c.rate_limit, None);
+        let c = parse(
+            "name = \"c\"\ntype = \"segment\"\nurl = \"http://x\"\nwrite_key = \"wk\"\ngzip = false\nrate_limit = 500\n[retry]\nmax_duration = \"48h\"\n",
+        )
+        .unwrap();
+        assert!(!c.gzip());
+        assert_eq!(c.rate_limit, Some(500));
+        assert_eq!(c.give_up_after(), Some(Duration::from_secs(48 * 3600)));
+        // Webhooks keep 4 h unless told to retry forever.
+        let w = parse("name = \"h\"\ntype = \"webhook\"\nurl = \"http://x\"\n").unwrap();
+        assert_eq!(w.give_up_after(), Some(Duration::from_secs(4 * 3600)));
+        let w = parse(
+            "name = \"h\"\ntype = \"webhook\"\nurl = \"http://x\"\n[retry]\nmax_duration = \"never\"\n",
+        )
+        .unwrap();
+        assert_eq!(w.give_up_after(), None);
+    }
+
+    #[test]
+    fn keys_of_another_type_and_a_missing_write_key_are_named() {
+        let seg = "name = \"c\"\ntype = \"segment\"\nurl = \"http://x\"\n";
+        let e = parse(seg).unwrap_err();
+        assert!(e.contains("destinations[c].write_key"), "{e}");
+        let e = parse(&format!("{seg}write_key = \"a:b\"\n")).unwrap_err();
+        assert!(e.contains("write_key") && e.contains("':'"), "{e}");
+        for (extra, key) in [
+            ("path = \"/x\"", "path"),
+            ("secret = \"s\"", "secret"),
+            ("keep = 2", "keep"),
+            ("rotate_bytes = 10", "rotate_bytes"),
+        ] {
+            let e = parse(&format!("{seg}write_key = \"k\"\n{extra}\n")).unwrap_err();
+            assert!(
+                e.contains(&format!(
+                    "destinations[c].{key} does not apply to a segment"
+                )),
+                "{e}"
+            );
+        }
+        let e = parse("name = \"h\"\ntype = \"webhook\"\nurl = \"http://x\"\nwrite_key = \"k\"\n")
+            .unwrap_err();
+        assert!(
+            e.contains("destinations[h].write_key does not apply to a webhook"),
+            "{e}"
+        );
+        let e = parse("name = \"f\"\ntype = \"file\"\npath = \"/x\"\ngzip = true\n").unwrap_err();
+        assert!(e.contains("destinations[f].gzip"), "{e}");
+        let e = parse("name = \"f\"\ntype = \"file\"\npath = \"/x\"\nca_file = \"/ca.pem\"\n")
+            .unwrap_err();
+        assert!(e.contains("destinations[f].ca_file"), "{e}");
+        let e = parse(&format!(
+            "{seg}write_key = \"k\"\n[retry]\nmax_duration = \"soon\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("\"never\""), "{e}");
     }
 
     #[test]

@@ -1,19 +1,23 @@
 //! One destination's delivery loop: follow the log from the cursor, feed the
-//! ordering window, keep up to `concurrency` requests in flight, back off
-//! failed heads with full jitter, dead-letter what cannot be delivered, and
-//! commit the cursor in batches (every 100 ms at most, never per event).
+//! ordering window, keep up to `concurrency` requests in flight (within the
+//! `rate_limit`), back off failed heads with full jitter, dead-letter what
+//! cannot be delivered, pause when the destination refuses its credentials,
+//! and commit the cursor in batches (every 100 ms at most, never per event).
+//! What an outcome does to its events is in `settle.rs`.
 
 use super::backlog::BacklogTrend;
-use super::backoff::{next_delay, Outcome};
+use super::backoff::Outcome;
 use super::config::DestinationConfig;
 use super::event::{LoggedEvent, Wanted};
 use super::order_window::{Attempts, OrderWindow};
+use super::rate_limit::TokenBucket;
 use super::sink::Sink;
 use super::status::{Control, DestinationHandle};
 use super::CursorBoard;
 use crate::log::{Log, LogError, LogReader, Record};
 use crate::metrics::{DestLabels, Metrics};
-use crate::store::{DeadLetter, StateStore, StoreError};
+use crate::store::{StateStore, StoreError};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -93,25 +97,51 @@ pub struct DestinationLoop {
 }
 
 /// The mutable state of one destination's loop.
-struct LoopState {
-    disp: OrderWindow,
+pub(super) struct LoopState {
+    pub(super) disp: OrderWindow,
     reader: Option<LogReader>,
     inflight: JoinSet<Sent>,
     /// Events in the requests of `inflight`.
     in_flight_events: usize,
     /// Heads waiting out a backoff, by offset.
-    timers: DelayQueue<u64>,
+    pub(super) timers: DelayQueue<u64>,
     /// The last committed cursor.
     committed: u64,
+    /// Paused by an operator.
     paused: bool,
+    /// Paused by the destination itself: it refused the credentials.
+    pub(super) halt: Option<Halted>,
     /// The last attempt failed.
-    failing: bool,
-    last_error: Option<String>,
+    pub(super) failing: bool,
+    /// Since when (Unix ms) the destination has been failing.
+    pub(super) failing_since_ms: Option<u64>,
+    pub(super) last_error: Option<String>,
     /// How the backlog moved over the last minute.
     backlog: BacklogTrend,
+    /// The `rate_limit`, if any.
+    bucket: Option<TokenBucket>,
+    /// When the rate limit lets the next request go (ready heads wait).
+    rate_wait: Option<Instant>,
+    /// The sink's byte counts already added to the metrics.
+    traffic_seen: (u64, u64),
+}
+
+/// A destination that paused itself because it refused the credentials.
+pub(super) struct Halted {
+    /// The destination's answer, and what to fix.
+    pub(super) reason: String,
+    /// When one request goes out again to see whether it was fixed; `None`
+    /// while that request is out.
+    pub(super) probe_at: Option<Instant>,
 }
 
 type Sent = (Vec<(LoggedEvent, Attempts)>, u64, Outcome);
+
+/// A sleep until `at`, or one that is never polled (its `select!` branch is
+/// disabled) when there is nothing to wait for.
+fn sleep_until(at: Option<Instant>) -> tokio::time::Sleep {
+    tokio::time::sleep_until(at.unwrap_or_else(Instant::now))
+}
 
 impl DestinationLoop {
     fn store_err(&self, source: crate::store::StoreError) -> DeliveryError {
@@ -125,7 +155,7 @@ impl DestinationLoop {
     /// is full it waits and tries again (the loop makes no progress then,
     /// and its status says why), so a full disk pauses delivery instead of
     /// stopping it; any other store error is returned.
-    async fn store_op<T: Send + 'static>(
+    pub(super) async fn store_op<T: Send + 'static>(
         &self,
         f: impl Fn(&StateStore) -> Result<T, StoreError> + Send + Sync + 'static,
     ) -> Result<T, DeliveryError> {
@@ -195,9 +225,17 @@ impl DestinationLoop {
             timers: DelayQueue::new(),
             committed: start,
             paused: false,
+            halt: None,
             failing: false,
+            failing_since_ms: None,
             last_error: None,
             backlog: BacklogTrend::default(),
+            bucket: self
+                .cfg
+                .rate_limit
+                .map(|rate| TokenBucket::new(rate, Instant::now())),
+            rate_wait: None,
+            traffic_seen: (0, 0),
         };
         let mut durable = self.log.subscribe();
         let mut tick = tokio::time::interval(COMMIT_EVERY);
@@ -209,9 +247,13 @@ impl DestinationLoop {
                     let reader = st.reader.take();
                     st.reader = Some(self.fill(&mut st.disp, reader).await?);
                 }
-                self.launch(&mut st, &clock);
+                if st.halt.as_ref().is_none_or(|h| h.probe_at.is_none()) {
+                    self.launch(&mut st, &clock);
+                }
             }
             let caught_up = st.disp.read_pos() >= *durable.borrow_and_update();
+            let probe_at = st.halt.as_ref().and_then(|h| h.probe_at);
+            let rate_wait = st.rate_wait;
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
@@ -226,6 +268,15 @@ impl DestinationLoop {
                 }
                 Some(expired) = std::future::poll_fn(|cx| st.timers.poll_expired(cx)), if !st.timers.is_empty() => {
                     st.disp.release(expired.into_inner());
+                }
+                _ = sleep_until(probe_at), if probe_at.is_some() && !st.paused => {
+                    if let Some(h) = &mut st.halt {
+                        h.probe_at = None;
+                        tracing::info!(destination = %self.cfg.name, "destination {} is paused: trying one request to see whether it was fixed", self.cfg.name);
+                    }
+                }
+                _ = sleep_until(rate_wait), if rate_wait.is_some() => {
+                    st.rate_wait = None;
                 }
                 _ = tick.tick() => {
                     st.committed = self.commit(&st.disp, st.committed).await?;
@@ -249,8 +300,13 @@ impl DestinationLoop {
         while let Some(done) = st.inflight.join_next().await {
             if let Ok((events, _, outcome)) = done {
                 st.in_flight_events -= events.len();
-                if outcome == Outcome::Delivered {
-                    for (e, _) in events {
+                let delivered = |i: usize| match &outcome {
+                    Outcome::Delivered => true,
+                    Outcome::PerEvent(v) => v.get(i) == Some(&Outcome::Delivered),
+                    _ => false,
+                };
+                for (i, (e, _)) in events.iter().enumerate() {
+                    if delivered(i) {
                         st.disp.finish(e.offset);
                         self.metrics.delivered.get_or_create(&self.labels).inc();
                     }
@@ -268,6 +324,9 @@ impl DestinationLoop {
             }
             Control::Resume => {
                 st.paused = false;
+                // An operator who resumes a destination that paused itself
+                // says its configuration was fixed: full speed at once.
+                st.halt = None;
                 tracing::info!(destination = %self.cfg.name, "resumed by an operator");
             }
             Control::Reset { to, done } => {
@@ -284,8 +343,29 @@ impl DestinationLoop {
                 let _ = done.send(());
             }
         }
-        self.handle.update(|s| s.paused = st.paused);
+        let (paused, reason) = self.pause_state(st);
+        self.handle.update(|s| {
+            s.paused = paused;
+            s.pause_reason = reason;
+        });
         Ok(())
+    }
+
+    /// Whether the destination is paused, and why (for the status).
+    fn pause_state(&self, st: &LoopState) -> (bool, Option<String>) {
+        if st.paused {
+            return (true, Some("paused by an operator".into()));
+        }
+        let Some(halt) = &st.halt else {
+            return (false, None);
+        };
+        let why = format!(
+            "{}. Events wait, undelivered. Once fixed, resume with `POST /admin/destinations/{}/resume` or a restart; until then one request tries again every {}",
+            halt.reason,
+            self.cfg.name,
+            humantime::format_duration(self.cfg.retry.cap)
+        );
+        (true, Some(why))
     }
 
     /// Updates the status and gauges (every commit tick), and warns when
@@ -326,6 +406,21 @@ impl DestinationLoop {
         if st.timers.is_empty() {
             m.backoff_seconds.get_or_create(&self.labels).set(0.0);
         }
+        let (paused, pause_reason) = self.pause_state(st);
+        m.paused.get_or_create(&self.labels).set(i64::from(paused));
+        if let Some(t) = self.sink.traffic() {
+            let now = (
+                t.wire_bytes.load(Ordering::Relaxed),
+                t.json_bytes.load(Ordering::Relaxed),
+            );
+            m.sent_bytes
+                .get_or_create(&self.labels)
+                .inc_by(now.0 - st.traffic_seen.0);
+            m.sent_json_bytes
+                .get_or_create(&self.labels)
+                .inc_by(now.1 - st.traffic_seen.1);
+            st.traffic_seen = now;
+        }
         self.handle.update(|s| {
             s.cursor = cursor;
             s.committed_cursor = st.committed;
@@ -334,7 +429,8 @@ impl DestinationLoop {
             s.backlog_growth_per_second = growth;
             s.in_flight = st.in_flight_events;
             s.retrying_users = st.timers.len();
-            s.paused = st.paused;
+            s.paused = paused;
+            s.pause_reason = pause_reason;
             s.failing = st.failing;
             s.last_error.clone_from(&st.last_error);
         });
@@ -404,13 +500,34 @@ impl DestinationLoop {
         Ok(back)
     }
 
-    /// Starts requests for ready users, up to `concurrency` in flight.
+    /// Starts requests for ready users, up to `concurrency` in flight (one
+    /// while a paused destination is being tried again) and within the
+    /// rate limit (when it runs out, `rate_wait` says when to go on).
     fn launch(&self, st: &mut LoopState, clock: &Clock) {
         let (batch_size, max_bytes) = (self.cfg.batch_size(), self.cfg.batch_max_bytes());
-        while st.inflight.len() < self.cfg.concurrency() {
-            let batch = st.disp.take_batch(batch_size, max_bytes);
+        let most = if st.halt.is_some() {
+            1
+        } else {
+            self.cfg.concurrency()
+        };
+        st.rate_wait = None;
+        while st.inflight.len() < most {
+            let mut events = batch_size;
+            if let Some(bucket) = &mut st.bucket {
+                if !bucket.ready(Instant::now()) {
+                    if st.disp.has_ready() {
+                        st.rate_wait = Some(bucket.next_at());
+                    }
+                    return;
+                }
+                events = events.min(bucket.burst());
+            }
+            let batch = st.disp.take_batch(events, max_bytes);
             if batch.is_empty() {
                 return;
+            }
+            if let Some(bucket) = &mut st.bucket {
+                bucket.take(batch.len());
             }
             let sink = self.sink.clone();
             let sent_ms = clock.now_ms();
@@ -422,109 +539,6 @@ impl DestinationLoop {
                 (batch, sent_ms, outcome)
             });
         }
-    }
-
-    /// Applies the outcome of one request to its events.
-    async fn settle(
-        &self,
-        st: &mut LoopState,
-        events: Vec<(LoggedEvent, Attempts)>,
-        sent_ms: u64,
-        outcome: Outcome,
-        clock: &Clock,
-        rng: &mut impl rand::Rng,
-    ) -> Result<(), DeliveryError> {
-        self.note_health(st, &outcome);
-        let m = &self.metrics;
-        match &outcome {
-            Outcome::Delivered => {
-                for (event, _) in &events {
-                    st.disp.finish(event.offset);
-                }
-                m.delivered
-                    .get_or_create(&self.labels)
-                    .inc_by(events.len() as u64);
-            }
-            Outcome::Permanent { status, error } => {
-                for (event, _) in events {
-                    let attempts = st.disp.failed(event.offset, sent_ms);
-                    self.dead_letter(&event, &attempts, clock.now_ms(), *status, error)
-                        .await?;
-                    st.disp.finish(event.offset);
-                }
-            }
-            Outcome::Retry {
-                status,
-                error,
-                retry_after,
-            } => {
-                for (event, _) in &events {
-                    let offset = event.offset;
-                    let attempts = st.disp.failed(offset, sent_ms);
-                    let first = attempts.first_ms.unwrap_or(sent_ms);
-                    let delay =
-                        next_delay(&self.cfg.retry, attempts.failures - 1, *retry_after, rng);
-                    let give_up = clock.now_ms() + delay.as_millis() as u64 - first
-                        >= self.cfg.retry.max_duration.as_millis() as u64;
-                    if give_up {
-                        let why = format!("gave up after {} attempts: {error}", attempts.failures);
-                        self.dead_letter(event, &attempts, clock.now_ms(), *status, &why)
-                            .await?;
-                        st.disp.finish(offset);
-                    } else {
-                        tracing::debug!(destination = %self.cfg.name, offset, attempt = attempts.failures, ?delay, "retrying: {error}");
-                        m.retried.get_or_create(&self.labels).inc();
-                        m.backoff_seconds
-                            .get_or_create(&self.labels)
-                            .set(delay.as_secs_f64());
-                        st.timers.insert(offset, delay);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Logs when the destination starts failing and when it recovers.
-    fn note_health(&self, st: &mut LoopState, outcome: &Outcome) {
-        match outcome {
-            Outcome::Delivered if st.failing => {
-                st.failing = false;
-                tracing::info!(destination = %self.cfg.name, "destination {} is delivering again", self.cfg.name);
-            }
-            Outcome::Retry { error, .. } | Outcome::Permanent { error, .. } => {
-                if !st.failing {
-                    tracing::warn!(destination = %self.cfg.name, "destination {} is failing: {error}", self.cfg.name);
-                }
-                st.failing = true;
-                st.last_error = Some(error.clone());
-            }
-            Outcome::Delivered => {}
-        }
-    }
-
-    async fn dead_letter(
-        &self,
-        event: &LoggedEvent,
-        attempts: &Attempts,
-        now_ms: u64,
-        status: Option<u16>,
-        error: &str,
-    ) -> Result<(), DeliveryError> {
-        let dl = DeadLetter {
-            destination: self.cfg.name.clone(),
-            offset: event.offset,
-            message_id: event.meta.message_id.clone(),
-            event: String::from_utf8_lossy(&event.body).into_owned(),
-            attempts: attempts.failures,
-            first_attempt_ms: attempts.first_ms.unwrap_or(now_ms),
-            last_attempt_ms: now_ms,
-            last_status: status,
-            last_error: crate::store::state_excerpt(error),
-        };
-        tracing::warn!(destination = %self.cfg.name, offset = event.offset, message_id = %dl.message_id, status = ?status, "dead-lettered: {}", dl.last_error);
-        self.metrics.dead_lettered.get_or_create(&self.labels).inc();
-        self.store_op(move |s| s.add_dead_letter(&dl)).await
     }
 
     /// Stores the cursor if it moved; returns the committed value.

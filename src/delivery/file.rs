@@ -30,8 +30,8 @@ impl FileSink {
         FileSink {
             inner: Arc::new(Mutex::new(FileState {
                 path: cfg.path.clone().unwrap_or_default(),
-                rotate_bytes: cfg.rotate_bytes.max(1),
-                keep: cfg.keep,
+                rotate_bytes: cfg.rotate_bytes().max(1),
+                keep: cfg.keep(),
                 file: None,
                 size: 0,
             })),

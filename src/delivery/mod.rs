@@ -11,8 +11,12 @@ mod cursor_reset;
 mod destination;
 pub mod event;
 pub mod file;
+mod http_client;
 pub mod order_window;
+pub mod rate_limit;
 mod replay;
+pub mod segment;
+mod settle;
 pub mod sink;
 pub mod status;
 pub mod webhook;
@@ -65,6 +69,7 @@ pub fn make_sink(cfg: &DestinationConfig) -> Result<Arc<dyn Sink>, String> {
     Ok(match cfg.kind {
         DestinationType::Webhook => Arc::new(webhook::Webhook::new(cfg)?),
         DestinationType::File => Arc::new(file::FileSink::new(cfg)),
+        DestinationType::Segment => Arc::new(segment::Segment::new(cfg)?),
     })
 }
 
@@ -123,11 +128,7 @@ impl Delivery {
         }
         let mut handles = Vec::new();
         for (cfg, sink) in dests {
-            let kind = match cfg.kind {
-                DestinationType::Webhook => "webhook",
-                DestinationType::File => "file",
-            };
-            let (handle, control) = DestinationHandle::new(&cfg.name, kind);
+            let (handle, control) = DestinationHandle::new(&cfg.name, cfg.kind.as_str());
             let handle = Arc::new(handle);
             handles.push(handle.clone());
             let worker = Arc::new(DestinationLoop {

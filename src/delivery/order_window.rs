@@ -91,6 +91,11 @@ impl OrderWindow {
         self.slots.len() >= self.limit
     }
 
+    /// True when some user's head may be sent now.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
     /// Users with an event waiting behind a busy head.
     pub fn blocked_users(&self) -> usize {
         self.lanes

@@ -67,23 +67,28 @@ impl DestinationLoop {
                 return None;
             }
             // A request already sent is let finish (bounded by the timeout), as at shutdown.
-            let outcome = self.sink.send(vec![event.clone()]).await;
+            let outcome = self.sink.send(vec![event.clone()]).await.single();
             let (status, error, retry_after, permanent) = match outcome {
                 Outcome::Delivered => {
                     tracing::info!(destination = %self.cfg.name, offset = dl.offset, "replayed dead letter delivered");
                     return Some(None);
                 }
-                Outcome::Permanent { status, error } => (status, error, None, true),
+                // A destination that refuses the credentials keeps the dead
+                // letter; it can be replayed again once fixed.
+                Outcome::Permanent { status, error } | Outcome::Halt { status, error } => {
+                    (status, error, None, true)
+                }
                 Outcome::Retry {
                     status,
                     error,
                     retry_after,
                 } => (status, error, retry_after, false),
+                Outcome::PerEvent(_) => (None, "several outcomes for one event".into(), None, true),
             };
             failures += 1;
             let delay = next_delay(&self.cfg.retry, failures - 1, retry_after, rng);
             let spent = Duration::from_millis(clock.now_ms() - first_ms) + delay;
-            if permanent || spent >= self.cfg.retry.max_duration {
+            if permanent || self.cfg.give_up_after().is_some_and(|max| spent >= max) {
                 let mut again = dl.clone();
                 again.attempts += failures;
                 again.last_attempt_ms = clock.now_ms();

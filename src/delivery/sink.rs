@@ -6,6 +6,7 @@ use super::backoff::Outcome;
 use super::event::LoggedEvent;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 
 /// A boxed future of an outcome.
 pub type SendFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
@@ -13,7 +14,23 @@ pub type SendFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 /// One destination's transport.
 pub trait Sink: Send + Sync + 'static {
     /// Delivers `events` in one request (one event when `batch_size` is 1).
+    /// The events belong to different users, so a sink may answer each on
+    /// its own ([`Outcome::PerEvent`]).
     fn send(&self, events: Vec<LoggedEvent>) -> SendFuture;
+
+    /// The bytes this sink has sent, when it counts them.
+    fn traffic(&self) -> Option<&Traffic> {
+        None
+    }
+}
+
+/// Bytes a sink has sent, for the metrics.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Request bodies as JSON, before any compression.
+    pub json_bytes: AtomicU64,
+    /// Request bodies as sent (after compression).
+    pub wire_bytes: AtomicU64,
 }
 
 /// The request body for `events`: the event itself when there is one and

@@ -26,7 +26,7 @@ pub enum Control {
 pub struct DestinationStatus {
     /// Destination name.
     pub name: String,
-    /// `webhook` or `file`.
+    /// `webhook`, `file` or `segment`.
     pub kind: String,
     /// Next offset to deliver (in memory; committed at most 100 ms later).
     pub cursor: u64,
@@ -43,8 +43,11 @@ pub struct DestinationStatus {
     pub in_flight: usize,
     /// Users whose head event is waiting out a backoff.
     pub retrying_users: usize,
-    /// Paused by an operator.
+    /// Paused: by an operator, or by itself when the destination refused its
+    /// credentials (see `pause_reason`). Events wait, undelivered.
     pub paused: bool,
+    /// Why it is paused, and how to resume.
+    pub pause_reason: Option<String>,
     /// The last attempt failed.
     pub failing: bool,
     /// The last failure, if any.

@@ -5,15 +5,16 @@
 use super::backoff::{parse_retry_after, retryable_status, Outcome};
 use super::config::DestinationConfig;
 use super::event::LoggedEvent;
+use super::http_client;
 use super::sink::{body, SendFuture, Sink};
 use crate::store::state_excerpt;
 use hmac::{Hmac, Mac};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use sha2::Sha256;
 use std::time::SystemTime;
 
 /// The User-Agent of every webhook request.
-pub const USER_AGENT: &str = concat!("ferry/", env!("CARGO_PKG_VERSION"));
+pub const USER_AGENT: &str = http_client::USER_AGENT;
 /// Header carrying the event's messageId (unbatched requests) so receivers can dedup.
 pub const MESSAGE_ID_HEADER: &str = "x-ferry-message-id";
 /// Header carrying `sha256=<hex>` of the body when a secret is configured.
@@ -27,46 +28,13 @@ pub struct Webhook {
     batched: bool,
 }
 
-/// The certificates of a PEM file; an error unless it holds at least one.
-fn ca_certificates(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
-    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
-    if certs.is_empty() {
-        return Err("holds no PEM certificate".into());
-    }
-    Ok(certs)
-}
-
 impl Webhook {
     /// Builds the sink (and its own connection pool) from a validated config.
     pub fn new(cfg: &DestinationConfig) -> Result<Webhook, String> {
-        let mut headers = HeaderMap::new();
-        for (k, v) in &cfg.headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|e| format!("destinations[{}].headers: {k:?}: {e}", cfg.name))?;
-            let value = HeaderValue::from_str(v)
-                .map_err(|e| format!("destinations[{}].headers.{k}: {e}", cfg.name))?;
-            headers.insert(name, value);
-        }
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let mut builder = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .default_headers(headers)
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .pool_max_idle_per_host(cfg.concurrency());
-        if let Some(path) = &cfg.ca_file {
-            for cert in ca_certificates(path).map_err(|e| {
-                format!("destinations[{}].ca_file {}: {e}", cfg.name, path.display())
-            })? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let client = builder
-            .build()
-            .map_err(|e| format!("destinations[{}]: {e}", cfg.name))?;
+        let mut fixed = HeaderMap::new();
+        fixed.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let headers = http_client::headers(cfg, fixed)?;
+        let client = http_client::client(cfg, headers, true)?;
         Ok(Webhook {
             client,
             url: cfg.url.clone().unwrap_or_default(),
@@ -97,23 +65,7 @@ impl Sink for Webhook {
         Box::pin(async move {
             let resp = match req.send().await {
                 Ok(r) => r,
-                Err(e) => {
-                    let kind = if e.is_timeout() {
-                        "timeout"
-                    } else if e.is_connect() {
-                        "connection failed"
-                    } else {
-                        "request failed"
-                    };
-                    return Outcome::Retry {
-                        status: None,
-                        error: state_excerpt(&format!(
-                            "{kind}: {}",
-                            crate::error_text::with_causes(&e)
-                        )),
-                        retry_after: None,
-                    };
-                }
+                Err(e) => return http_client::no_answer(&e),
             };
             let status = resp.status().as_u16();
             if resp.status().is_success() {

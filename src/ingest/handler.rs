@@ -144,18 +144,29 @@ pub(crate) async fn store(
         // Every event was a duplicate: answered exactly like a success.
         return Ok(count);
     }
-    match state.log().append(batch.records).await {
-        Ok(offsets) => {
-            if let Some(ticket) = ticket {
-                ticket.commit(offsets);
-            }
+    // The append and the ticket's outcome run in a task of their own: when
+    // the client goes away mid-append, the handler is dropped, but the
+    // append still becomes durable, so its ids must still be committed (or
+    // a retry of the request would store them again).
+    let log = state.log().clone();
+    let records = std::mem::take(&mut batch.records);
+    let appended = tokio::spawn(async move {
+        let result = log.append(records).await;
+        match (&result, ticket) {
+            (Ok(offsets), Some(ticket)) => ticket.commit(offsets.clone()),
+            // Dropping the ticket releases the ids: a retry stores them.
+            (_, ticket) => drop(ticket),
+        }
+        result
+    });
+    let result = appended.await.expect("the append task does not panic");
+    match result {
+        Ok(_) => {
             state.set_full(false);
             count_events(state, source, &batch.types);
             Ok(count)
         }
         Err(e) => {
-            // Dropping the ticket releases the ids: a retry stores them.
-            drop(ticket);
             let err = IngestError::from_log(e, retry_after);
             if matches!(err, IngestError::StorageFull { .. }) {
                 state.set_full(true);

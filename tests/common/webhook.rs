@@ -1,18 +1,21 @@
 //! The webhook destination the tests deliver to: an HTTP server on
 //! 127.0.0.1 that records the events it accepted, in order, and answers as
 //! the test scripts it (statuses per event and try, a flaky share, delays,
-//! `Retry-After`, or no answer at all).
+//! `Retry-After`, or no answer at all). It also plays a Segment-compatible
+//! upstream: `POST /v1/batch`, gzip bodies, every request recorded.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// How the webhook answers one request.
 #[derive(Clone, Debug, PartialEq)]
@@ -135,9 +138,14 @@ pub fn first_deliveries(seen: &[String]) -> Vec<&String> {
 /// The messageIds in a webhook body: one event, or `{"batch": [...]}`.
 pub fn message_ids(body: &[u8]) -> Vec<String> {
     let v: Value = serde_json::from_slice(body).expect("ferry sends JSON");
+    ids_of(&v)
+}
+
+/// The messageIds in a parsed body: one event, or `{"batch": [...]}`.
+pub fn ids_of(v: &Value) -> Vec<String> {
     let events = match v.get("batch") {
         Some(batch) => batch.as_array().unwrap().clone(),
-        None => vec![v],
+        None => vec![v.clone()],
     };
     events
         .iter()
@@ -155,6 +163,28 @@ pub struct Webhook {
     pub delivered: Deliveries,
 }
 
+/// One request as the webhook received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// When it arrived (tokio's clock).
+    pub at: Instant,
+    pub headers: HeaderMap,
+    /// Body bytes as sent (compressed when `Content-Encoding: gzip`).
+    pub wire_bytes: usize,
+    /// The body as JSON, inflated.
+    pub json_bytes: usize,
+    pub body: Value,
+    /// The status it was answered with (`None`: never answered).
+    pub status: Option<u16>,
+}
+
+impl Received {
+    /// The messageIds it carried.
+    pub fn ids(&self) -> Vec<String> {
+        ids_of(&self.body)
+    }
+}
+
 /// What the handler reads and records.
 struct Hook {
     script: Mutex<HashMap<String, VecDeque<Reply>>>,
@@ -165,6 +195,8 @@ struct Hook {
     requests: AtomicUsize,
     /// The first request's headers.
     first_headers: Mutex<Option<HeaderMap>>,
+    /// Every request, in order of arrival.
+    received: Mutex<Vec<Received>>,
     delivered: Deliveries,
 }
 
@@ -220,10 +252,12 @@ impl WebhookBuilder {
             tries: Mutex::default(),
             requests: AtomicUsize::new(0),
             first_headers: Mutex::default(),
+            received: Mutex::default(),
             delivered: delivered.clone(),
         });
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(answer))
+            .route("/v1/batch", axum::routing::post(answer))
             .with_state(hook.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Webhook {
@@ -279,6 +313,31 @@ impl Webhook {
         let first = self.hook.first_headers.lock().unwrap().clone();
         first.expect("no request yet")
     }
+
+    /// Every request received so far, in order of arrival.
+    pub fn received(&self) -> Vec<Received> {
+        self.hook.received.lock().unwrap().clone()
+    }
+
+    /// The base URL of the Segment-compatible API: `http://{addr}`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// The body as sent, inflated when it is gzip.
+fn inflate(headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
+    let gzip = headers
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    if !gzip {
+        return body.to_vec();
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut out)
+        .expect("a gzip body inflates");
+    out
 }
 
 async fn answer(
@@ -286,9 +345,14 @@ async fn answer(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let ids = message_ids(&body);
+    let arrived = Instant::now();
+    let json = inflate(&headers, &body);
+    let ids = message_ids(&json);
     hook.requests.fetch_add(1, Ordering::SeqCst);
-    hook.first_headers.lock().unwrap().get_or_insert(headers);
+    hook.first_headers
+        .lock()
+        .unwrap()
+        .get_or_insert(headers.clone());
     let mut reply = Reply::ok();
     for id in &ids {
         let try_number = {
@@ -308,6 +372,14 @@ async fn answer(
             reply = r;
         }
     }
+    hook.received.lock().unwrap().push(Received {
+        at: arrived,
+        headers,
+        wire_bytes: body.len(),
+        json_bytes: json.len(),
+        body: serde_json::from_slice(&json).expect("ferry sends JSON"),
+        status: reply.status,
+    });
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
