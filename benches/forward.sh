@@ -12,7 +12,7 @@
 # upstream ferry, the edge ferry and, while filling, the load generator
 # share them). Steps:
 #  1. fill: an edge ferry without destinations takes EVENTS events (requests
-#     of 100 SDK-shaped "Product Viewed" events, ~1 KB each, USERS users, sent
+#     of 100 SDK-shaped "Product Viewed" events, ~1.1 KB each, USERS users, sent
 #     closed loop by benches/load_gen.rs over 32 connections), then stops;
 #  2. for each pass of PASSES: a fresh upstream ferry (empty data directory,
 #     dedup on: it stores every event once and fsyncs as ferry does), and
@@ -39,6 +39,7 @@
 #   KEEP       1: keep the temporary directory [0]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export FERRY_BENCH_COMMON="$PWD/benches/common"  # sdk_events.py, the events the scripts send
 
 EVENTS="${EVENTS:-300000}"
 USERS="${USERS:-1000}"
@@ -90,35 +91,18 @@ cp "${CARGO_TARGET_DIR:-target}/release/ferry" "$WORK/ferry"
 cat >"$WORK/fwd.py" <<'PY'
 import json, math, os, re, sys, time, urllib.request
 
+sys.path.insert(0, os.environ["FERRY_BENCH_COMMON"])
+from sdk_events import browser  # noqa: E402
+
 LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)$', re.M)
 HZ = os.sysconf("SC_CLK_TCK")
-
-
-def event(k, users):
-    # benches/e2e_load.sh's browser "Product Viewed"; load_gen adds the messageId.
-    u = k % users
-    url = f"https://shop.example.com/products/{k}"
-    return {"type": "track", "event": "Product Viewed", "userId": f"user-{u}",
-            "anonymousId": f"5a1c8e2d-9b3f-4e7a-8c6d-{u:012d}",
-            "properties": {"product_id": f"507f1f77bcf86cd7994390{k % 100:02d}", "sku": f"G-{k}",
-                           "category": "Games", "name": "Monopoly: 3rd Edition", "brand": "Hasbro",
-                           "variant": "200 pieces", "price": 18.99, "quantity": 1, "currency": "USD",
-                           "position": 3, "value": 18.99, "url": url, "image_url": url + ".jpg"},
-            "context": {"library": {"name": "analytics.js", "version": "npm:next-1.84.0"},
-                        "page": {"path": f"/products/{k}", "referrer": "https://www.google.com/",
-                                 "search": "", "title": "Monopoly: 3rd Edition | Example Shop",
-                                 "url": url},
-                        "userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36"
-                                     " (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-                        "locale": "en-US", "timezone": "Europe/Berlin"},
-            "integrations": {}, "timestamp": "2024-05-01T12:00:00.000Z"}
 
 
 def bodies(work, users):
     users = int(users)
     paths = []
     for j in range(max(1, math.ceil(users / 100))):
-        batch = {"batch": [event(100 * j + i, users) for i in range(100)],
+        batch = {"batch": [browser(100 * j + i, users) for i in range(100)],
                  "sentAt": "2024-05-01T12:00:00.000Z"}
         path = f"{work}/batch-{j}.json"
         with open(path, "w") as f:
