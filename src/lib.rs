@@ -76,6 +76,7 @@
 //!   - `delivery/settle.rs` — what an outcome does to its events; self-pause on refused credentials
 //!   - `delivery/rate_limit.rs` — the token bucket of a destination's `rate_limit`
 //!   - `delivery/backoff.rs` — outcomes, retry classes, full jitter, Retry-After
+//!   - `delivery/backlog.rs` — how fast a backlog grows, and when to warn
 //!   - `delivery/sink.rs` — the transport trait, request bodies, bytes sent
 //!   - `delivery/http_client.rs` — what HTTP sinks share: client and pool, CA file, no-answer retries
 //!   - `delivery/webhook.rs` — HTTP webhooks (pool per destination, HMAC)
@@ -97,6 +98,7 @@
 //!   - `cli/cursors_cmd.rs` — `ferry cursors` and `ferry cursors reset`
 //!   - `cli/dlq_cmd.rs` — `ferry dlq list|show|replay|purge`
 //!   - `cli/dedup_cmd.rs` — `ferry dedup stats`
+//!   - `cli/docs_cmd.rs` — `ferry completions` and `ferry man`
 //!   - `cli/state_access.rs` — delivery state for the CLI: the file, or a server's admin API
 
 pub mod admin;
