@@ -166,9 +166,15 @@ async fn metrics_add_up_and_the_admin_api_operates_delivery() {
     batch.push(identify().id("i1").user("u1").json());
     batch.push(identify().id("i2").user("u3").json());
     ops.send(batch).await;
-    ops.wait_status("hook", |s| s["lag_events"] == 0 && s["dead_letters"] == 1)
+    // The status is published every commit tick: a cursor at the end means
+    // every event below it was settled before that publish (a lag of 0
+    // alone may be from a publish before the events arrived).
+    ops.wait_status("hook", |s| {
+        s["cursor"] == 8 && s["lag_events"] == 0 && s["dead_letters"] == 1
+    })
+    .await;
+    ops.wait_status("archive", |s| s["cursor"] == 8 && s["lag_events"] == 0)
         .await;
-    ops.wait_status("archive", |s| s["lag_events"] == 0).await;
 
     let m = ops.metrics().await;
     let ingested = sum(&m, "ferry_ingest_events_total");
