@@ -121,7 +121,7 @@
 # removed (unless KEEP=1). A server that dies is named with its last log lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export FERRY_BENCH_COMMON="$PWD/benches/common"  # sdk_events.py, the events the scripts send
+export FERRY_BENCH_COMMON="$PWD/benches/common"  # sdk_events.py, ferry_bench.py: what the load scripts share
 
 MODE="${MODE:-rates}"
 RATES="${RATES:-50000 100000 150000 200000}"
@@ -253,49 +253,19 @@ cat >"$WORK/e2e.py" <<'PY'
 import json, math, os, re, signal, subprocess, sys, time, urllib.request
 
 sys.path.insert(0, os.environ["FERRY_BENCH_COMMON"])
-from sdk_events import browser  # noqa: E402
+from ferry_bench import cpu_ticks, metric, scrape, write_bodies  # noqa: E402
 
 HZ = os.sysconf("SC_CLK_TCK")
-LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)$', re.M)
 
 
 def bodies(work, users):
-    # Body j holds events k = 100 j .. 100 j + 99, of users k % users: with
-    # ceil(users / 100) bodies, cycled by load_gen, every user gets the same
-    # share of the events, and a request holds min(users, 100) users.
-    users = int(users)
-    n = max(1, math.ceil(users / 100))
-    paths = []
-    for j in range(n):
-        batch = {"batch": [browser(100 * j + i, users) for i in range(100)],
-                 "sentAt": "2024-05-01T12:00:00.000Z"}
-        path = f"{work}/batch-{j}.json"
-        with open(path, "w") as f:
-            json.dump(batch, f)
-        paths.append(path)
+    paths = write_bodies(work, users)
+    with open(paths[-1]) as f:
+        batch = json.load(f)
     sizes = [len(json.dumps(e)) for e in batch["batch"]]
-    print(f"{n} request bodies of 100 events, {users} users, events ~{sum(sizes) // len(sizes)} B "
-          f"before messageId", file=sys.stderr)
+    print(f"{len(paths)} request bodies of 100 events, {int(users)} users, events "
+          f"~{sum(sizes) // len(sizes)} B before messageId", file=sys.stderr)
     print("\n".join(paths))
-
-
-def scrape(port):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out = {}
-    for name, labels, value in LINE.findall(text):
-        lab = dict(re.findall(r'(\w+)="([^"]*)"', labels or ""))
-        out.setdefault(name, []).append((lab, float(value)))
-    return out
-
-
-def metric(m, name, **labels):
-    return sum(v for lab, v in m.get(name, []) if all(lab.get(k) == x for k, x in labels.items()))
-
-
-def cpu_ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime
 
 
 def machine():

@@ -39,7 +39,7 @@
 #   KEEP       1: keep the temporary directory [0]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export FERRY_BENCH_COMMON="$PWD/benches/common"  # sdk_events.py, the events the scripts send
+export FERRY_BENCH_COMMON="$PWD/benches/common"  # sdk_events.py, ferry_bench.py: what the load scripts share
 
 EVENTS="${EVENTS:-300000}"
 USERS="${USERS:-1000}"
@@ -92,43 +92,17 @@ cat >"$WORK/fwd.py" <<'PY'
 import json, math, os, re, sys, time, urllib.request
 
 sys.path.insert(0, os.environ["FERRY_BENCH_COMMON"])
-from sdk_events import browser  # noqa: E402
+from ferry_bench import cpu_ticks, metric, scrape, write_bodies  # noqa: E402
 
-LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)$', re.M)
 HZ = os.sysconf("SC_CLK_TCK")
 
 
 def bodies(work, users):
-    users = int(users)
-    paths = []
-    for j in range(max(1, math.ceil(users / 100))):
-        batch = {"batch": [browser(100 * j + i, users) for i in range(100)],
-                 "sentAt": "2024-05-01T12:00:00.000Z"}
-        path = f"{work}/batch-{j}.json"
-        with open(path, "w") as f:
-            json.dump(batch, f)
-        paths.append(path)
-    print(",".join(paths))
-
-
-def scrape(port):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out = {}
-    for name, labels, value in LINE.findall(text):
-        lab = dict(re.findall(r'(\w+)="([^"]*)"', labels or ""))
-        out.setdefault(name, []).append((lab, float(value)))
-    return out
-
-
-def metric(m, name, **labels):
-    return sum(v for lab, v in m.get(name, []) if all(lab.get(k) == x for k, x in labels.items()))
+    print(",".join(write_bodies(work, users)))
 
 
 def cpu(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / HZ
-
+    return cpu_ticks(pid) / HZ
 
 def wait_up(port):
     for _ in range(600):
