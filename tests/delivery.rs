@@ -6,13 +6,13 @@ mod common;
 
 use common::events::{step, user_seq};
 use common::webhook::{first_deliveries, flaky, Deliveries, Reply, Webhook};
+use common::{delivery_env, DeliveryEnv};
 use ferry::delivery::backoff::{ceiling, Outcome};
 use ferry::delivery::config::DestinationConfig;
 use ferry::delivery::event::LoggedEvent;
 use ferry::delivery::sink::{SendFuture, Sink};
 use ferry::delivery::{make_sink, Delivery};
-use ferry::log::{Log, LogOptions};
-use ferry::store::StateStore;
+use ferry::log::LogOptions;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,29 +23,12 @@ fn dest(toml_text: &str) -> DestinationConfig {
     c
 }
 
-struct Env {
-    _tmp: tempfile::TempDir,
-    log: Log,
-    store: Arc<StateStore>,
-}
-
-fn env() -> Env {
-    let tmp = tempfile::tempdir().unwrap();
-    let log = Log::open(
-        &tmp.path().join("log"),
-        LogOptions {
-            segment_bytes: 4096,
-            min_free_bytes: 0,
-            ..LogOptions::default()
-        },
-    )
-    .unwrap();
-    let store = Arc::new(StateStore::open(&tmp.path().join("state.redb")).unwrap());
-    Env {
-        _tmp: tmp,
-        log,
-        store,
-    }
+fn env() -> DeliveryEnv {
+    delivery_env(LogOptions {
+        segment_bytes: 4096,
+        min_free_bytes: 0,
+        ..LogOptions::default()
+    })
 }
 
 /// Checks per-user order over first deliveries and that every expected id came.

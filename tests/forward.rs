@@ -10,11 +10,11 @@ mod common;
 use base64::Engine;
 use common::events::{step, user_seq};
 use common::webhook::{first_deliveries, Reply, Webhook};
+use common::{delivery_env, DeliveryEnv};
 use ferry::delivery::config::DestinationConfig;
 use ferry::delivery::status::{Control, DestinationHandle};
 use ferry::delivery::{make_sink, Delivery};
-use ferry::log::{Log, LogOptions};
-use ferry::store::StateStore;
+use ferry::log::LogOptions;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,28 +23,11 @@ use std::time::Duration;
 
 const UPSTREAM_KEY: &str = "wk_central";
 
-struct Env {
-    _tmp: tempfile::TempDir,
-    log: Log,
-    store: Arc<StateStore>,
-}
-
-fn env() -> Env {
-    let tmp = tempfile::tempdir().unwrap();
-    let log = Log::open(
-        &tmp.path().join("log"),
-        LogOptions {
-            min_free_bytes: 0,
-            ..LogOptions::default()
-        },
-    )
-    .unwrap();
-    let store = Arc::new(StateStore::open(&tmp.path().join("state.redb")).unwrap());
-    Env {
-        _tmp: tmp,
-        log,
-        store,
-    }
+fn env() -> DeliveryEnv {
+    delivery_env(LogOptions {
+        min_free_bytes: 0,
+        ..LogOptions::default()
+    })
 }
 
 /// A segment destination named "central" forwarding to `mock`, with quick
@@ -59,7 +42,7 @@ fn central(mock: &Webhook, extra: &str) -> DestinationConfig {
     c
 }
 
-fn start(e: &Env, cfg: &DestinationConfig) -> Delivery {
+fn start(e: &DeliveryEnv, cfg: &DestinationConfig) -> Delivery {
     Delivery::start(
         e.log.clone(),
         e.store.clone(),

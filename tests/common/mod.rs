@@ -323,3 +323,24 @@ pub fn ferry_cli(args: &[&str]) -> std::process::Output {
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+/// A log and a delivery state store in a temporary directory, for tests
+/// that run delivery in process.
+pub struct DeliveryEnv {
+    _tmp: tempfile::TempDir,
+    pub log: Log,
+    pub store: Arc<ferry::store::StateStore>,
+}
+
+/// A [`DeliveryEnv`] whose log has the given options (no free-space
+/// reserve unless they set one).
+pub fn delivery_env(options: ferry::log::LogOptions) -> DeliveryEnv {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = Log::open(&tmp.path().join("log"), options).unwrap();
+    let store = Arc::new(ferry::store::StateStore::open(&tmp.path().join("state.redb")).unwrap());
+    DeliveryEnv {
+        _tmp: tmp,
+        log,
+        store,
+    }
+}
