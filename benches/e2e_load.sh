@@ -225,14 +225,7 @@ else
 fi
 
 # --- builds --------------------------------------------------------------
-bench_bin() { # the executable of bench target $1, built
-  cargo bench --bench "$1" --no-run --message-format=json 2>/dev/null \
-    | python3 -c 'import json,sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
-        print(m["executable"])' "$1"
-}
+. benches/common/bench_bin.sh
 LOAD_BIN="$(bench_bin load_gen)"
 SINK_BIN="$(bench_bin webhook_sink)"
 [ -x "$LOAD_BIN" ] || die "could not build the load_gen bench (cargo bench --bench load_gen --no-run)"

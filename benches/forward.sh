@@ -78,12 +78,8 @@ avail="$(df -B1 --output=avail "$WORK" | tail -n 1 | tr -d ' ')"
 [ "$avail" -gt $((EVENTS * 2600 + 200000000)) ] || die "not enough free disk in $WORK"
 
 echo "forward: building (release)" >&2
-LOAD_BIN="$(cargo bench --bench load_gen --no-run --message-format json 2>/dev/null |
-  python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "load_gen" and m.get("executable"):
-        print(m["executable"])')"
+. benches/common/bench_bin.sh
+LOAD_BIN="$(bench_bin load_gen)"
 [ -x "$LOAD_BIN" ] || die "could not build the load_gen bench"
 cargo build --release --quiet --bin ferry
 cp "${CARGO_TARGET_DIR:-target}/release/ferry" "$WORK/ferry"

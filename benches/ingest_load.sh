@@ -60,14 +60,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-bench_bin() { # the executable of bench target $1, built
-  cargo bench --bench "$1" --no-run --message-format=json 2>/dev/null \
-    | python3 -c 'import json,sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
-        print(m["executable"])' "$1"
-}
+. benches/common/bench_bin.sh
 BARE_BIN="$(bench_bin bare_axum)"
 LOAD_BIN="$(bench_bin load_gen)"
 # Built after the benches: building them turns on the test-only `testing`

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::data_dir::DataDir;
 use crate::delivery::config::{DestinationConfig, DestinationType};
+use crate::memory::{MemoryConfig, Split};
 
 /// Name of the source used when the configuration lists none.
 pub const DEV_SOURCE_NAME: &str = "dev";
@@ -37,6 +38,9 @@ pub struct Config {
     pub log: LogConfig,
     /// Duplicate suppression by (source, messageId). Default: see [`DedupConfig`].
     pub dedup: DedupConfig,
+    /// The memory budget the filters, caches and windows are sized from.
+    /// Default: see [`MemoryConfig`].
+    pub memory: MemoryConfig,
     /// Bearer token of the admin API (`/admin/…`); without it the admin API
     /// is off. Default: none.
     pub admin_token: Option<String>,
@@ -104,8 +108,10 @@ pub struct DedupConfig {
     )]
     pub window: std::time::Duration,
     /// Distinct ids held within the window; beyond it the oldest age out
-    /// early (reported as the effective window). Default: 10000000.
-    pub capacity: u64,
+    /// early (reported as the effective window). Its filters must fit a
+    /// quarter of `memory.budget`. Default: 10000000, or the most whose
+    /// filters fit that quarter of a smaller budget.
+    pub capacity: Option<u64>,
     /// Bloom filter false-positive target (a hit costs one index read).
     /// Default: 0.0015.
     pub false_positive_rate: f64,
@@ -117,20 +123,8 @@ impl Default for DedupConfig {
         DedupConfig {
             enabled: true,
             window: d.window,
-            capacity: d.capacity,
+            capacity: None,
             false_positive_rate: d.false_positive_rate,
-        }
-    }
-}
-
-impl DedupConfig {
-    /// The index options these settings give.
-    pub fn options(&self) -> crate::dedup::DedupOptions {
-        crate::dedup::DedupOptions {
-            window: self.window,
-            capacity: self.capacity,
-            false_positive_rate: self.false_positive_rate,
-            ..crate::dedup::DedupOptions::default()
         }
     }
 }
@@ -176,6 +170,7 @@ impl Default for Config {
             admin_token: None,
             metrics_token: None,
             dedup: DedupConfig::default(),
+            memory: MemoryConfig::default(),
         }
     }
 }
@@ -288,6 +283,9 @@ impl Config {
         self.validate_sources()?;
         self.validate_limits()?;
         self.validate_dedup()?;
+        if let Err(message) = crate::memory::check_budget(self.memory.budget) {
+            return Err(invalid("memory.budget", &message));
+        }
         for (key, token) in [
             ("admin_token", &self.admin_token),
             ("metrics_token", &self.metrics_token),
@@ -387,7 +385,7 @@ impl Config {
         if self.dedup.window.is_zero() {
             return Err(invalid("dedup.window", "must be greater than 0"));
         }
-        if self.dedup.capacity == 0 {
+        if self.dedup.capacity == Some(0) {
             return Err(invalid("dedup.capacity", "must be greater than 0"));
         }
         if !(self.dedup.false_positive_rate > 0.0 && self.dedup.false_positive_rate < 0.5) {
@@ -396,21 +394,61 @@ impl Config {
                 "must be between 0 and 0.5",
             ));
         }
-        let dedup = self.dedup.options();
+        let dedup = self.dedup_options();
         if dedup.max_bloom_bytes() > crate::dedup::MAX_BLOOM_BYTES {
             return Err(invalid(
                 "dedup.capacity",
                 &crate::dedup::bloom_too_large(&dedup),
             ));
         }
+        let split = self.memory_split();
+        if self.dedup.enabled && dedup.max_bloom_bytes() > split.dedup_filters {
+            let size = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+            return Err(invalid(
+                "dedup.capacity",
+                &format!(
+                    "{} ids need {} of bloom filters, more than the quarter of memory.budget = {} they may take ({}); raise memory.budget or lower dedup.capacity",
+                    dedup.capacity,
+                    size(dedup.max_bloom_bytes()),
+                    crate::memory::format_size(self.memory.budget),
+                    size(split.dedup_filters)
+                ),
+            ));
+        }
         Ok(())
     }
 
+    /// How the memory budget is split among the parts sized from it.
+    pub fn memory_split(&self) -> Split {
+        Split::of(self.memory.budget)
+    }
+
+    /// The dedup index options: the `[dedup]` settings, with the capacity,
+    /// pending ids and page cache the memory budget gives where they are
+    /// not set.
+    pub fn dedup_options(&self) -> crate::dedup::DedupOptions {
+        let split = self.memory_split();
+        let d = &self.dedup;
+        crate::dedup::DedupOptions {
+            window: d.window,
+            capacity: d
+                .capacity
+                .unwrap_or_else(|| split.dedup_capacity(d.false_positive_rate)),
+            false_positive_rate: d.false_positive_rate,
+            max_pending: split.max_pending_ids(),
+            cache_bytes: usize::try_from(split.dedup_cache).unwrap_or(usize::MAX),
+            ..crate::dedup::DedupOptions::default()
+        }
+    }
+
     /// The effective configuration as JSON, each destination with the values
-    /// its type defaults to where the file set none, and every secret
+    /// its type defaults to where the file set none, the memory budget's
+    /// split (`memory.split`, bytes by part) and the dedup capacity it
+    /// gives, and every secret
     /// replaced by `"<redacted>"` (source and upstream write keys, webhook
-    /// secrets and header values, the admin and metrics tokens): safe to log
-    /// and print.
+    /// secrets and header values, broker passwords and tokens, Kafka client
+    /// properties that name a password, secret or token, the admin and
+    /// metrics tokens): safe to log and print.
     pub fn redacted(&self) -> serde_json::Value {
         const HIDDEN: &str = "<redacted>";
         let mut v = serde_json::to_value(self).expect("the configuration serializes");
@@ -419,16 +457,30 @@ impl Config {
                 s["write_key"] = HIDDEN.into();
             }
         }
+        let window_bytes = self
+            .memory_split()
+            .window_bytes_each(self.destinations.len());
         if let Some(dests) = v["destinations"].as_array_mut() {
             for (d, cfg) in dests.iter_mut().zip(&self.destinations) {
                 effective_values(d, cfg);
-                for key in ["secret", "write_key"] {
+                d["window_bytes"] = cfg
+                    .window_bytes
+                    .unwrap_or_else(|| cfg.default_window_bytes(window_bytes))
+                    .into();
+                for key in ["secret", "write_key", "password", "token"] {
                     if !d[key].is_null() {
                         d[key] = HIDDEN.into();
                     }
                 }
                 if let Some(headers) = d["headers"].as_object_mut() {
                     headers.values_mut().for_each(|h| *h = HIDDEN.into());
+                }
+                if let Some(props) = d["properties"].as_object_mut() {
+                    for (k, v) in props.iter_mut() {
+                        if SECRET_PROPERTY_WORDS.iter().any(|w| k.contains(w)) {
+                            *v = HIDDEN.into();
+                        }
+                    }
                 }
             }
         }
@@ -437,6 +489,15 @@ impl Config {
                 v[key] = HIDDEN.into();
             }
         }
+        // What the budget sizes, in bytes, and the capacity it gives.
+        let split = self.memory_split();
+        v["memory"]["split"] = split
+            .parts()
+            .iter()
+            .map(|(part, bytes)| ((*part).to_owned(), serde_json::Value::from(*bytes)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        v["dedup"]["capacity"] = self.dedup_options().capacity.into();
         v
     }
 
@@ -471,6 +532,10 @@ impl Config {
     }
 }
 
+/// Words that mark a Kafka client property as a secret (e.g.
+/// `ssl.key.password`, `sasl.oauthbearer.client.secret`).
+const SECRET_PROPERTY_WORDS: [&str; 4] = ["password", "secret", "token", "jaas"];
+
 /// Writes the values a destination runs with where its file left the
 /// type's default (`null` in the serialized form).
 fn effective_values(d: &mut serde_json::Value, cfg: &DestinationConfig) {
@@ -491,7 +556,10 @@ fn effective_values(d: &mut serde_json::Value, cfg: &DestinationConfig) {
             d["gzip"] = cfg.gzip().into();
             d["max_event_bytes"] = cfg.max_event_bytes().into();
         }
-        DestinationType::Webhook => {}
+        DestinationType::Kafka => {
+            d["compression"] = cfg.compression.as_deref().unwrap_or("none").into();
+        }
+        DestinationType::Webhook | DestinationType::Nats => {}
     }
 }
 
@@ -629,11 +697,18 @@ mod tests {
     #[test]
     fn redaction_hides_every_secret() {
         let c = Config::parse(
-            "admin_token = \"0123456789abcdef-admin\"\nmetrics_token = \"0123456789abcdef-metrics\"\n[[sources]]\nname = \"web\"\nwrite_key = \"wk_secret\"\n[[destinations]]\nname = \"h\"\ntype = \"webhook\"\nurl = \"http://x/\"\nsecret = \"hmac_secret\"\nheaders = { Authorization = \"Bearer tok_secret\" }\n[[destinations]]\nname = \"central\"\ntype = \"segment\"\nurl = \"https://api.segment.io\"\nwrite_key = \"wk_upstream_secret\"\n",
+            "admin_token = \"0123456789abcdef-admin\"\nmetrics_token = \"0123456789abcdef-metrics\"\n[[sources]]\nname = \"web\"\nwrite_key = \"wk_secret\"\n[[destinations]]\nname = \"h\"\ntype = \"webhook\"\nurl = \"http://x/\"\nsecret = \"hmac_secret\"\nheaders = { Authorization = \"Bearer tok_secret\" }\n[[destinations]]\nname = \"central\"\ntype = \"segment\"\nurl = \"https://api.segment.io\"\nwrite_key = \"wk_upstream_secret\"\n[[destinations]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"nats://h:4222\"\nsubject = \"s\"\ntoken = \"nats_token_secret\"\n[[destinations]]\nname = \"k\"\ntype = \"kafka\"\nbrokers = [\"h:9092\"]\ntopic = \"t\"\nuser = \"u\"\npassword = \"sasl_secret\"\n[destinations.properties]\n\"ssl.key.password\" = \"key_secret\"\n\"linger.ms\" = \"7\"\n",
         )
         .unwrap();
         let text = c.redacted().to_string();
+        assert!(
+            text.contains("\"linger.ms\":\"7\""),
+            "other properties stay: {text}"
+        );
         for secret in [
+            "nats_token_secret",
+            "sasl_secret",
+            "key_secret",
             "wk_secret",
             "hmac_secret",
             "tok_secret",
@@ -702,8 +777,58 @@ mod tests {
         let e = err("[dedup]\ncapacity = 10000000000");
         assert!(e.contains("dedup.capacity"), "{e}");
         assert!(e.contains("GiB of bloom filters"), "{e}");
-        // The default and a generous capacity pass.
-        assert!(Config::parse("[dedup]\ncapacity = 1000000000").is_ok());
+        // The default and a generous capacity with a budget to match pass.
+        assert!(
+            Config::parse("[dedup]\ncapacity = 1000000000\n[memory]\nbudget = \"16GiB\"").is_ok()
+        );
+    }
+
+    #[test]
+    fn the_memory_budget_is_checked_by_name() {
+        let e = err("[memory]\nbudget = \"8MiB\"");
+        assert!(
+            e.contains("memory.budget") && e.contains("below the smallest budget"),
+            "{e}"
+        );
+        let e = err("[memory]\nbudget = \"lots\"");
+        assert!(
+            e.contains("memory.budget") && e.contains("is not a size"),
+            "{e}"
+        );
+        let e = err("[memory]\nbudget = -5");
+        assert!(e.contains("memory.budget"), "{e}");
+        // A capacity whose filters exceed the budget's quarter names both keys.
+        let e = err("[dedup]\ncapacity = 10000000\n[memory]\nbudget = \"64MiB\"");
+        assert!(
+            e.contains("dedup.capacity") && e.contains("memory.budget = 64MiB"),
+            "{e}"
+        );
+        assert!(
+            e.contains("raise memory.budget or lower dedup.capacity"),
+            "{e}"
+        );
+        // ... unless dedup is off.
+        assert!(Config::parse(
+            "[dedup]\nenabled = false\ncapacity = 10000000\n[memory]\nbudget = \"64MiB\""
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn the_budget_sizes_the_dedup_index() {
+        let default = Config::default().dedup_options();
+        assert_eq!(default.capacity, crate::memory::DEFAULT_DEDUP_CAPACITY);
+        assert_eq!(default.cache_bytes, 4 << 20);
+        let small = Config::parse("[memory]\nbudget = \"32MiB\"").unwrap();
+        let o = small.dedup_options();
+        let split = small.memory_split();
+        assert!(o.capacity < default.capacity);
+        assert!(o.max_bloom_bytes() <= split.dedup_filters);
+        assert!(o.max_pending as u64 * crate::memory::PENDING_ID_BYTES <= split.dedup_pending);
+        assert!(o.cache_bytes as u64 <= split.dedup_cache);
+        // An explicit capacity is kept.
+        let set = Config::parse("[dedup]\ncapacity = 1000\n[memory]\nbudget = \"32MiB\"").unwrap();
+        assert_eq!(set.dedup_options().capacity, 1000);
     }
 
     #[test]

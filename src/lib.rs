@@ -12,6 +12,7 @@
 //! - `main.rs` — the `ferry` binary: parse arguments, run, exit code (mimalloc)
 //! - `server.rs` — a running ferry from a `Config`: `Server::start`, `shutdown`, `run`
 //! - `config.rs` — the `ferry serve` TOML configuration and its validation
+//! - `memory.rs` — the `[memory]` budget and its split among filters, caches and windows
 //! - `admin.rs` — the admin API (`/admin/…`, bearer token)
 //! - `retention.rs` — deleting log segments below every committed cursor and the dedup floor
 //! - `metrics.rs` — every Prometheus metric and `/metrics` rendering
@@ -23,6 +24,10 @@
 //! - `ingest/` — the HTTP tracking API (Segment/RudderStack-compatible):
 //!   - `ingest/mod.rs` — router, shared state, in-flight limit, request metrics
 //!   - `ingest/handler.rs` — event endpoints: read, validate, dedup, append, ack
+//!   - `ingest/intake.rs` — from a body to log records: the direct way, else the `Value` way
+//!   - `ingest/canonical.rs` — JSON re-encoded as a `Value` writes it, without one
+//!   - `ingest/splice.rs` — the direct way: records spliced from the client's members
+//!   - `ingest/batch.rs` — a request's records; the `Value` way of making them
 //!   - `ingest/auth.rs` — write key → source (Basic, query, body)
 //!   - `ingest/body.rs` — size caps on the wire and while inflating gzip
 //!   - `ingest/normalise.rs` — validation and normalisation of one event
@@ -82,6 +87,10 @@
 //!   - `delivery/webhook.rs` — HTTP webhooks (pool per destination, HMAC)
 //!   - `delivery/segment.rs` — forwarding to a Segment-compatible upstream (`/v1/batch`, gzip)
 //!   - `delivery/file.rs` — JSON Lines files with rotation
+//!   - `delivery/broker.rs` — what broker sinks share: subject/topic template, dedup id, headers
+//!   - `delivery/broker_keys.rs` — the checks of the nats and kafka keys
+//!   - `delivery/nats.rs` — NATS JetStream (one message per event, `Nats-Msg-Id`, PubAcks)
+//!   - `delivery/kafka.rs` — Kafka (idempotent producer, keyed by user, murmur2 partitions)
 //!   - `delivery/replay.rs` — re-delivery of dead letters
 //!   - `delivery/status.rs` — live status and operator controls
 //!   - `delivery/cursor_reset.rs` — where `cursor reset --to …` points
@@ -112,6 +121,7 @@ pub mod disk;
 pub mod error_text;
 pub mod ingest;
 pub mod log;
+pub mod memory;
 pub mod metrics;
 pub mod retention;
 pub mod server;

@@ -46,6 +46,13 @@ pub struct DestLabels {
     pub destination: String,
 }
 
+/// Labels of the memory budget's parts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartLabels {
+    /// What the part is for (`dedup_filters`, `dedup_cache`, …).
+    pub part: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// All metrics.
@@ -105,6 +112,12 @@ pub struct Metrics {
     pub sent_json_bytes: Family<DestLabels, Counter>,
     /// Dedup gauges, refreshed while rendering (absent with dedup off).
     dedup: DedupGauges,
+    /// The memory budget (`memory.budget`).
+    memory_budget: Gauge,
+    /// Each part's share of the memory budget.
+    memory_parts: Family<PartLabels, Gauge>,
+    /// Resident memory of the process (refreshed while rendering).
+    resident: Gauge,
     /// Serialises rendering (log gauges are refreshed while rendering).
     render_lock: Mutex<()>,
 }
@@ -160,13 +173,47 @@ impl Metrics {
             sent_bytes: Family::default(),
             sent_json_bytes: Family::default(),
             dedup: DedupGauges::default(),
+            memory_budget: Gauge::default(),
+            memory_parts: Family::default(),
+            resident: Gauge::default(),
             render_lock: Mutex::new(()),
         };
         m.register_ingest();
         m.register_log();
         m.register_delivery();
         m.register_dedup();
+        m.register_memory();
         m
+    }
+
+    /// Registers the memory budget, its split, and the resident size.
+    fn register_memory(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "ferry_memory_budget_bytes",
+            "The configured memory budget (memory.budget)",
+            self.memory_budget.clone(),
+        );
+        r.register(
+            "ferry_memory_budget_part_bytes",
+            "The memory budget's share of each part sized from it",
+            self.memory_parts.clone(),
+        );
+        r.register(
+            "ferry_process_resident_memory_bytes",
+            "Resident memory of the ferry process (RSS)",
+            self.resident.clone(),
+        );
+    }
+
+    /// Shows a memory budget and its split.
+    pub fn set_memory(&self, split: &crate::memory::Split) {
+        self.memory_budget.set(gauge_value(split.budget));
+        for (part, bytes) in split.parts() {
+            self.memory_parts
+                .get_or_create(&PartLabels { part: part.into() })
+                .set(gauge_value(bytes));
+        }
     }
 
     /// Registers the ingest families: requests, events, duplicates, latency.
@@ -386,6 +433,9 @@ impl Metrics {
         self.log_segments.set(log.segments as i64);
         self.log_first_offset.set(log.start_offset as i64);
         self.log_end_offset.set(log.durable_end as i64);
+        if let Some(rss) = resident_bytes() {
+            self.resident.set(gauge_value(rss));
+        }
         if let Some(s) = dedup {
             let d = &self.dedup;
             d.ids.set(s.ids_held as i64);
@@ -404,6 +454,20 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+}
+
+/// A byte count as a gauge value.
+fn gauge_value(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
+/// The process's resident size, from `/proc/self/statm` (Linux).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
 }
 
 #[cfg(test)]
@@ -462,5 +526,34 @@ mod tests {
             text.contains("# TYPE ferry_ingest_requests counter"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn shows_the_memory_budget_its_split_and_the_resident_size() {
+        let m = Metrics::new();
+        m.set_memory(&crate::memory::Split::of(64 << 20));
+        let log = LogStats {
+            start_offset: 0,
+            durable_end: 0,
+            segments: 0,
+            bytes: 0,
+            fsyncs: 0,
+            records_synced: 0,
+            appends_synced: 0,
+        };
+        let text = m.render(&log, None);
+        for line in [
+            "ferry_memory_budget_bytes 67108864",
+            "ferry_memory_budget_part_bytes{part=\"dedup_filters\"} 16777216",
+            "ferry_memory_budget_part_bytes{part=\"dedup_cache\"} 2097152",
+            "ferry_memory_budget_part_bytes{part=\"delivery_windows\"} 8388608",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
+        let rss = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ferry_process_resident_memory_bytes "))
+            .expect("the resident size is shown");
+        assert!(rss.parse::<u64>().unwrap() > 0, "{rss}");
     }
 }

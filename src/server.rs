@@ -155,6 +155,9 @@ impl Server {
                 .map_err(|e| ServerError::Task(e.to_string()))??
         };
         let Opened { log, store, dedup } = opened;
+        let split = config.memory_split();
+        metrics.set_memory(&split);
+        let window_bytes = split.window_bytes_each(config.destinations.len());
         let mut destinations = Vec::new();
         for d in &config.destinations {
             let sink = make_sink(d).map_err(|message| ServerError::Destination {
@@ -162,7 +165,11 @@ impl Server {
                 message,
             })?;
             tracing::info!(destination = %d.name, kind = ?d.kind, "delivering to {}", d.name);
-            destinations.push((d.clone(), sink));
+            let mut d = d.clone();
+            if d.window_bytes.is_none() {
+                d.window_bytes = Some(d.default_window_bytes(window_bytes));
+            }
+            destinations.push((d, sink));
         }
         if destinations.is_empty() {
             tracing::warn!("no destinations configured: events are stored but not delivered");
@@ -349,7 +356,8 @@ fn open(
     let path = data_dir.log();
     let log = open_log(&path, log_options(config, metrics))
         .map_err(|source| ServerError::Log { path, source })?;
-    let store = Arc::new(StateStore::open(&data_dir.state())?);
+    let cache = usize::try_from(config.memory_split().state_cache).unwrap_or(usize::MAX);
+    let store = Arc::new(StateStore::open_with_cache(&data_dir.state(), cache)?);
     let dedup =
         open_dedup(config, &log, data_dir)?.map(|d| Arc::new(SupervisedDedup::new(d, log.clone())));
     Ok(Opened { log, store, dedup })
@@ -368,7 +376,7 @@ fn open_dedup(
         return Ok(None);
     }
     let path = data_dir.dedup_index();
-    let reopener = Reopener::new(&path, config.dedup.options(), Arc::new(SystemClock));
+    let reopener = Reopener::new(&path, config.dedup_options(), Arc::new(SystemClock));
     match crate::dedup::open_and_reindex(&reopener, log) {
         Ok(dedup) => Ok(Some(StartDedup::Open(dedup))),
         Err(e) if e.is_no_space() => {

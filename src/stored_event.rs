@@ -37,6 +37,55 @@ const SOURCE_FIELD: &str = "source";
 /// The Segment spec's event types, by their code in the head (0: unknown).
 const TYPES: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
 
+/// The routing facts a payload's head holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// The event's `type` (a code of 0 in the head when not one of the six).
+    pub kind: &'a str,
+    /// The source the event came from.
+    pub source: &'a str,
+    /// Ordering key: `userId`, else `anonymousId`.
+    pub user: &'a str,
+    /// Track event name (empty when none).
+    pub name: &'a str,
+    /// The event's messageId.
+    pub message_id: &'a str,
+    /// Ferry generated the messageId.
+    pub generated_id: bool,
+    /// `receivedAt` in Unix milliseconds.
+    pub received_ms: u64,
+}
+
+impl Facts<'_> {
+    /// Bytes of the head these facts make.
+    pub fn head_len(&self) -> usize {
+        HEAD_FIXED + self.strings().iter().map(|s| 4 + s.len()).sum::<usize>()
+    }
+
+    /// Appends the head to `out`; the event's JSON goes right after it.
+    pub fn write_head(&self, out: &mut Vec<u8>) {
+        let code = TYPES
+            .iter()
+            .position(|t| *t == self.kind)
+            .map_or(0, |i| i as u8 + 1);
+        let flags = if self.generated_id {
+            FLAG_GENERATED_ID
+        } else {
+            0
+        };
+        out.extend_from_slice(&[HEAD_MAGIC, HEAD_VERSION, flags, code]);
+        out.extend_from_slice(&self.received_ms.to_le_bytes());
+        for s in self.strings() {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+
+    fn strings(&self) -> [&str; 4] {
+        [self.source, self.user, self.name, self.message_id]
+    }
+}
+
 /// Encodes a normalised event (as ingestion made it, see
 /// [`ferry_tag`]) received at `received_ms` (Unix milliseconds) as a log
 /// record's payload.
@@ -50,31 +99,24 @@ pub fn encode(event: &Map<String, Value>, received_ms: u64) -> Result<Vec<u8>, s
         .get("type")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let code = TYPES
-        .iter()
-        .position(|t| *t == kind)
-        .map_or(0, |i| i as u8 + 1);
     let user = id_str(event.get("userId")).or_else(|| id_str(event.get("anonymousId")));
     let name = event
         .get("event")
         .and_then(Value::as_str)
         .unwrap_or_default();
     let message_id = id_str(event.get("messageId")).unwrap_or_default();
-    let flags = if has_client_id(event) {
-        0
-    } else {
-        FLAG_GENERATED_ID
-    };
     let user = user.unwrap_or_default();
-    let strings = [source, user.as_ref(), name, message_id.as_ref()];
-    let head_len = HEAD_FIXED + strings.iter().map(|s| 4 + s.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(head_len + 512);
-    out.extend_from_slice(&[HEAD_MAGIC, HEAD_VERSION, flags, code]);
-    out.extend_from_slice(&received_ms.to_le_bytes());
-    for s in strings {
-        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        out.extend_from_slice(s.as_bytes());
-    }
+    let facts = Facts {
+        kind,
+        source,
+        user: &user,
+        name,
+        message_id: &message_id,
+        generated_id: !has_client_id(event),
+        received_ms,
+    };
+    let mut out = Vec::with_capacity(facts.head_len() + 512);
+    facts.write_head(&mut out);
     serde_json::to_writer(&mut out, event)?;
     Ok(out)
 }

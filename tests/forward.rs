@@ -10,9 +10,9 @@ mod common;
 use base64::Engine;
 use common::events::{step, user_seq};
 use common::webhook::{first_deliveries, Reply, Webhook};
-use common::{delivery_env, DeliveryEnv};
+use common::{delivery_env, wait_status, DeliveryEnv};
 use ferry::delivery::config::DestinationConfig;
-use ferry::delivery::status::{Control, DestinationHandle};
+use ferry::delivery::status::Control;
 use ferry::delivery::{make_sink, Delivery};
 use ferry::log::LogOptions;
 use serde_json::{json, Value};
@@ -66,22 +66,6 @@ fn stored(user: &str, seq: u64) -> Vec<u8> {
         .with("context", json!({"library": {"name": "analytics-python"}}))
         .with("integrations", json!({"All": true}))
         .logged()
-}
-
-/// Polls `done` on the destination's status until it holds (at most 30 s).
-async fn wait_status(handle: &DestinationHandle, what: &str, done: impl Fn(&Value) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = serde_json::to_value(handle.status()).unwrap();
-        if done(&status) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} not reached: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -236,19 +236,9 @@ async fn an_edge_killed_mid_forward_resends_and_the_upstream_stores_each_event_o
     assert_eq!(status["paused"], false);
     // How many re-sent events the upstream's dedup dropped (the edge's
     // in-flight requests and its last uncommitted cursor progress).
-    let metrics = http
-        .get(upstream.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let dropped: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("ferry_ingest_duplicates_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let dropped = upstream
+        .metric(&http, "ferry_ingest_duplicates_total")
+        .await;
     eprintln!("the upstream dropped {dropped} re-sent events as duplicates");
     assert!(upstream.terminate().success());
     assert_forwarded_once(

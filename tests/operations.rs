@@ -422,6 +422,30 @@ fn config_check_prints_the_effective_config_or_what_is_wrong() {
     assert_eq!(effective["destinations"][0]["retry"]["max_duration"], "4h");
     assert_eq!(effective["admin_token"], "<redacted>");
     assert_eq!(effective["sources"][0]["write_key"], "<redacted>");
+    // The memory budget, its split, and what it sizes.
+    assert_eq!(effective["memory"]["budget"], "128MiB");
+    assert_eq!(effective["memory"]["split"]["dedup_filters"], 32 << 20);
+    assert_eq!(effective["dedup"]["capacity"], 10_000_000);
+    assert_eq!(
+        effective["destinations"][0]["window_bytes"],
+        16 << 20,
+        "at least twice what the webhook's requests in flight carry (16 × 512 KiB × 2)"
+    );
+    assert_eq!(
+        effective["destinations"][1]["window_bytes"],
+        16 << 20,
+        "the file's: 2 × 4 MiB × 2, above its share (an eighth of the budget / 2)"
+    );
+
+    let small = dir.path().join("small.toml");
+    std::fs::write(&small, "[memory]\nbudget = \"4MiB\"\n").unwrap();
+    let out = common::ferry_cli(&["config", "check", small.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("memory.budget") && err.contains("below the smallest budget, 16MiB"),
+        "{err}"
+    );
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[[destinations]]\nname = \"x\"\ntype = \"webhook\"\nurl = \"http://h/\"\nretry = { base = \"soon\" }\n").unwrap();

@@ -320,6 +320,12 @@ impl Generations {
         })
     }
 
+    /// Bytes of held generation `id`'s filter, as standalone bytes.
+    pub fn filter_len(&self, id: u64) -> Option<usize> {
+        let g = self.gens.iter().find(|g| g.id == id)?;
+        usize::try_from(self.num_bits(g) / 8).ok()
+    }
+
     /// Size of a generation's filter in bits.
     fn num_bits(&self, g: &Generation) -> u64 {
         match &g.filter {
@@ -465,6 +471,7 @@ mod tests {
             holds += 1;
         }
         assert!(holds > 1, "copied out in more than one slice");
+        assert_eq!(Some(out.len()), g.filter_len(sealed));
         assert_eq!(Some(out), g.filter_bytes(sealed));
         assert!(!held.contains(&0));
         assert_eq!(g.export_some(0, &mut Vec::new(), 3), None);

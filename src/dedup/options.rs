@@ -34,7 +34,8 @@ pub struct DedupOptions {
     pub write_interval: Duration,
     /// Ids committed but not yet written to redb above which `begin` waits
     /// for the writer (back-pressure); at half of it the writer is woken
-    /// before its interval ends. Default: 524,288.
+    /// before its interval ends. Default: 524,288 (`ferry serve` sizes it
+    /// from `memory.budget`: 98,304 at the default budget).
     pub max_pending: usize,
     /// Largest sorted run a merge may produce. Each writer batch is one run;
     /// runs no larger than the newest are merged into it, so an id is
@@ -42,7 +43,8 @@ pub struct DedupOptions {
     /// one chunk per run of the hit generation (about capacity /
     /// (generations × this) + log₂ of it). Default: 262,144.
     pub max_run_ids: u64,
-    /// redb page cache. Default: 64 MiB.
+    /// redb page cache. Default: 64 MiB (`ferry serve` sizes it from
+    /// `memory.budget`: 4 MiB at the default budget).
     pub cache_bytes: usize,
 }
 

@@ -12,8 +12,9 @@ use std::time::Duration;
 pub struct DestinationConfig {
     /// Unique name; keys its cursor and dead letters. Required.
     pub name: String,
-    /// `"webhook"` (HTTP POST of JSON), `"file"` (JSON Lines) or
-    /// `"segment"` (the Segment HTTP tracking API of an upstream). Required.
+    /// `"webhook"` (HTTP POST of JSON), `"file"` (JSON Lines), `"segment"`
+    /// (the Segment HTTP tracking API of an upstream), `"nats"` (NATS
+    /// JetStream) or `"kafka"`. Required.
     #[serde(rename = "type")]
     pub kind: DestinationType,
     /// Webhook: the URL to POST to. Segment: the upstream's base URL
@@ -28,8 +29,10 @@ pub struct DestinationConfig {
     #[serde(default)]
     pub secret: Option<String>,
     /// Webhook, segment: a PEM file of CA certificates trusted for `https`
-    /// besides the built-in (Mozilla) roots, e.g. an internal CA. A relative
-    /// path is relative to the working directory. Default: none.
+    /// besides the built-in (Mozilla) roots, e.g. an internal CA. Nats,
+    /// kafka: the CA certificates the broker's TLS certificate is checked
+    /// against (implies TLS). A relative path is relative to the working
+    /// directory. Default: none.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Segment: the upstream's write key, sent as the HTTP Basic user name.
@@ -44,6 +47,55 @@ pub struct DestinationConfig {
     /// 32768 (Segment's 32 KB).
     #[serde(default)]
     pub max_event_bytes: Option<usize>,
+    /// Nats: the subject each event is published to (one message per
+    /// event); may contain `{source}` and `{type}`, and a JetStream stream
+    /// must capture it. Required for nats.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Kafka: the bootstrap brokers, as `host:port`. Required for kafka.
+    #[serde(default)]
+    pub brokers: Option<Vec<String>>,
+    /// Kafka: the topic each event is produced to (one record per event,
+    /// keyed by user); may contain `{source}` and `{type}`. Required for kafka.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Nats: the user name (with `password`). Kafka: the SASL user name.
+    /// Default: none.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Nats: the password of `user`. Kafka: the SASL password. Default: none.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Nats: an authentication token. Default: none.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Nats: a credentials file (a user JWT and its NKey seed, `.creds`).
+    /// Default: none.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// Kafka: the SASL mechanism, `PLAIN`, `SCRAM-SHA-256` or
+    /// `SCRAM-SHA-512`. Default: `PLAIN` when `user` is set.
+    #[serde(default)]
+    pub sasl_mechanism: Option<String>,
+    /// Nats, kafka: connect with TLS. Default: false, but true with
+    /// `ca_file` or a client certificate (nats: also for `tls://` URLs).
+    #[serde(default)]
+    pub tls: Option<bool>,
+    /// Nats, kafka: a client certificate (PEM) for mutual TLS, with
+    /// `tls_key_file`. Default: none.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Nats, kafka: the private key (PEM) of `tls_cert_file`. Default: none.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Kafka: `none`, `gzip`, `snappy`, `lz4` or `zstd`. Default: `none`.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// Kafka: further librdkafka client properties, passed as they are
+    /// (e.g. `"linger.ms" = "20"`). Properties that ferry's guarantees
+    /// depend on are refused. Default: none.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
     /// File: the JSON Lines file. Required for files.
     #[serde(default)]
     pub path: Option<PathBuf>,
@@ -61,16 +113,18 @@ pub struct DestinationConfig {
     pub filter: EventFilter,
     /// Events per request (webhook: 1 sends one JSON object, more send
     /// `{"batch": [...]}`; file: lines per write and fsync; segment: events
-    /// per `/v1/batch`). Default: webhook 1, file 1000, segment 500; see
-    /// [`DestinationConfig::batch_size`].
+    /// per `/v1/batch`; nats, kafka: messages published before their
+    /// acknowledgements are awaited). Default: webhook 1, file 1000, segment
+    /// 500, nats and kafka 25; see [`DestinationConfig::batch_size`].
     #[serde(default)]
     pub batch_size: Option<usize>,
     /// Byte cap of one request's events (at least one event is sent).
-    /// Default: webhook 512 KiB, file 4 MiB, segment 480 KiB (a request
-    /// stays within Segment's 500 KB).
+    /// Default: webhook 512 KiB, file, nats and kafka 4 MiB, segment 480 KiB
+    /// (a request stays within Segment's 500 KB).
     #[serde(default)]
     pub batch_max_bytes: Option<usize>,
-    /// Requests in flight at once. Default: webhook 16, file 2, segment 4.
+    /// Requests in flight at once. Default: webhook 16, file 2, segment 4,
+    /// nats and kafka 64.
     #[serde(default)]
     pub concurrency: Option<usize>,
     /// Most events sent per second (a token bucket holding one second's
@@ -83,6 +137,13 @@ pub struct DestinationConfig {
     /// 10000 and 2 × batch_size × concurrency.
     #[serde(default)]
     pub window: Option<usize>,
+    /// Bytes of events read ahead of the cursor (their JSON and ~256 bytes
+    /// of bookkeeping each); whichever of `window` and this is reached
+    /// first pauses reading. Default: the `memory.budget`'s share for
+    /// windows (an eighth) divided equally among the destinations, and at
+    /// least 2 × batch_max_bytes × concurrency.
+    #[serde(default)]
+    pub window_bytes: Option<usize>,
     /// Where a destination seen for the first time starts. Default: earliest.
     #[serde(default)]
     pub start: StartAt,
@@ -109,6 +170,10 @@ pub enum DestinationType {
     /// The Segment HTTP tracking API (`POST <url>/v1/batch`) of Segment, a
     /// RudderStack data plane or another ferry.
     Segment,
+    /// One JetStream message per event, to `subject`.
+    Nats,
+    /// One Kafka record per event, to `topic`, keyed by user.
+    Kafka,
 }
 
 impl DestinationType {
@@ -118,6 +183,8 @@ impl DestinationType {
             DestinationType::Webhook => "webhook",
             DestinationType::File => "file",
             DestinationType::Segment => "segment",
+            DestinationType::Nats => "nats",
+            DestinationType::Kafka => "kafka",
         }
     }
 }
@@ -217,6 +284,9 @@ impl DestinationConfig {
             DestinationType::Webhook => 1,
             DestinationType::File => 1000,
             DestinationType::Segment => 500,
+            // Small requests, many in flight: a request's events settle
+            // together, so smaller ones keep more acknowledgements in flight.
+            DestinationType::Nats | DestinationType::Kafka => 25,
         })
     }
 
@@ -224,7 +294,9 @@ impl DestinationConfig {
     pub fn batch_max_bytes(&self) -> usize {
         self.batch_max_bytes.unwrap_or(match self.kind {
             DestinationType::Webhook => 512 * 1024,
-            DestinationType::File => 4 * 1024 * 1024,
+            DestinationType::File | DestinationType::Nats | DestinationType::Kafka => {
+                4 * 1024 * 1024
+            }
             DestinationType::Segment => 480 * 1024,
         })
     }
@@ -235,18 +307,20 @@ impl DestinationConfig {
             DestinationType::Webhook => 16,
             DestinationType::File => 2,
             DestinationType::Segment => 4,
+            DestinationType::Nats | DestinationType::Kafka => 64,
         })
     }
 
     /// How long an event is retried before it is dead-lettered (`None`:
-    /// forever), as set or this type's default: an upstream pipeline may be
-    /// out of reach for days, so a segment destination never gives up.
+    /// forever), as set or this type's default: an upstream pipeline or a
+    /// broker may be out of reach for days, so segment, nats and kafka
+    /// destinations never give up (the log's disk budget is the limit).
     pub fn give_up_after(&self) -> Option<Duration> {
         match self.retry.max_duration {
             Some(GiveUp::Never) => None,
             Some(GiveUp::After(d)) => Some(d),
             None => match self.kind {
-                DestinationType::Segment => None,
+                DestinationType::Segment | DestinationType::Nats | DestinationType::Kafka => None,
                 DestinationType::Webhook | DestinationType::File => Some(DEFAULT_MAX_DURATION),
             },
         }
@@ -284,6 +358,24 @@ impl DestinationConfig {
         })
     }
 
+    /// Bytes of events read ahead of the cursor: as set, or the default
+    /// budget's share (the server sets the share of its own budget).
+    pub fn window_bytes(&self) -> usize {
+        self.window_bytes
+            .unwrap_or_else(|| self.default_window_bytes(DEFAULT_WINDOW_BYTES))
+    }
+
+    /// The read-ahead bytes when none are set, given this destination's
+    /// share of the memory budget: at least enough for every request in
+    /// flight to be full twice over, as the event window.
+    pub fn default_window_bytes(&self, share: usize) -> usize {
+        let full = self
+            .batch_max_bytes()
+            .saturating_mul(self.concurrency())
+            .saturating_mul(2);
+        share.max(full)
+    }
+
     /// Checks values serde cannot; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
         let at = |key: &str| format!("destinations[{}].{key}", self.name);
@@ -303,6 +395,7 @@ impl DestinationConfig {
             ("batch_max_bytes", self.batch_max_bytes),
             ("concurrency", self.concurrency),
             ("window", self.window),
+            ("window_bytes", self.window_bytes),
             ("max_event_bytes", self.max_event_bytes),
             ("rate_limit", self.rate_limit.map(|r| r as usize)),
         ] {
@@ -333,6 +426,8 @@ impl DestinationConfig {
                 return Err(format!("{} is required for a file destination", at("path")));
             }
             DestinationType::File => {}
+            DestinationType::Nats => self.validate_nats(at)?,
+            DestinationType::Kafka => self.validate_kafka(at)?,
         }
         if self.kind == DestinationType::Segment {
             match self.write_key.as_deref().map(str::trim) {
@@ -356,11 +451,32 @@ impl DestinationConfig {
 
     /// Refuses a key that the destination's type does not use, naming it.
     fn validate_keys_of_type(&self) -> Result<(), String> {
-        use DestinationType::{File, Segment, Webhook};
-        let keys: [(&str, bool, &[DestinationType]); 10] = [
-            ("url", self.url.is_some(), &[Webhook, Segment]),
+        use DestinationType::{File, Kafka, Nats, Segment, Webhook};
+        let keys: [(&str, bool, &[DestinationType]); 23] = [
+            ("url", self.url.is_some(), &[Webhook, Segment, Nats]),
             ("headers", !self.headers.is_empty(), &[Webhook, Segment]),
-            ("ca_file", self.ca_file.is_some(), &[Webhook, Segment]),
+            (
+                "ca_file",
+                self.ca_file.is_some(),
+                &[Webhook, Segment, Nats, Kafka],
+            ),
+            ("subject", self.subject.is_some(), &[Nats]),
+            ("brokers", self.brokers.is_some(), &[Kafka]),
+            ("topic", self.topic.is_some(), &[Kafka]),
+            ("user", self.user.is_some(), &[Nats, Kafka]),
+            ("password", self.password.is_some(), &[Nats, Kafka]),
+            ("token", self.token.is_some(), &[Nats]),
+            ("credentials_file", self.credentials_file.is_some(), &[Nats]),
+            ("sasl_mechanism", self.sasl_mechanism.is_some(), &[Kafka]),
+            ("tls", self.tls.is_some(), &[Nats, Kafka]),
+            (
+                "tls_cert_file",
+                self.tls_cert_file.is_some(),
+                &[Nats, Kafka],
+            ),
+            ("tls_key_file", self.tls_key_file.is_some(), &[Nats, Kafka]),
+            ("compression", self.compression.is_some(), &[Kafka]),
+            ("properties", !self.properties.is_empty(), &[Kafka]),
             ("secret", self.secret.is_some(), &[Webhook]),
             ("write_key", self.write_key.is_some(), &[Segment]),
             ("gzip", self.gzip.is_some(), &[Segment]),
@@ -393,6 +509,8 @@ const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(4 * 3600);
 
 /// The read-ahead window when batches are small.
 const DEFAULT_WINDOW: usize = 10_000;
+/// The read-ahead bytes of one destination under the default memory budget.
+const DEFAULT_WINDOW_BYTES: usize = (crate::memory::DEFAULT_BUDGET / 8) as usize;
 /// The largest window derived from the batch size and concurrency (an
 /// explicit `window` may be larger).
 const MAX_DERIVED_WINDOW: usize = 1_000_000;
@@ -472,6 +590,19 @@ mod tests {
         assert_eq!(c.batch_max_bytes(), 4 * 1024 * 1024);
         assert_eq!(c.concurrency(), 2);
         assert!(c.window() >= c.batch_size() * c.concurrency());
+    }
+
+    #[test]
+    fn the_window_bytes_are_the_share_but_fit_the_requests_in_flight() {
+        let small = "name = \"h\"\ntype = \"webhook\"\nurl = \"http://x\"\nbatch_max_bytes = 1000\nconcurrency = 2\n";
+        let c = parse(small).unwrap();
+        assert_eq!(c.default_window_bytes(1 << 20), 1 << 20, "the share");
+        assert_eq!(c.default_window_bytes(10), 4000, "2 × 1000 × 2");
+        let set = parse(&format!("{small}window_bytes = 77\n")).unwrap();
+        assert_eq!(set.window_bytes(), 77, "a value set is kept");
+        assert!(parse(&format!("{small}window_bytes = 0\n"))
+            .unwrap_err()
+            .contains("window_bytes"));
     }
 
     #[test]
@@ -591,5 +722,50 @@ mod tests {
         let e =
             parse("name = \"h\"\ntype = \"webhook\"\nurl = \"http://x\"\nurls = 1\n").unwrap_err();
         assert!(e.contains("urls"), "{e}");
+    }
+
+    #[test]
+    fn broker_destinations_name_what_is_missing_or_does_not_apply() {
+        let nats = "name = \"bus\"\ntype = \"nats\"\n";
+        let kafka = "name = \"s\"\ntype = \"kafka\"\n";
+        let cases: [(String, &str); 16] = [
+            (nats.into(), "destinations[bus].url is required"),
+            (format!("{nats}url = \"nats://h:4222\""), "destinations[bus].subject is required"),
+            (format!("{nats}url = \"http://h\"\nsubject = \"a\""), "not a NATS server address"),
+            (format!("{nats}url = \"nats://h\"\nsubject = \"a.*\""), "not a NATS subject"),
+            (format!("{nats}url = \"nats://h\"\nsubject = \"a..b\""), "not a NATS subject"),
+            (format!("{nats}url = \"nats://h\"\nsubject = \"a.{{user}}\""), "unknown placeholder {user}"),
+            (format!("{nats}url = \"nats://h\"\nsubject = \"a\"\ntopic = \"t\""), "destinations[bus].topic does not apply to a nats destination"),
+            (format!("{nats}url = \"nats://h\"\nsubject = \"a\"\nuser = \"u\""), "destinations[bus].password is required"),
+            (format!("{nats}url = \"nats://h\"\nsubject = \"a\"\ntoken = \"t\"\ncredentials_file = \"/c\""), "set one of user/password, token or credentials_file"),
+            (format!("{nats}url = \"nats://h\"\nsubject = \"a\"\ntls_cert_file = \"/c\""), "destinations[bus].tls_key_file is required"),
+            (kafka.into(), "destinations[s].brokers is required"),
+            (format!("{kafka}brokers = [\"h\"]\ntopic = \"t\""), "\"h\" is not host:port"),
+            (format!("{kafka}brokers = [\"h:9092\"]\ntopic = \"a b\""), "not a Kafka topic name"),
+            (format!("{kafka}brokers = [\"h:9092\"]\ntopic = \"t\"\ncompression = \"brotli\""), "destinations[s].compression \"brotli\" is not one of"),
+            (format!("{kafka}brokers = [\"h:9092\"]\ntopic = \"t\"\n[properties]\n\"enable.idempotence\" = \"false\""), "properties.\"enable.idempotence\" cannot be set"),
+            (format!("{kafka}brokers = [\"h:9092\"]\ntopic = \"t\"\n[properties]\n\"linger.sm\" = \"5\""), "properties.\"linger.sm\""),
+        ];
+        for (text, want) in cases {
+            let e = parse(&text).unwrap_err();
+            assert!(e.contains(want), "{text}\n→ {e}\n(wanted {want:?})");
+        }
+    }
+
+    #[test]
+    fn broker_destinations_with_their_keys_and_defaults() {
+        let n = parse("name = \"bus\"\ntype = \"nats\"\nurl = \"nats://a:4222, tls://b:4222\"\nsubject = \"ferry.{source}.{type}\"\ntoken = \"t\"\nca_file = \"/ca.pem\"\n").unwrap();
+        assert_eq!(n.kind.as_str(), "nats");
+        assert_eq!(n.batch_size(), 25);
+        assert_eq!(n.concurrency(), 64);
+        assert_eq!(
+            n.give_up_after(),
+            None,
+            "a broker destination never gives up by default"
+        );
+        let k = parse("name = \"s\"\ntype = \"kafka\"\nbrokers = [\"a:9092\", \"b:9092\"]\ntopic = \"events-{source}\"\nuser = \"u\"\npassword = \"p\"\nsasl_mechanism = \"SCRAM-SHA-512\"\ncompression = \"zstd\"\n[properties]\n\"linger.ms\" = \"20\"\n").unwrap();
+        assert_eq!(k.kind.as_str(), "kafka");
+        assert_eq!(k.give_up_after(), None);
+        assert_eq!(k.properties["linger.ms"], "20");
     }
 }

@@ -218,7 +218,8 @@ impl DestinationLoop {
         let start = self.start_cursor().await?;
         self.board.set(&self.cfg.name, start);
         let mut st = LoopState {
-            disp: OrderWindow::new(start, self.cfg.window()),
+            disp: OrderWindow::new(start, self.cfg.window())
+                .with_max_bytes(self.cfg.window_bytes()),
             reader: None,
             inflight: JoinSet::new(),
             in_flight_events: 0,
@@ -331,7 +332,8 @@ impl DestinationLoop {
             }
             Control::Reset { to, done } => {
                 self.drain(st).await;
-                st.disp = OrderWindow::new(to, self.cfg.window());
+                st.disp =
+                    OrderWindow::new(to, self.cfg.window()).with_max_bytes(self.cfg.window_bytes());
                 st.timers.clear();
                 st.reader = None;
                 let name = self.cfg.name.clone();

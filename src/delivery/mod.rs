@@ -6,12 +6,17 @@
 
 pub mod backlog;
 pub mod backoff;
+pub mod broker;
+mod broker_keys;
 pub mod config;
 mod cursor_reset;
 mod destination;
 pub mod event;
 pub mod file;
 mod http_client;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+pub mod nats;
 pub mod order_window;
 pub mod rate_limit;
 mod replay;
@@ -70,6 +75,11 @@ pub fn make_sink(cfg: &DestinationConfig) -> Result<Arc<dyn Sink>, String> {
         DestinationType::Webhook => Arc::new(webhook::Webhook::new(cfg)?),
         DestinationType::File => Arc::new(file::FileSink::new(cfg)),
         DestinationType::Segment => Arc::new(segment::Segment::new(cfg)?),
+        DestinationType::Nats => Arc::new(nats::Nats::new(cfg)?),
+        #[cfg(feature = "kafka")]
+        DestinationType::Kafka => Arc::new(kafka::Kafka::new(cfg)?),
+        #[cfg(not(feature = "kafka"))]
+        DestinationType::Kafka => return Err(broker_keys::NO_KAFKA.to_owned()),
     })
 }
 

@@ -21,6 +21,8 @@ pub struct Attempts {
 
 /// An event in the window.
 struct Slot {
+    /// What it counts against the window's byte limit.
+    bytes: usize,
     event: LoggedEvent,
     user: Arc<str>,
     attempts: Attempts,
@@ -40,6 +42,10 @@ struct Lane {
 /// The ordering window of one destination.
 pub struct OrderWindow {
     limit: usize,
+    /// Most bytes of held events (see [`OrderWindow::with_max_bytes`]).
+    max_bytes: usize,
+    /// Bytes of held events: their JSON and a fixed overhead each.
+    bytes: usize,
     slots: BTreeMap<u64, Slot>,
     lanes: HashMap<Arc<str>, Lane, foldhash::fast::RandomState>,
     /// Users whose head may be sent now, in the order they became ready.
@@ -54,11 +60,26 @@ impl OrderWindow {
     pub fn new(cursor: u64, limit: usize) -> Self {
         OrderWindow {
             limit: limit.max(1),
+            max_bytes: usize::MAX,
+            bytes: 0,
             slots: BTreeMap::new(),
             lanes: HashMap::default(),
             ready: VecDeque::new(),
             read_pos: cursor,
         }
+    }
+
+    /// Also bounds the window by the bytes of the events it holds (their
+    /// JSON and [`crate::memory::WINDOW_EVENT_OVERHEAD`] each). It is full
+    /// once they reach `max_bytes`; one event is always admitted.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes.max(1);
+        self
+    }
+
+    /// Bytes of the events held, as counted against the byte limit.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The next offset to read from the log.
@@ -88,7 +109,7 @@ impl OrderWindow {
 
     /// True when no more events may be read in.
     pub fn is_full(&self) -> bool {
-        self.slots.len() >= self.limit
+        self.slots.len() >= self.limit || self.bytes >= self.max_bytes
     }
 
     /// True when some user's head may be sent now.
@@ -137,9 +158,12 @@ impl OrderWindow {
             failures: 0,
             first_ms: None,
         };
+        let bytes = event.body.len() + crate::memory::WINDOW_EVENT_OVERHEAD;
+        self.bytes += bytes;
         self.slots.insert(
             event.offset,
             Slot {
+                bytes,
                 event,
                 user: user.clone(),
                 attempts,
@@ -193,6 +217,7 @@ impl OrderWindow {
             .slots
             .remove(&offset)
             .expect("finished events are held");
+        self.bytes -= slot.bytes;
         let lane = self
             .lanes
             .get_mut(&slot.user)
@@ -245,6 +270,33 @@ mod tests {
 
     fn offsets(batch: &[(LoggedEvent, Attempts)]) -> Vec<u64> {
         batch.iter().map(|(e, _)| e.offset).collect()
+    }
+
+    #[test]
+    fn the_byte_limit_fills_the_window_and_finishing_frees_it() {
+        // Events of 2 bytes ("{}") count 2 + the overhead each: a limit of
+        // three events' worth is full at the third, whatever the count limit.
+        let each = 2 + crate::memory::WINDOW_EVENT_OVERHEAD;
+        let mut d = OrderWindow::new(0, 100).with_max_bytes(3 * each);
+        for o in 0..2 {
+            d.push(ev(o, &format!("u{o}")), true);
+        }
+        assert!(!d.is_full());
+        d.push(ev(2, "u2"), true);
+        assert!(d.is_full());
+        assert_eq!(d.bytes(), 3 * each);
+        let batch = d.take_batch(10, usize::MAX);
+        d.finish(batch[0].0.offset);
+        assert!(!d.is_full(), "a finished event frees its bytes");
+        assert_eq!(d.bytes(), 2 * each);
+        // Filtered events are never held, so they count nothing.
+        d.push(ev(3, "u3"), false);
+        assert_eq!(d.bytes(), 2 * each);
+        // One event is always admitted, however small the limit.
+        let mut tiny = OrderWindow::new(0, 100).with_max_bytes(1);
+        assert!(!tiny.is_full());
+        tiny.push(ev(0, "u"), true);
+        assert!(tiny.is_full());
     }
 
     #[test]

@@ -29,16 +29,30 @@ impl DestinationLoop {
         match outcome {
             Outcome::PerEvent(outcomes) => {
                 debug_assert_eq!(outcomes.len(), events.len());
-                for (event, outcome) in events.iter().zip(outcomes) {
-                    let outcome = match outcome {
-                        Outcome::PerEvent(_) => Outcome::Retry {
-                            status: None,
-                            error: "the sink nested per-event outcomes".into(),
-                            retry_after: None,
-                        },
-                        o => o,
-                    };
-                    let one = std::slice::from_ref(event);
+                // The delivered ones settle together (one metrics update),
+                // first, so a halt among the others still stands after.
+                let mut delivered = Vec::with_capacity(events.len());
+                let mut others = Vec::new();
+                for (event, outcome) in events.into_iter().zip(outcomes) {
+                    match outcome {
+                        Outcome::Delivered => delivered.push(event),
+                        Outcome::PerEvent(_) => others.push((
+                            event,
+                            Outcome::Retry {
+                                status: None,
+                                error: "the sink nested per-event outcomes".into(),
+                                retry_after: None,
+                            },
+                        )),
+                        o => others.push((event, o)),
+                    }
+                }
+                if !delivered.is_empty() {
+                    self.settle_events(st, &delivered, sent_ms, &Outcome::Delivered, clock, rng)
+                        .await?;
+                }
+                for (event, outcome) in others {
+                    let one = std::slice::from_ref(&event);
                     self.settle_events(st, one, sent_ms, &outcome, clock, rng)
                         .await?;
                 }

@@ -26,7 +26,7 @@ pub enum Control {
 pub struct DestinationStatus {
     /// Destination name.
     pub name: String,
-    /// `webhook`, `file` or `segment`.
+    /// `webhook`, `file`, `segment`, `nats` or `kafka`.
     pub kind: String,
     /// Next offset to deliver (in memory; committed at most 100 ms later).
     pub cursor: u64,

@@ -32,17 +32,16 @@ pub(crate) async fn read(
             Err(_) => return Err(IngestError::UnsupportedEncoding("(not ASCII)".into())),
         },
     };
-    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
-        if len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .is_some_and(|n| n > limit as u64)
-        {
-            return Err(IngestError::RequestTooLarge { limit });
-        }
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|len| len.to_str().ok()?.parse::<u64>().ok());
+    if length.is_some_and(|n| n > limit as u64) {
+        return Err(IngestError::RequestTooLarge { limit });
     }
-    let raw = tokio::time::timeout(timeout, collect(body, limit))
+    // Room for the announced length up front: growing the buffer frame by
+    // frame copies a 100 KB body several times over.
+    let expected = length.map_or(0, |n| n as usize);
+    let raw = tokio::time::timeout(timeout, collect(body, limit, expected))
         .await
         .map_err(|_| IngestError::BodyTimeout)??;
     if gzip || raw.starts_with(&GZIP_MAGIC) {
@@ -52,9 +51,10 @@ pub(crate) async fn read(
     }
 }
 
-/// Collects frames, failing as soon as the total passes `limit`.
-async fn collect(mut body: Body, limit: usize) -> Result<Vec<u8>, IngestError> {
-    let mut out = Vec::new();
+/// Collects frames, failing as soon as the total passes `limit`;
+/// `expected` (at most `limit`): the bytes the client announced.
+async fn collect(mut body: Body, limit: usize, expected: usize) -> Result<Vec<u8>, IngestError> {
+    let mut out = Vec::with_capacity(expected);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| IngestError::BadRequest(format!("reading body: {e}")))?;
         if let Ok(data) = frame.into_data() {

@@ -7,16 +7,16 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::Json;
-use base64::Engine;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use time::OffsetDateTime;
 
+use super::batch::Batch;
 use super::error::IngestError;
-use super::normalise::{self, Envelope, EventType};
-use super::{body, timestamp, AppState};
-use crate::dedup::{Key, Verdict};
+use super::intake::Intake;
+use super::normalise::{Envelope, EventType};
+use super::{body, AppState};
+use crate::dedup::{Dedup, DedupError};
 use crate::metrics::{EventLabels, SourceLabels};
-use crate::stored_event;
 
 /// How the events of a request are laid out in its body.
 #[derive(Debug, Clone, Copy)]
@@ -56,49 +56,20 @@ pub(crate) async fn handle(
         state.body_timeout(),
     )
     .await?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| IngestError::BadRequest(format!("not valid JSON: {e}")))?;
-    let Value::Object(mut object) = value else {
-        return Err(IngestError::BadRequest(
-            "the body must be a JSON object".into(),
-        ));
+    let dedup = state.dedup();
+    let intake = Intake {
+        sources: &state.inner.sources,
+        headers: &headers,
+        shape,
+        received_at,
+        max_event: limits.max_event_bytes,
+        dedup: dedup.is_some(),
     };
-    let source = match early {
-        Some(source) => source,
-        None => {
-            let body_key = object.get("writeKey").and_then(Value::as_str);
-            state.inner.sources.authenticate(&headers, None, body_key)?
-        }
+    let (batch, source) = match intake.direct(&bytes, early.as_ref()) {
+        Some(direct) => direct,
+        None => intake.reference(&bytes, early)?,
     };
-    let mut envelope = Envelope {
-        received_at: Some(received_at),
-        sent_at: header_time(&headers, "sentat")?,
-        anonymous_id: anonymous_id_header(&headers),
-        ..Envelope::default()
-    };
-    let (items, forced) = match shape {
-        Shape::Single(kind) => (vec![Value::Object(object)], Some(kind)),
-        Shape::Batch => {
-            let items = match object.remove("batch") {
-                Some(Value::Array(items)) if !items.is_empty() => items,
-                Some(Value::Array(_)) => {
-                    return Err(IngestError::BadRequest("batch is empty".into()))
-                }
-                _ => {
-                    return Err(IngestError::BadRequest(
-                        "expected {\"batch\": [...]}".into(),
-                    ))
-                }
-            };
-            if let Some(sent) = body_time(&object, "sentAt")? {
-                envelope.sent_at = Some(sent);
-            }
-            envelope.context = object.remove("context").filter(|v| !v.is_null());
-            envelope.integrations = object.remove("integrations").filter(|v| !v.is_null());
-            (items, None)
-        }
-    };
-    let count = store(&state, items, forced, &envelope, &source).await?;
+    let count = store_batch(&state, dedup, batch, &source).await?;
     Ok(Json(json!({ "success": true, "count": count })))
 }
 
@@ -112,7 +83,20 @@ pub(crate) async fn store(
     source: &Arc<str>,
 ) -> Result<usize, IngestError> {
     let dedup = state.dedup();
-    let mut batch = Batch::normalise(state, items, forced, envelope, source, dedup.is_some())?;
+    let max_event = state.limits().max_event_bytes;
+    let batch = Batch::normalise(max_event, items, forced, envelope, source, dedup.is_some())?;
+    store_batch(state, dedup, batch, source).await
+}
+
+/// Appends a request's records as one atomic group, after dropping the
+/// events dedup finds already stored; answers how many events the request
+/// had.
+async fn store_batch(
+    state: &AppState,
+    dedup: Option<Result<Dedup, DedupError>>,
+    mut batch: Batch,
+    source: &Arc<str>,
+) -> Result<usize, IngestError> {
     let count = batch.records.len();
     let retry_after = state.limits().retry_after_secs;
     // Dedup: drop events whose (source, messageId) is already durable; a
@@ -176,92 +160,6 @@ pub(crate) async fn store(
     }
 }
 
-/// A request's events, normalised and encoded as log records.
-struct Batch {
-    /// One record per event, in request order.
-    records: Vec<Vec<u8>>,
-    /// Each record's event type.
-    types: Vec<Option<EventType>>,
-    /// The dedup keys of the events that have a client messageId.
-    keys: Vec<Key>,
-    /// The index in `records` of the event each key belongs to.
-    keyed: Vec<usize>,
-}
-
-impl Batch {
-    /// Checks each event's size, normalises it and encodes it; with `dedup`,
-    /// also hashes the dedup keys. Any bad event refuses the whole request.
-    fn normalise(
-        state: &AppState,
-        items: Vec<Value>,
-        forced: Option<EventType>,
-        envelope: &Envelope,
-        source: &Arc<str>,
-        dedup: bool,
-    ) -> Result<Batch, IngestError> {
-        let max_event = state.limits().max_event_bytes;
-        let received_at = envelope.received_at.unwrap_or_else(OffsetDateTime::now_utc);
-        let received_ms =
-            u64::try_from(received_at.unix_timestamp_nanos() / 1_000_000).unwrap_or_default();
-        // Dedup keys are hashed as the events are normalised: no copy of the
-        // message ids is kept, and nothing is hashed when dedup is off. Only
-        // client ids are keys: an id ferry generates is a fresh random UUID
-        // that no later request can repeat, so holding it would only take
-        // capacity.
-        let keyed_capacity = if dedup { items.len() } else { 0 };
-        let mut batch = Batch {
-            records: Vec::with_capacity(items.len()),
-            types: Vec::with_capacity(items.len()),
-            keys: Vec::with_capacity(keyed_capacity),
-            keyed: Vec::with_capacity(keyed_capacity),
-        };
-        for (index, item) in items.into_iter().enumerate() {
-            let size = compact_size(&item);
-            if size > max_event {
-                return Err(IngestError::EventTooLarge {
-                    index,
-                    size,
-                    limit: max_event,
-                });
-            }
-            let normalised = normalise::normalise(item, forced, envelope, source)
-                .map_err(|reason| IngestError::InvalidEvent { index, reason })?;
-            // normalise accepted the event, so its type is one of the six.
-            batch
-                .types
-                .push(normalised["type"].as_str().and_then(EventType::parse));
-            if dedup && stored_event::has_client_id(&normalised) {
-                let id = normalised["messageId"].as_str().unwrap_or_default();
-                batch.keys.push(Key::new(source, id));
-                batch.keyed.push(index);
-            }
-            let record = stored_event::encode(&normalised, received_ms).map_err(|e| {
-                IngestError::InvalidEvent {
-                    index,
-                    reason: e.to_string(),
-                }
-            })?;
-            batch.records.push(record);
-        }
-        Ok(batch)
-    }
-
-    /// Drops the events whose key the index answered as not new (one
-    /// verdict per key); returns how many were dropped.
-    fn drop_duplicates(&mut self, verdicts: &[Verdict]) -> u64 {
-        let mut keep = vec![true; self.records.len()];
-        for (&index, verdict) in self.keyed.iter().zip(verdicts) {
-            keep[index] = *verdict == Verdict::New;
-        }
-        let before = self.records.len();
-        let mut kept = keep.iter();
-        self.records.retain(|_| kept.next() == Some(&true));
-        let mut kept = keep.iter();
-        self.types.retain(|_| kept.next() == Some(&true));
-        (before - self.records.len()) as u64
-    }
-}
-
 /// Adds a request's stored events to the per-type counters: one counter
 /// update per type present, not one label set (two strings) per event.
 fn count_events(state: &AppState, source: &str, types: &[Option<EventType>]) {
@@ -316,79 +214,9 @@ pub(crate) fn query_write_key(query: Option<&str>) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-/// The size of a value as compact JSON, without allocating it.
-fn compact_size(value: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing to a counter cannot fail.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
-}
-
-/// A timestamp header (`SentAt` of RudderStack's JS SDK).
-fn header_time(headers: &HeaderMap, name: &str) -> Result<Option<OffsetDateTime>, IngestError> {
-    let Some(value) = headers.get(name) else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .ok()
-        .and_then(timestamp::parse)
-        .map(Some)
-        .ok_or_else(|| {
-            IngestError::BadRequest(format!("the {name} header is not an RFC 3339 timestamp"))
-        })
-}
-
-/// A top-level timestamp field of a batch body.
-fn body_time(
-    object: &Map<String, Value>,
-    field: &str,
-) -> Result<Option<OffsetDateTime>, IngestError> {
-    match object.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => timestamp::parse(s).map(Some).ok_or_else(|| {
-            IngestError::BadRequest(format!("{field} is not an RFC 3339 timestamp"))
-        }),
-        Some(_) => Err(IngestError::BadRequest(format!(
-            "{field} must be an RFC 3339 string"
-        ))),
-    }
-}
-
-/// RudderStack's JS SDK sends the anonymous id base64-encoded in an
-/// `AnonymousId` header; a value that is not base64 is taken as is.
-fn anonymous_id_header(headers: &HeaderMap) -> Option<String> {
-    let raw = headers.get("anonymousid")?.to_str().ok()?.trim();
-    if raw.is_empty() {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(raw)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .filter(|s| !s.is_empty());
-    Some(decoded.unwrap_or_else(|| raw.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn compact_size_ignores_whitespace() {
-        let v: Value = serde_json::from_str("{ \"a\" : [1, 2] }").unwrap();
-        assert_eq!(compact_size(&v), "{\"a\":[1,2]}".len());
-    }
 
     #[test]
     fn query_key() {
@@ -398,24 +226,5 @@ mod tests {
         );
         assert_eq!(query_write_key(Some("a=1")), None);
         assert_eq!(query_write_key(None), None);
-    }
-
-    #[test]
-    fn anonymous_id_header_is_base64() {
-        let mut h = HeaderMap::new();
-        h.insert("anonymousid", "YW5vbi0x".parse().unwrap());
-        assert_eq!(anonymous_id_header(&h).as_deref(), Some("anon-1"));
-        h.insert("anonymousid", "plain id!".parse().unwrap());
-        assert_eq!(anonymous_id_header(&h).as_deref(), Some("plain id!"));
-    }
-
-    #[test]
-    fn sent_at_header() {
-        let mut h = HeaderMap::new();
-        assert!(header_time(&h, "sentat").unwrap().is_none());
-        h.insert("sentat", "2024-05-01T12:00:00.000Z".parse().unwrap());
-        assert!(header_time(&h, "sentat").unwrap().is_some());
-        h.insert("sentat", "nope".parse().unwrap());
-        assert!(header_time(&h, "sentat").is_err());
     }
 }

@@ -3,13 +3,17 @@
 //! the 200 is sent only after that append is durable (see docs/api.md).
 
 mod auth;
+mod batch;
 mod body;
+mod canonical;
 mod cors;
 mod error;
 mod handler;
 mod health;
+mod intake;
 mod normalise;
 mod pixel;
+mod splice;
 mod timestamp;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -18,7 +18,10 @@ pub(crate) fn parse(text: &str) -> Option<OffsetDateTime> {
 pub(crate) fn format(t: OffsetDateTime) -> Option<String> {
     // `to_offset` panics when the offset pushes the time past the year 9999.
     let utc = t.checked_to_offset(UtcOffset::UTC)?;
-    let year = u32::try_from(utc.year()).ok().filter(|y| *y <= 9999)?;
+    // The date and the time each in one conversion, not one per field.
+    let (year, month, day) = utc.to_calendar_date();
+    let (hour, minute, second, milli) = utc.to_hms_milli();
+    let year = u32::try_from(year).ok().filter(|y| *y <= 9999)?;
     let mut out = *b"0000-00-00T00:00:00.000Z";
     let mut put = |at: usize, digits: usize, mut value: u32| {
         for i in (at..at + digits).rev() {
@@ -27,12 +30,12 @@ pub(crate) fn format(t: OffsetDateTime) -> Option<String> {
         }
     };
     put(0, 4, year);
-    put(5, 2, u32::from(u8::from(utc.month())));
-    put(8, 2, u32::from(utc.day()));
-    put(11, 2, u32::from(utc.hour()));
-    put(14, 2, u32::from(utc.minute()));
-    put(17, 2, u32::from(utc.second()));
-    put(20, 3, u32::from(utc.millisecond()));
+    put(5, 2, u32::from(u8::from(month)));
+    put(8, 2, u32::from(day));
+    put(11, 2, u32::from(hour));
+    put(14, 2, u32::from(minute));
+    put(17, 2, u32::from(second));
+    put(20, 3, u32::from(milli));
     // ASCII digits and separators only, so this never fails.
     std::str::from_utf8(&out).ok().map(str::to_owned)
 }

@@ -24,23 +24,36 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock};
 
+/// The page cache of a state store opened without a memory budget (the
+/// command line's): the file holds cursors and dead letters, kilobytes to a
+/// few megabytes.
+pub const DEFAULT_CACHE_BYTES: usize = 2 << 20;
+
 /// The open state database.
 pub struct StateStore {
     /// The open file; `None` after a full disk stopped it and reopening
     /// has not yet succeeded.
     db: RwLock<Option<Database>>,
     path: PathBuf,
+    /// redb's page cache, in bytes (redb's own default is 1 GiB).
+    cache_bytes: usize,
     /// The open database's first I/O error was a full disk: its later
     /// "previous I/O error" refusals are that too.
     full: AtomicBool,
 }
 
 impl StateStore {
-    /// Opens or creates `path`.
+    /// Opens or creates `path` with a page cache of [`DEFAULT_CACHE_BYTES`].
     pub fn open(path: &Path) -> Result<StateStore, StoreError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens or creates `path` with a page cache of `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<StateStore, StoreError> {
         let store = StateStore {
             db: RwLock::new(None),
             path: path.to_path_buf(),
+            cache_bytes,
             full: AtomicBool::new(false),
         };
         store.reopen()?;
@@ -65,7 +78,11 @@ impl StateStore {
         }
         let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
         if db.is_none() {
-            let created = crate::disk::create_or_undo(&self.path, || Database::create(&self.path));
+            let created = crate::disk::create_or_undo(&self.path, || {
+                Database::builder()
+                    .set_cache_size(self.cache_bytes)
+                    .create(&self.path)
+            });
             *db = Some(created.map_err(|e| self.err(e))?);
             self.full.store(false, Ordering::Release);
         }

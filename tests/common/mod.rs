@@ -3,8 +3,10 @@
 //! real binary as a child process, and a webhook that records deliveries.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod brokers;
 pub mod env;
 pub mod events;
+pub mod streams;
 pub mod webhook;
 
 use std::io::Write;
@@ -119,6 +121,13 @@ impl TestServer {
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.get(self.url(path))
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let response = self.get("/metrics").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
     }
 
     /// Every durable event, read back through the log's reader.
@@ -271,6 +280,25 @@ impl ServerProcess {
         body["destinations"][0].clone()
     }
 
+    /// The sum of the samples of `metric` (over every label set) on /metrics.
+    pub async fn metric(&self, http: &reqwest::Client, metric: &str) -> f64 {
+        let text = http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(metric)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Sends SIGTERM and waits; returns the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -342,5 +370,26 @@ pub fn delivery_env(options: ferry::log::LogOptions) -> DeliveryEnv {
         _tmp: tmp,
         log,
         store,
+    }
+}
+
+/// Polls `done` on a destination's status (as JSON) until it holds, at most
+/// 60 s; panics with `what` and the last status otherwise.
+pub async fn wait_status(
+    handle: &ferry::delivery::status::DestinationHandle,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = serde_json::to_value(handle.status()).unwrap();
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} not reached: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
