@@ -65,6 +65,10 @@ fn opts() -> DedupOptions {
         // Tiny runs: ids spread over many runs per generation, merged and
         // left unmerged at the cap.
         max_run_ids: 8,
+        // Filters sized for one id at first: they grow (rebuilt from the
+        // index by the writer) as the model's 40 ids arrive, across
+        // restarts and crashes.
+        min_filter_ids: 1,
         ..DedupOptions::default()
     }
 }

@@ -34,6 +34,24 @@ pub(crate) struct Buffers {
     merged: Vec<Entry>,
 }
 
+impl Buffers {
+    /// Gives back what each buffer holds beyond `keep` entries: after a
+    /// burst, or the start-up re-index, the buffers keep the size of the
+    /// batches that follow, not of the largest one.
+    pub fn trim(&mut self, keep: usize) {
+        fn trim<T>(v: &mut Vec<T>, keep: usize) {
+            if v.capacity() > keep {
+                v.shrink_to(keep.max(v.len()));
+            }
+        }
+        trim(&mut self.inbox.entries, keep);
+        trim(&mut self.staged, keep);
+        trim(&mut self.current, keep);
+        trim(&mut self.older, keep);
+        trim(&mut self.merged, keep);
+    }
+}
+
 /// A batch being written: the transaction's tables and the generation rows.
 pub(crate) struct Batch<'t> {
     /// The write transaction.
@@ -141,6 +159,20 @@ impl<'t> Batch<'t> {
         Ok(())
     }
 
+    /// Generation `id`'s filter was rebuilt at `num_bits`: a filter rebuilt
+    /// after a crash takes that size, and a persisted copy of the old size
+    /// no longer counts (the next one is written at the new size).
+    pub fn resized(&mut self, id: u64, num_bits: u64) -> Result<(), DedupError> {
+        if let Some(row) = self.rows.get_mut(&id) {
+            row.num_bits = num_bits;
+            if row.snapshot_count != u64::MAX {
+                row.snapshot_count = u64::MAX;
+                self.blooms.remove(id).at(self.path)?;
+            }
+        }
+        Ok(())
+    }
+
     /// A generation that takes no more ids: its runs merged into one, and
     /// its filter persisted once (it no longer changes).
     fn sealed(&mut self, id: u64) -> Result<(), DedupError> {
@@ -154,6 +186,7 @@ impl<'t> Batch<'t> {
             self.blooms.insert(id, bytes.as_slice()).at(self.path)?;
             if let Some(row) = self.rows.get_mut(&id) {
                 row.snapshot_count = row.count;
+                row.num_bits = bytes.len() as u64 * 8;
             }
         }
         Ok(())
@@ -305,6 +338,7 @@ impl<'t> Batch<'t> {
                 if let Some(bytes) = state.gens.filter_bytes(*id) {
                     self.blooms.insert(*id, bytes.as_slice()).at(self.path)?;
                     row.snapshot_count = row.count;
+                    row.num_bits = bytes.len() as u64 * 8;
                 }
             }
         }

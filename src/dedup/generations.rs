@@ -6,6 +6,15 @@
 //! once every id in it is older than the window (its successor started more than
 //! a window ago), or early, oldest first, when more than `generations + 1` exist:
 //! that is the capacity bound, and it shrinks the effective window.
+//!
+//! A filter is sized for the ids its generation is expected to take: the
+//! first for `min_ids`, the next for about twice what the one before took,
+//! the full `capacity / generations` once a generation filled. A filter that
+//! fills before its generation ends is rebuilt larger by the index writer
+//! ([`Generations::growth_due`], [`Generations::grow`]); meanwhile it only
+//! answers "maybe" more often, which the index settles. So the memory of the
+//! filters follows the ids a box sees, and only full-size filters take a
+//! slot of the interleaved region.
 
 use super::bloom::{self, Bloom};
 use super::filters::Filters;
@@ -77,6 +86,12 @@ pub(crate) struct Generations {
     span_ms: u64,
     /// Ids a generation takes before the next starts.
     per_gen: u64,
+    /// The false-positive rate each filter is sized for.
+    fp_per_gen: f64,
+    /// Ids a new generation's filter is sized for at least.
+    min_ids: u64,
+    /// Filter bits per id at `fp_per_gen`.
+    bits_per_id: f64,
     /// Most generations held at once (`generations + 1`).
     max_gens: usize,
     /// Id of the next generation.
@@ -97,13 +112,16 @@ pub(crate) struct Generations {
 
 impl Generations {
     /// Generations for a window, a capacity, a false-positive rate and a
-    /// generation count, restored from `held` (oldest first). Fails only
+    /// generation count, restored from `held` (oldest first); a new
+    /// generation's filter is sized for `min_ids` ids at least. Fails only
     /// if the filters' memory cannot be mapped.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         window_ms: u64,
         capacity: u64,
         fp: f64,
         generations: u32,
+        min_ids: u64,
         held: Vec<Generation>,
         next_id: u64,
         early_boundary_ms: Option<u64>,
@@ -117,6 +135,9 @@ impl Generations {
             window_ms,
             span_ms: (window_ms / g).max(1),
             per_gen,
+            fp_per_gen,
+            min_ids: min_ids.max(1),
+            bits_per_id: bloom::bytes_for(1 << 20, fp_per_gen) as f64 * 8.0 / (1 << 20) as f64,
             max_gens,
             next_id,
             early_boundary_ms,
@@ -250,6 +271,7 @@ impl Generations {
         // Every request waits for a rotation (it runs under the state lock):
         // its time is logged at debug level.
         let started = std::time::Instant::now();
+        let previous_count = self.gens.back().map(|g| g.count);
         if let Some(g) = self.gens.back() {
             changes.push(Change::Sealed { id: g.id });
         }
@@ -272,21 +294,28 @@ impl Generations {
                 );
             }
         }
-        let slot = self.free.pop().expect("a slot is free after the evictions");
-        self.filters.clear(slot);
+        let filter = match self.new_filter_bytes(previous_count) {
+            None => {
+                let slot = self.free.pop().expect("a slot is free after the evictions");
+                self.filters.clear(slot);
+                Filter::Slot(slot)
+            }
+            Some(bytes) => Filter::Own(Bloom::with_bytes(bytes)),
+        };
         let id = self.next_id;
         self.next_id += 1;
-        changes.push(Change::Created {
-            id,
-            start_ms: now_ms,
-            num_bits: self.filters.filter_bytes() * 8,
-        });
-        self.gens.push_back(Generation {
+        let g = Generation {
             id,
             start_ms: now_ms,
             count: 0,
-            filter: Filter::Slot(slot),
+            filter,
+        };
+        changes.push(Change::Created {
+            id,
+            start_ms: now_ms,
+            num_bits: self.num_bits(&g),
         });
+        self.gens.push_back(g);
         self.held_changed();
         tracing::debug!(
             generation = id,
@@ -326,6 +355,68 @@ impl Generations {
         usize::try_from(self.num_bits(g) / 8).ok()
     }
 
+    /// Ids a filter of `bytes` is sized for (at the configured rate).
+    fn ids_for(&self, bytes: u64) -> u64 {
+        (bytes as f64 * 8.0 / self.bits_per_id) as u64
+    }
+
+    /// The bytes of a filter for `ids` ids; `None` for the full size (a
+    /// slot), from `capacity / generations` ids on.
+    fn bytes_for_ids(&self, ids: u64) -> Option<u64> {
+        (ids < self.per_gen).then(|| bloom::bytes_for(ids, self.fp_per_gen))
+    }
+
+    /// The filter size of a new generation after one that took
+    /// `previous_count` ids (`None`: the first): room for twice that,
+    /// `min_ids` at least; `None` for the full size.
+    fn new_filter_bytes(&self, previous_count: Option<u64>) -> Option<u64> {
+        let expected = previous_count.map_or(0, |c| c.saturating_mul(2));
+        self.bytes_for_ids(expected.max(self.min_ids))
+    }
+
+    /// The active generation, when its filter holds as many ids as it was
+    /// sized for and is smaller than the full size: its id and the bytes of
+    /// the filter to rebuild it into (four times its room, or the full size).
+    pub fn growth_due(&self) -> Option<(u64, u64)> {
+        let g = self.gens.back()?;
+        let Filter::Own(b) = &g.filter else {
+            return None;
+        };
+        let full = self.filters.filter_bytes();
+        let room = self.ids_for(b.num_bits() / 8);
+        if g.count < room || b.num_bits() / 8 >= full {
+            return None;
+        }
+        let ids = room.saturating_mul(4).max(g.count.saturating_mul(2));
+        Some((g.id, self.bytes_for_ids(ids).unwrap_or(full)))
+    }
+
+    /// Replaces generation `id`'s filter with `bloom`, which must hold every
+    /// id the generation took (see [`super::state::State::grow`]); a filter
+    /// of the full size moves into a free slot. Returns the new size in
+    /// bits, or `None` if the generation is gone or its filter is not
+    /// smaller.
+    pub fn grow(&mut self, id: u64, bloom: Bloom) -> Option<u64> {
+        let full = self.filters.filter_bytes();
+        let i = self.gens.iter().position(|g| g.id == id)?;
+        if self.num_bits(&self.gens[i]) >= bloom.num_bits() {
+            return None;
+        }
+        let filter = match self.free.pop() {
+            Some(slot) if bloom.num_bits() / 8 == full => {
+                self.filters.fill(slot, bloom.as_bytes());
+                Filter::Slot(slot)
+            }
+            slot => {
+                self.free.extend(slot);
+                Filter::Own(bloom)
+            }
+        };
+        self.gens[i].filter = filter;
+        self.held_changed();
+        Some(self.num_bits(&self.gens[i]))
+    }
+
     /// Size of a generation's filter in bits.
     fn num_bits(&self, g: &Generation) -> u64 {
         match &g.filter {
@@ -345,9 +436,15 @@ impl Generations {
         self.gens.iter().map(|g| g.count).sum()
     }
 
-    /// Memory of all filters in bytes: every slot (the region is in use as
-    /// a whole once any generation fills), and any standalone filter.
+    /// Memory of all filters in bytes: every slot once any generation holds
+    /// one (the region is then in use as a whole: a slot's blocks are spread
+    /// over all of it), and every standalone filter.
     pub fn bloom_bytes(&self) -> u64 {
+        let slots = if self.free.len() < self.filters.slots() {
+            self.filters.bytes()
+        } else {
+            0
+        };
         let own: u64 = self
             .gens
             .iter()
@@ -356,7 +453,7 @@ impl Generations {
                 Filter::Slot(_) => None,
             })
             .sum();
-        self.filters.bytes() + own
+        slots + own
     }
 
     /// Estimated chance that an id never seen hits at least one filter.
@@ -418,11 +515,64 @@ mod tests {
     const H: u64 = 3_600_000;
 
     fn gens(capacity: u64) -> Generations {
-        Generations::new(24 * H, capacity, 0.01, 4, Vec::new(), 0, None).unwrap()
+        Generations::new(24 * H, capacity, 0.01, 4, 1 << 16, Vec::new(), 0, None).unwrap()
     }
 
     fn key(i: u64) -> Key {
         Key::new("s", &i.to_string())
+    }
+
+    #[test]
+    fn filters_start_small_and_grow_with_the_ids_taken() {
+        // 400,000 ids per generation at the full size; new ones start at 64.
+        let mut g = Generations::new(24 * H, 1_600_000, 0.01, 4, 64, Vec::new(), 0, None).unwrap();
+        let full = g.filters.filter_bytes();
+        let mut ch = Vec::new();
+        let first = g.insert(key(0), 0, &mut ch);
+        assert_eq!(g.standalone(), 1, "a new generation starts standalone");
+        let small = g.bloom_bytes();
+        assert!(small < 1024, "{small} bytes for 64 ids");
+        assert!(matches!(ch[0], Change::Created { num_bits, .. } if num_bits == small * 8));
+        // Grow it whenever it is due, as the writer does, with a filter
+        // rebuilt from every id taken so far.
+        let mut sizes = vec![small];
+        for i in 1..300_000u64 {
+            g.insert(key(i), 0, &mut ch);
+            if let Some((id, bytes)) = g.growth_due() {
+                assert_eq!(id, first);
+                assert!(bytes > *sizes.last().unwrap());
+                let mut b = Bloom::with_bytes(bytes);
+                for j in 0..=i {
+                    b.insert(key(j).bloom_hash());
+                }
+                assert_eq!(g.grow(id, b), Some(bytes * 8));
+                sizes.push(g.bloom_bytes());
+            }
+        }
+        // Four times larger each time (64 ids, then ~300, ~1,200, …), then
+        // the full size: a slot, and the region in use.
+        assert!(sizes.windows(2).all(|w| w[1] >= 4 * w[0]), "{sizes:?}");
+        assert_eq!(sizes.len(), 8, "{sizes:?}");
+        assert_eq!(*sizes.last().unwrap(), g.filters.bytes(), "{sizes:?}");
+        assert_eq!(g.standalone(), 0);
+        assert_eq!(g.growth_due(), None, "a full-size filter does not grow");
+        for i in (0..300_000u64).step_by(997) {
+            assert_eq!(g.hits(key(i)), [first], "id {i}");
+        }
+        // A generation after one that filled starts at the full size; one
+        // after a quiet one at twice what that one took.
+        g.insert(key(1), 7 * H, &mut ch);
+        assert_eq!(g.num_bits(g.gens.back().unwrap()), full * 8);
+        for i in 0..1000 {
+            g.insert(key(i), 7 * H, &mut ch);
+        }
+        g.insert(key(1), 14 * H, &mut ch);
+        let quiet = g.num_bits(g.gens.back().unwrap()) / 8;
+        assert_eq!(quiet, bloom::bytes_for(2002, g.fp_per_gen), "2 × 1,001 ids");
+        // A filter replaced by one no larger is left as it is.
+        let active = g.gens.back().unwrap().id;
+        assert_eq!(g.grow(active, Bloom::with_bytes(quiet)), None);
+        assert_eq!(g.grow(999, Bloom::with_bytes(full)), None, "not held");
     }
 
     #[test]

@@ -294,16 +294,7 @@ pub(crate) fn load(db: &Database, path: &Path) -> Result<Loaded, DedupError> {
             None => {
                 loaded.rebuilt += 1;
                 let mut bloom = Bloom::with_bytes(row.num_bits / 8);
-                for name in [runs::chunks_table_name(id), runs::sealed_table_name(id)] {
-                    match tx.open_table(runs::chunks_table(&name)) {
-                        Ok(t) => runs::for_each_key(&t, |k| {
-                            bloom.insert(Key::from_u128(k).bloom_hash());
-                        })
-                        .at(path)?,
-                        Err(redb::TableError::TableDoesNotExist(_)) => {}
-                        Err(e) => return Err(DedupError::index(path, e)),
-                    }
-                }
+                add_ids(&tx, path, id, &mut bloom)?;
                 bloom
             }
         };
@@ -315,6 +306,27 @@ pub(crate) fn load(db: &Database, path: &Path) -> Result<Loaded, DedupError> {
         });
     }
     Ok(loaded)
+}
+
+/// Inserts every id the index holds for generation `id` into `bloom` (a
+/// filter rebuilt at start-up, or grown by the writer).
+pub(crate) fn add_ids(
+    tx: &ReadTransaction,
+    path: &Path,
+    id: u64,
+    bloom: &mut Bloom,
+) -> Result<(), DedupError> {
+    for name in [runs::chunks_table_name(id), runs::sealed_table_name(id)] {
+        match tx.open_table(runs::chunks_table(&name)) {
+            Ok(t) => runs::for_each_key(&t, |k| {
+                bloom.insert(Key::from_u128(k).bloom_hash());
+            })
+            .at(path)?,
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(DedupError::index(path, e)),
+        }
+    }
+    Ok(())
 }
 
 /// The runs of generation `id`, oldest first: (run, ids).

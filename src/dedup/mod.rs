@@ -124,6 +124,7 @@ impl Dedup {
             opts.capacity,
             opts.false_positive_rate,
             opts.generations,
+            opts.min_filter_ids,
             loaded.gens,
             loaded.next_gen,
             loaded.early_boundary_ms,
@@ -634,6 +635,56 @@ mod tests {
                 assert_eq!(v, expect, "id {i}");
             }
         });
+    }
+
+    #[test]
+    fn a_filter_grows_with_its_generation_and_keeps_its_size_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.redb");
+        let clock = Arc::new(ManualClock::new(t0()));
+        let opts = DedupOptions {
+            min_filter_ids: 16,
+            ..DedupOptions::default()
+        };
+        let d = open(&path, &clock, opts.clone());
+        let keys: Vec<Key> = (0..5000).map(|i| k(&i.to_string())).collect();
+        run(async {
+            d.begin(&keys[..1]).await.unwrap().commit(0..1);
+        });
+        let first = d.stats().bloom_bytes;
+        assert!(first <= 64, "a filter for 16 ids: {first} bytes");
+        run(async {
+            for (i, chunk) in keys[1..].chunks(100).enumerate() {
+                let at = 1 + 100 * i as u64;
+                d.begin(chunk)
+                    .await
+                    .unwrap()
+                    .commit(at..at + chunk.len() as u64);
+                // A write, after which the writer grows a full filter.
+                d.flush().unwrap();
+            }
+        });
+        let grown = d.stats().bloom_bytes;
+        let full = opts.max_bloom_bytes() / 5;
+        assert!(grown >= 5000 * 2 && grown < full / 100, "{grown} bytes");
+        let still = |d: &Dedup| {
+            run(async {
+                for chunk in keys.chunks(100) {
+                    let t = d.begin(chunk).await.unwrap();
+                    assert!(t.verdicts().iter().all(|v| *v == Verdict::Duplicate));
+                }
+            })
+        };
+        still(&d);
+        drop(d);
+        // The persisted filter has the grown size; nothing is rebuilt.
+        let db = index_file::open(&path, 1 << 20, 0, 0).unwrap();
+        let loaded = index_file::load(&db, &path).unwrap();
+        assert_eq!(loaded.rebuilt, 0);
+        drop(db);
+        let d = open(&path, &clock, opts);
+        assert_eq!(d.stats().bloom_bytes, grown);
+        still(&d);
     }
 
     #[test]

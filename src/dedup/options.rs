@@ -46,6 +46,12 @@ pub struct DedupOptions {
     /// redb page cache. Default: 64 MiB (`ferry serve` sizes it from
     /// `memory.budget`: 4 MiB at the default budget).
     pub cache_bytes: usize,
+    /// Ids a new generation's filter is first sized for, unless the
+    /// generation before it took more: a box that sees few ids keeps small
+    /// filters. A filter that fills is rebuilt from the index at four times
+    /// its size, up to `capacity / generations` (the full size, which the
+    /// interleaved filters hold). Default: 65,536 (170 KiB at the defaults).
+    pub min_filter_ids: u64,
 }
 
 impl Default for DedupOptions {
@@ -60,6 +66,7 @@ impl Default for DedupOptions {
             max_pending: 524_288,
             max_run_ids: 1 << 18,
             cache_bytes: 64 << 20,
+            min_filter_ids: 1 << 16,
         }
     }
 }
@@ -94,6 +101,9 @@ pub(crate) fn validate(o: &DedupOptions) -> Result<(), DedupError> {
     }
     if o.max_run_ids == 0 {
         return bad("max_run_ids must be positive");
+    }
+    if o.min_filter_ids == 0 {
+        return bad("min_filter_ids must be positive");
     }
     if o.generations == 0 || o.generations > 63 {
         return bad("generations must be between 1 and 63");

@@ -3,6 +3,7 @@
 //! pending (durable in the WAL, not yet in redb) in two epochs, the one
 //! filling and the one the writer took.
 
+use super::bloom::Bloom;
 use super::generations::{Change, Generations};
 use super::key::Key;
 use super::queue::{Inbox, Op};
@@ -37,6 +38,10 @@ pub(crate) struct Claim {
     /// Dropped when the claim ends.
     waiters: Option<watch::Sender<()>>,
 }
+
+/// Entries the writer's buffers and the pending sets keep at least between
+/// batches (128 KiB per buffer).
+pub(crate) const MIN_KEEP: usize = 4096;
 
 /// The mutable shared state.
 pub(crate) struct State {
@@ -270,9 +275,99 @@ impl State {
         }
     }
 
+    /// Gives generation `id` the larger filter `bloom`, which holds the ids
+    /// the index had for it when the writer last wrote: every id committed
+    /// since is pending (or being written), and goes in too. Pending ids of
+    /// other generations only add false positives, which the index settles.
+    /// Returns the filter's new size in bits (see [`Generations::grow`]).
+    pub fn grow(&mut self, id: u64, mut bloom: Bloom) -> Option<u64> {
+        for k in self.pending.keys().chain(self.writing.keys()) {
+            bloom.insert(k.bloom_hash());
+        }
+        self.gens.grow(id, bloom)
+    }
+
     /// The ids taken by the last [`State::take`] are in redb (committed):
-    /// forget them as a whole, no per-id work.
-    pub fn written(&mut self) {
+    /// forget them as a whole, no per-id work. Returns how many entries a
+    /// batch buffer should keep: twice this batch's ids (at least
+    /// [`MIN_KEEP`], at most the pending bound), so steady batches reuse
+    /// their buffers while a burst's memory goes back once batches shrink.
+    /// The pending sets are trimmed to it too.
+    pub fn written(&mut self, max_pending: usize) -> usize {
+        let keep = (2 * self.writing.len()).clamp(MIN_KEEP, max_pending.max(MIN_KEEP));
         self.writing.clear();
+        if self.writing.capacity() > 2 * keep {
+            self.writing.shrink_to(keep);
+        }
+        if self.pending.capacity() > 2 * keep.max(self.pending.len()) {
+            self.pending.shrink_to(keep.max(self.pending.len()));
+        }
+        self.inbox_keep(keep);
+        keep
+    }
+
+    /// Trims the request side's inbox buffer to `keep` entries when idle.
+    fn inbox_keep(&mut self, keep: usize) {
+        let entries = &mut self.inbox.entries;
+        if entries.capacity() > 2 * keep.max(entries.len()) {
+            entries.shrink_to(keep.max(entries.len()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_a_burst_the_pending_sets_and_buffers_shrink_back() {
+        let gens = Generations::new(3_600_000, 1_000_000, 0.01, 4, 1 << 16, Vec::new(), 0, None);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut state = State::new(gens.unwrap(), tx, usize::MAX);
+        let mut batch = Vec::new();
+        let mut spare = Inbox::default();
+        let mut write = |state: &mut State, n: u64, from: u64| {
+            let keys: Vec<Key> = (from..from + n)
+                .map(|i| Key::new("s", &i.to_string()))
+                .collect();
+            assert!(state.claim(&keys, 0, 3_600_000).is_ok());
+            let _ = state.commit(&keys, 0, 0, from..from + n);
+            batch.clear();
+            state.take(&rx, &mut batch, &mut spare);
+            state.written(1 << 20)
+        };
+        // A burst of 100,000 ids: its batch keeps room for twice that.
+        assert_eq!(write(&mut state, 100_000, 0), 200_000);
+        assert!(
+            state.writing.capacity() >= 100_000,
+            "the burst's map is kept for the next batch"
+        );
+        // Then small batches: the maps shrink to a few thousand entries.
+        assert_eq!(write(&mut state, 10, 100_000), MIN_KEEP);
+        assert_eq!(write(&mut state, 10, 100_010), MIN_KEEP);
+        let caps = (state.pending.capacity(), state.writing.capacity());
+        assert!(caps.0 <= 4 * MIN_KEEP && caps.1 <= 4 * MIN_KEEP, "{caps:?}");
+    }
+
+    #[test]
+    fn a_grown_filter_takes_the_pending_ids_too() {
+        // Ids committed after the writer's last write are only pending: the
+        // filter grown from the index must get them from the pending set,
+        // else they would be answered as new (a pending id is looked up only
+        // on a filter hit).
+        let gens = Generations::new(3_600_000, 1_000_000, 0.01, 4, 1, Vec::new(), 0, None);
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let mut state = State::new(gens.unwrap(), tx, usize::MAX);
+        let keys: Vec<Key> = (0..50).map(|i| Key::new("s", &i.to_string())).collect();
+        assert!(state.claim(&keys, 0, 3_600_000).is_ok());
+        let _ = state.commit(&keys, 0, 0, 0..50);
+        let (id, bytes) = state.gens.growth_due().expect("50 ids fill a filter for 1");
+        // The index has none of them yet: the rebuilt filter starts empty.
+        assert!(state.grow(id, Bloom::with_bytes(bytes)).is_some());
+        let classes = state.claim(&keys, 1, 3_600_000).unwrap();
+        assert!(
+            classes.iter().all(|c| matches!(c, Class::Duplicate)),
+            "{classes:?}"
+        );
     }
 }

@@ -13,8 +13,10 @@
 //! committed ([`super::state::State::written`]).
 
 use super::batch::{Batch, Buffers};
+use super::bloom::Bloom;
 use super::checkpoint::Progress;
 use super::error::{AtPath, DedupError, Failure};
+use super::index_file;
 use super::options::DedupOptions;
 use super::queue::Op;
 use super::shared::Shared;
@@ -52,6 +54,8 @@ pub(crate) struct Writer {
     max_run_ids: u64,
     /// Batch buffers reused from batch to batch.
     bufs: Buffers,
+    /// Filters grown since the last write: (generation, bits), for its rows.
+    grown: Vec<(u64, u64)>,
 }
 
 impl Writer {
@@ -76,6 +80,7 @@ impl Writer {
             linger: opts.write_interval,
             max_run_ids: opts.max_run_ids,
             bufs: Buffers::default(),
+            grown: Vec::new(),
         };
         let on_panic = shared.clone();
         let handle = std::thread::Builder::new()
@@ -122,6 +127,7 @@ impl Writer {
                 None if batch.is_empty() && !durable => Ok(()),
                 None => self
                     .write(&mut batch, durable, close)
+                    .and_then(|()| if close { Ok(()) } else { self.grow_filter() })
                     .map_err(|e| self.stop(&e)),
             };
             match result {
@@ -198,6 +204,9 @@ impl Writer {
         tx.set_quick_repair(durable);
         let shared = &*self.shared;
         let mut b = Batch::open(&tx, path, shared, self.max_run_ids, &mut self.bufs)?;
+        for (id, num_bits) in self.grown.drain(..) {
+            b.resized(id, num_bits)?;
+        }
         for op in batch {
             match op {
                 Op::Change(change) => b.change(change)?,
@@ -218,8 +227,35 @@ impl Writer {
         let duplicates = shared.duplicates.load(Ordering::Relaxed);
         b.finish(self.progress.checkpoint(), duplicates)?;
         tx.commit().at(path)?;
-        shared.lock().written();
+        let keep = shared.lock().written(shared.max_pending);
+        self.bufs.trim(keep);
         shared.drained.notify_waiters();
+        Ok(())
+    }
+
+    /// Rebuilds the active generation's filter larger once it holds the ids
+    /// it was sized for: every id the index has for it (all but the pending
+    /// ones, just after a write), then the pending ones under the lock, where
+    /// it replaces the old filter. Requests go on meanwhile; the full filter
+    /// only answers "maybe" more often.
+    fn grow_filter(&mut self) -> Result<(), DedupError> {
+        let Some((id, bytes)) = self.shared.lock().gens.growth_due() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let mut bloom = Bloom::with_bytes(bytes);
+        let tx = self.db.begin_read().at(&self.path)?;
+        index_file::add_ids(&tx, &self.path, id, &mut bloom)?;
+        drop(tx);
+        if let Some(num_bits) = self.shared.lock().grow(id, bloom) {
+            self.grown.push((id, num_bits));
+            tracing::debug!(
+                generation = id,
+                bytes = num_bits / 8,
+                micros = started.elapsed().as_micros() as u64,
+                "dedup: grew the active generation's filter"
+            );
+        }
         Ok(())
     }
 
