@@ -12,9 +12,9 @@ mod common;
 use common::brokers::{tool, tool_lines, Broker, Kind};
 use common::events::{batch, step, user_seq};
 use common::streams::{
-    dead_letters, ferry_with, send, send_steps, steps, users, wait_delivered, FerryProcess,
+    dead_letters, ferry_with, send, send_steps, steps, users, wait_delivered, wait_failing,
+    FerryProcess,
 };
-use common::wait_status;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -133,15 +133,7 @@ async fn a_frozen_broker_loses_nothing_and_keeps_order() {
 
     broker.pause();
     send_steps(&server, &users, 20, 40).await;
-    let handle = &server.server().destinations()[0];
-    let status = wait_status(handle, "failing while the broker is frozen", |s| {
-        s["failing"] == true && s["last_error"].is_string()
-    })
-    .await;
-    assert!(
-        status["cursor"].as_u64().unwrap() < server.log.durable_end(),
-        "{status}"
-    );
+    wait_failing(&server, "failing while the broker is frozen").await;
     broker.resume();
     wait_delivered(&server).await;
 

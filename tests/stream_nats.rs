@@ -11,7 +11,8 @@ mod common;
 use common::brokers::{tool, tool_lines, Broker, Kind};
 use common::events::{batch, step, user_seq};
 use common::streams::{
-    dead_letters, ferry_with, send, send_steps, steps, users, wait_delivered, FerryProcess,
+    dead_letters, ferry_with, send, send_steps, steps, users, wait_delivered, wait_failing,
+    FerryProcess,
 };
 use common::wait_status;
 use serde_json::Value;
@@ -95,25 +96,14 @@ async fn a_broker_down_mid_stream_loses_nothing_and_keeps_order() {
     // The broker dies; ingestion goes on and the status says why delivery waits.
     broker.stop();
     send_steps(&server, &users, 20, 40).await;
-    let handle = &server.server().destinations()[0];
-    let status = wait_status(handle, "failing while the broker is down", |s| {
-        s["failing"] == true && s["last_error"].is_string()
-    })
-    .await;
-    assert!(
-        status["cursor"].as_u64().unwrap() < server.log.durable_end(),
-        "{status}"
-    );
+    wait_failing(&server, "failing while the broker is down").await;
 
     // Frozen rather than dead: connections stay open, nothing answers.
     broker.start();
     wait_delivered(&server).await;
     broker.pause();
     send_steps(&server, &users, 40, 50).await;
-    wait_status(handle, "failing while the broker is frozen", |s| {
-        s["failing"] == true
-    })
-    .await;
+    wait_failing(&server, "failing while the broker is frozen").await;
     broker.resume();
     wait_delivered(&server).await;
 

@@ -59,6 +59,21 @@ pub async fn wait_delivered(server: &TestServer) -> Value {
     wait_status(handle, "every event delivered", |s| s["cursor"] == end).await
 }
 
+/// Waits until the destination reports failures with an error, and checks
+/// that its cursor stays below the log's durable end meanwhile.
+pub async fn wait_failing(server: &TestServer, what: &str) -> Value {
+    let handle = &server.server().destinations()[0];
+    let status = wait_status(handle, what, |s| {
+        s["failing"] == true && s["last_error"].is_string()
+    })
+    .await;
+    assert!(
+        status["cursor"].as_u64().unwrap() < server.log.durable_end(),
+        "{status}"
+    );
+    status
+}
+
 /// The dead letters of `dest`, from the admin API.
 pub async fn dead_letters(server: &TestServer, dest: &str) -> Vec<Value> {
     let r = server
