@@ -10,10 +10,10 @@
 mod common;
 
 use common::brokers::{tool, tool_lines, Broker, Kind};
-use common::events::{batch, step, user_seq};
+use common::events::{step, user_seq};
 use common::streams::{
-    dead_letters, ferry_with, send, send_steps, steps, users, wait_delivered, wait_failing,
-    FerryProcess,
+    dead_letters, ferry_with, post_batch, send, send_steps, steps, users, wait_delivered,
+    wait_failing, FerryProcess,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -153,13 +153,7 @@ async fn a_record_too_large_is_dead_lettered_and_the_users_later_events_flow() {
         step("u", 1).pad(8000).json(),
         step("u", 2).json(),
     ];
-    let r = server
-        .post("/v1/batch")
-        .json(&batch(events))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    post_batch(&server, events).await;
     wait_delivered(&server).await;
 
     let ids: Vec<String> = records(&broker, "events", 2)

@@ -46,6 +46,17 @@ pub async fn send(http: &reqwest::Client, base: &str, events: &[Value], per: usi
     }
 }
 
+/// Posts `events` to `server` as one batch, which must be accepted.
+pub async fn post_batch(server: &TestServer, events: Vec<Value>) {
+    let r = server
+        .post("/v1/batch")
+        .json(&batch(events))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 /// Sends steps `from..to` of every user to `server`, 100 per request.
 pub async fn send_steps(server: &TestServer, users: &[String], from: u64, to: u64) {
     let base = server.url("");
