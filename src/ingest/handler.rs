@@ -12,20 +12,11 @@ use time::OffsetDateTime;
 
 use super::batch::Batch;
 use super::error::IngestError;
-use super::intake::Intake;
+use super::intake::{Intake, Shape};
 use super::normalise::{Envelope, EventType};
 use super::{body, AppState};
 use crate::dedup::{Dedup, DedupError};
 use crate::metrics::{EventLabels, SourceLabels};
-
-/// How the events of a request are laid out in its body.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Shape {
-    /// The body is one event whose type is given by the path.
-    Single(EventType),
-    /// `{"batch": [...]}`, each item with its own `type`.
-    Batch,
-}
 
 /// The handler of every event endpoint; `shape` comes from the route.
 pub(crate) async fn handle(

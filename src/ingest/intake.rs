@@ -13,9 +13,17 @@ use time::OffsetDateTime;
 use super::auth::Sources;
 use super::batch::Batch;
 use super::error::IngestError;
-use super::handler::Shape;
-use super::normalise::Envelope;
+use super::normalise::{Envelope, EventType};
 use super::{splice, timestamp};
+
+/// How the events of a request are laid out in its body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Shape {
+    /// The body is one event whose type is given by the path.
+    Single(EventType),
+    /// `{"batch": [...]}`, each item with its own `type`.
+    Batch,
+}
 
 /// What both ways from a body to records need of a request.
 pub(crate) struct Intake<'a> {
@@ -198,7 +206,6 @@ mod tests {
 
         use super::*;
         use crate::config::SourceConfig;
-        use crate::ingest::normalise::EventType;
         use crate::stored_event::{StoredEvent, FERRY_FIELD};
         use bytes::Bytes;
         use proptest::prelude::*;

@@ -36,7 +36,7 @@ use crate::config::{Config, Limits};
 use crate::dedup::{Dedup, DedupError, DedupHealth, SupervisedDedup};
 use crate::log::Log;
 use crate::metrics::{Metrics, RequestLabels};
-use handler::Shape;
+use intake::Shape;
 
 /// Shared state of all handlers; cheap to clone.
 #[derive(Clone)]
