@@ -10,11 +10,11 @@
 //! A filter is sized for the ids its generation is expected to take: the
 //! first for `min_ids`, the next for about twice what the one before took,
 //! the full `capacity / generations` once a generation filled. A filter that
-//! fills before its generation ends is rebuilt larger by the index writer
-//! ([`Generations::growth_due`], [`Generations::grow`]); meanwhile it only
-//! answers "maybe" more often, which the index settles. So the memory of the
-//! filters follows the ids a box sees, and only full-size filters take a
-//! slot of the interleaved region.
+//! fills is rebuilt larger by the index writer, also after its generation
+//! was sealed ([`Generations::growth_due`], [`Generations::grow`]); until
+//! then it only answers "maybe" more often, which the index settles. So the
+//! memory of the filters follows the ids a box sees, and only full-size
+//! filters take a slot of the interleaved region.
 
 use super::bloom::{self, Bloom};
 use super::filters::Filters;
@@ -374,21 +374,24 @@ impl Generations {
         self.bytes_for_ids(expected.max(self.min_ids))
     }
 
-    /// The active generation, when its filter holds as many ids as it was
-    /// sized for and is smaller than the full size: its id and the bytes of
-    /// the filter to rebuild it into (four times its room, or the full size).
+    /// A held generation whose filter holds as many ids as it was sized
+    /// for and is smaller than the full size, the newest first (usually the
+    /// active one; a generation sealed before the writer grew it still
+    /// grows): its id and the bytes of the filter to rebuild it into (four
+    /// times its room, or the full size).
     pub fn growth_due(&self) -> Option<(u64, u64)> {
-        let g = self.gens.back()?;
-        let Filter::Own(b) = &g.filter else {
-            return None;
-        };
         let full = self.filters.filter_bytes();
-        let room = self.ids_for(b.num_bits() / 8);
-        if g.count < room || b.num_bits() / 8 >= full {
-            return None;
-        }
-        let ids = room.saturating_mul(4).max(g.count.saturating_mul(2));
-        Some((g.id, self.bytes_for_ids(ids).unwrap_or(full)))
+        self.gens.iter().rev().find_map(|g| {
+            let Filter::Own(b) = &g.filter else {
+                return None;
+            };
+            let room = self.ids_for(b.num_bits() / 8);
+            if g.count < room || b.num_bits() / 8 >= full {
+                return None;
+            }
+            let ids = room.saturating_mul(4).max(g.count.saturating_mul(2));
+            Some((g.id, self.bytes_for_ids(ids).unwrap_or(full)))
+        })
     }
 
     /// Replaces generation `id`'s filter with `bloom`, which must hold every
@@ -569,6 +572,16 @@ mod tests {
         g.insert(key(1), 14 * H, &mut ch);
         let quiet = g.num_bits(g.gens.back().unwrap()) / 8;
         assert_eq!(quiet, bloom::bytes_for(2002, g.fp_per_gen), "2 × 1,001 ids");
+        // A generation sealed while its filter was full still grows.
+        let quiet_id = g.gens.back().unwrap().id;
+        for i in 0..3000 {
+            g.insert(key(10_000 + i), 14 * H, &mut ch);
+        }
+        g.insert(key(1), 21 * H, &mut ch);
+        assert_ne!(g.gens.back().unwrap().id, quiet_id, "sealed by time");
+        let (due, bytes) = g.growth_due().expect("the sealed, full filter is due");
+        assert_eq!(due, quiet_id);
+        assert!(g.grow(due, Bloom::with_bytes(bytes)).is_some());
         // A filter replaced by one no larger is left as it is.
         let active = g.gens.back().unwrap().id;
         assert_eq!(g.grow(active, Bloom::with_bytes(quiet)), None);
